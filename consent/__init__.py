@@ -1,0 +1,44 @@
+"""Self-hosted consent and cookie management service."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from flask import Flask
+
+from consent.api import init_api
+from consent.cli import register_cli
+from consent.config import load_config
+from consent.db import db, init_db, migrate
+from consent.security import exempt_from_https_redirect, init_security
+
+
+def _top_level_folder(name: str) -> str:
+    """``static/`` and ``templates/`` sit beside the package, or in share/ once installed."""
+    beside_package = Path(__file__).resolve().parent.parent / name
+    if beside_package.is_dir():
+        return str(beside_package)
+    return str(Path(sys.prefix) / "share" / "consent" / name)
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the application: configuration, extensions, blueprints."""
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        static_folder=_top_level_folder("static"),
+        template_folder=_top_level_folder("templates"),
+    )
+    load_config(app, test_config)
+
+    init_db(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
+    init_security(app)
+    init_api(app)
+    register_cli(app)
+
+    # blueprints
+
+    exempt_from_https_redirect(app)
+    return app

@@ -1,0 +1,140 @@
+"""The JSON API: one error shape, CORS per site, JSON-only bodies, OpenAPI document."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, g, request
+from flask_smorest import Api, abort
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+
+from consent.api import public, server, wellknown
+from consent.api.common import is_allowed_origin
+from consent.db import db
+from consent.errors import Conflict, InvalidRequest
+from consent.schemas import ErrorSchema
+from consent.sites import get_site_by_key
+
+log = logging.getLogger(__name__)
+
+#: Endpoints that answer "may I?": on any failure they still say ``allowed: false``.
+CHECK_ENDPOINTS = {"public.Check", "server.ServerCheck"}
+API_BLUEPRINTS = {"public", "server", "wellknown"}
+
+
+class ConsentApi(Api):
+    """flask-smorest's Api with the service's own error shape."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error: HTTPException):
+        """Answer API errors as JSON; leave pages to Flask's HTML error pages."""
+        if request.blueprint not in API_BLUEPRINTS:
+            return error
+        data = getattr(error, "data", None) or {}
+        messages = data.get("errors") or data.get("messages")
+        return error_response(
+            error.code or 500,
+            data.get("message")
+            or (messages and "The request has invalid fields.")
+            or error.description,
+            _flatten(messages) if messages else None,
+            data.get("headers"),
+        )
+
+
+def error_response(
+    code: int, message: str, errors: dict | None = None, headers: dict | None = None
+):
+    """The one JSON error shape: ``error``, ``message`` and per-field ``errors``."""
+    payload: dict = {
+        "error": HTTP_STATUS_CODES.get(code, "error").lower().replace(" ", "_").replace("'", ""),
+        "message": message,
+    }
+    if errors:
+        payload["errors"] = errors
+    if request.endpoint in CHECK_ENDPOINTS:
+        # A check that could not be answered still answers: not allowed.
+        payload.update(allowed=False, reason="unavailable" if code >= 500 else "error")
+    headers = dict(headers or {})
+    if code == 503:
+        headers.setdefault("Retry-After", "5")
+    return payload, code, headers
+
+
+def _flatten(messages: dict, prefix: str = "") -> dict[str, list[str]]:
+    """Turn webargs' nested {location: {field: {0: [...]}}} into {"field.0": [...]}."""
+    if set(messages) <= {"json", "query", "form", "headers", "files", "view_args"}:
+        merged: dict[str, list[str]] = {}
+        for nested in messages.values():
+            merged.update(_flatten(nested))
+        return merged
+    flat: dict[str, list[str]] = {}
+    for key, value in messages.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = [str(item) for item in value] if isinstance(value, list) else [str(value)]
+    return flat
+
+
+def init_api(app: Flask) -> ConsentApi:
+    """Attach the API, its blueprints and its error handling to the app."""
+    api = ConsentApi(app)
+    api.register_blueprint(public.blp)
+    api.register_blueprint(server.blp)
+    app.register_blueprint(wellknown.bp)
+
+    @app.errorhandler(InvalidRequest)
+    def _invalid_request(error: InvalidRequest):
+        return error_response(422, error.message, {error.field: [error.message]})
+
+    @app.errorhandler(Conflict)
+    def _conflict(error: Conflict):
+        return error_response(409, str(error))
+
+    @app.errorhandler(DBAPIError)
+    def _database_unavailable(error: DBAPIError):
+        # Fail closed: log the fault, tell the client to retry, never a stack trace.
+        log.error("database error on %s: %s", request.endpoint, error.__class__.__name__)
+        db.session.rollback()
+        return error_response(503, "The database cannot be reached.")
+
+    app.before_request(_require_json_body)
+    app.after_request(_add_cors_headers)
+    return api
+
+
+def _require_json_body():
+    """JSON endpoints take application/json only: a cross-site form cannot post."""
+    if request.blueprint not in ("public", "server"):
+        return
+    if request.method in ("POST", "PUT", "PATCH") and not request.is_json:
+        if not request.content_length and request.endpoint == "public.Shown":
+            return
+        abort(415, message="Send the body as application/json.")
+
+
+def _add_cors_headers(response):
+    """Let only the site's allowed origins read public API answers from a browser."""
+    origin = request.headers.get("Origin")
+    if request.blueprint != "public" or not origin:
+        return response
+    response.vary.add("Origin")
+    site = g.get("site")
+    if site is None:
+        site_key = (request.view_args or {}).get("site_key")
+        site = get_site_by_key(site_key) if site_key else None
+    if site is not None and is_allowed_origin(site, origin):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "ETag, Idempotent-Replayed"
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = (
+                "Content-Type, X-Consent-Token, Idempotency-Key"
+            )
+            response.headers["Access-Control-Max-Age"] = "600"
+    return response

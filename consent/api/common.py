@@ -1,0 +1,28 @@
+"""Helpers the API blueprints share."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from flask import request
+
+from consent.models import Site
+
+
+def is_allowed_origin(site: Site, origin: str) -> bool:
+    """The site's listed origins, and the service's own pages (the demo)."""
+    own_origin = request.host_url.rstrip("/")
+    return origin in site.allowed_origins or origin == own_origin
+
+
+def truncated_client_ip() -> str | None:
+    """The client's address with the host part zeroed (/24 IPv4, /48 IPv6)."""
+    address = request.remote_addr
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)

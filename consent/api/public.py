@@ -1,0 +1,182 @@
+"""Public API called by the widget from the site's pages (CORS per site)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from flask import Response, current_app, g, jsonify, request
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from sqlalchemy import select
+
+from consent import ledger
+from consent.api.common import is_allowed_origin, truncated_client_ip
+from consent.db import db
+from consent.models import ConsentRecord, Site, Subject
+from consent.schemas import (
+    BannerConfigSchema,
+    CheckArgs,
+    CheckSchema,
+    RecordArgs,
+    RecordResultSchema,
+    VisitorDataSchema,
+)
+from consent.sites import banner_config, count_banner_shown, get_site_by_key
+from consent.subjects import record_submission
+from consent.tokens import read_visitor_token
+
+blp = Blueprint(
+    "public",
+    __name__,
+    url_prefix="/v1/sites/<string:site_key>",
+    description="Called by the banner in the visitor's browser.",
+)
+
+TOKEN_HEADER = "X-Consent-Token"
+
+
+def load_site(site_key: str) -> Site:
+    """The site named in the URL (404), refusing writes from origins it does not allow."""
+    site = get_site_by_key(site_key)
+    if site is None:
+        abort(404, message=f"No site with key {site_key!r}.")
+    origin = request.headers.get("Origin")
+    if origin is not None and request.method != "GET" and not is_allowed_origin(site, origin):
+        abort(403, message="This origin is not allowed for the site.")
+    g.site = site
+    return site
+
+
+def current_subject(site: Site, *, required: bool) -> Subject | None:
+    """The subject behind the request's visitor token, if any (401/403 on a bad token)."""
+    token = request.headers.get(TOKEN_HEADER)
+    if not token:
+        if required:
+            abort(401, message=f"Send the visitor token in the {TOKEN_HEADER} header.")
+        return None
+    visitor = ledger.find_visitor(site, read_visitor_token(token, site.key))
+    return visitor.subject if visitor else None
+
+
+@blp.route("/config")
+class BannerConfig(MethodView):
+    @blp.response(200, BannerConfigSchema)
+    def get(self, site_key):
+        """Return what the banner shows, cacheable with an ETag."""
+        site = load_site(site_key)
+        config = banner_config(site)
+        body = json.dumps(config, sort_keys=True).encode()
+        etag = hashlib.sha256(body).hexdigest()[:32]
+        headers = {"ETag": f'"{etag}"', "Cache-Control": _config_cache_control()}
+        if request.if_none_match.contains(etag):
+            return Response(status=304, headers=headers)
+        return config, 200, headers
+
+
+def _config_cache_control() -> str:
+    return f"public, max-age={current_app.config['CONFIG_MAX_AGE']}"
+
+
+@blp.route("/records")
+class Records(MethodView):
+    @blp.arguments(RecordArgs)
+    @blp.response(201, RecordResultSchema)
+    @blp.doc(
+        parameters=[
+            {"in": "header", "name": TOKEN_HEADER, "schema": {"type": "string"}},
+            {"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}},
+        ]
+    )
+    def post(self, args, site_key):
+        """Record one submission of the visitor's decisions."""
+        site = load_site(site_key)
+        token = request.headers.get(TOKEN_HEADER)
+        visitor_id = read_visitor_token(token, site.key) if token else None
+        result, is_replay = record_submission(
+            site,
+            visitor_id,
+            args,
+            idempotency_key=request.headers.get("Idempotency-Key"),
+            is_gpc=request.headers.get("Sec-GPC", "").strip() == "1",
+            ip_truncated=truncated_client_ip(),
+        )
+        # Already dumped: it is the stored answer on a replay, so send it as it is.
+        response = jsonify(result)
+        response.status_code = 201
+        if is_replay:
+            response.headers["Idempotent-Replayed"] = "true"
+        return response
+
+
+@blp.route("/me")
+class VisitorData(MethodView):
+    @blp.response(200, VisitorDataSchema)
+    @blp.doc(
+        parameters=[
+            {"in": "header", "name": TOKEN_HEADER, "required": True, "schema": {"type": "string"}}
+        ]
+    )
+    def get(self, site_key):
+        """Return the visitor's own current state and history."""
+        site = load_site(site_key)
+        token = request.headers.get(TOKEN_HEADER)
+        if not token:
+            abort(401, message=f"Send the visitor token in the {TOKEN_HEADER} header.")
+        visitor_id = read_visitor_token(token, site.key)
+        subject = current_subject(site, required=True)
+        if subject is None:
+            return {"visitor_id": visitor_id, "erased": False, "state": {}, "history": []}
+        history = db.session.scalars(
+            select(ConsentRecord)
+            .where(
+                ConsentRecord.site_id == site.id,
+                ConsentRecord.subject_pseudonym == subject.pseudonym,
+            )
+            .order_by(ConsentRecord.sequence.desc())
+            .limit(current_app.config["HISTORY_LIMIT"])
+        ).all()
+        return (
+            {
+                "visitor_id": visitor_id,
+                "erased": subject.erased_at is not None,
+                "state": ledger.describe_state(site, subject),
+                "history": history,
+            },
+            200,
+            {"Cache-Control": "no-store"},
+        )
+
+
+@blp.route("/check")
+class Check(MethodView):
+    @blp.arguments(CheckArgs, location="query")
+    @blp.response(200, CheckSchema)
+    @blp.doc(parameters=[{"in": "header", "name": TOKEN_HEADER, "schema": {"type": "string"}}])
+    def get(self, args, site_key):
+        """Answer whether a purpose (or one service in it) is allowed for this visitor."""
+        site = load_site(site_key)
+        subject = current_subject(site, required=False)
+        verdict = ledger.check_purpose(site, subject, args["purpose"], args.get("service"))
+        return _verdict_body(verdict, args), 200, {"Cache-Control": "no-store"}
+
+
+def _verdict_body(verdict: ledger.Verdict, args: dict) -> dict:
+    return {
+        "allowed": verdict.allowed,
+        "purpose": args["purpose"],
+        "service": args.get("service"),
+        "reason": verdict.reason,
+        "decided_at": verdict.decided_at,
+        "expires_at": verdict.expires_at,
+    }
+
+
+@blp.route("/shown")
+class Shown(MethodView):
+    @blp.response(204)
+    def post(self, site_key):
+        """Count one display of the banner's first layer, with no identifier at all."""
+        site = load_site(site_key)
+        count_banner_shown(site)
+        return "", 204

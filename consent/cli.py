@@ -1,0 +1,188 @@
+"""Command line: ``consent <command>`` or ``flask --app consent <command>``."""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+
+import click
+from flask import Flask
+from flask_migrate import upgrade
+
+from consent import keys, ledger, sites
+from consent.db import db
+from consent.demo import seed_demo_site
+from consent.errors import InvalidRequest
+from consent.models import Site
+
+
+def in_transaction(command):
+    """Commit once when the command succeeds; roll back and explain when it fails."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            result = command(*args, **kwargs)
+        except InvalidRequest as error:
+            db.session.rollback()
+            raise click.ClickException(f"{error.field}: {error.message}") from None
+        except Exception:
+            db.session.rollback()
+            raise
+        db.session.commit()
+        return result
+
+    return wrapper
+
+
+def site_by_key(site_key: str) -> Site:
+    site = sites.get_site_by_key(site_key)
+    if site is None:
+        raise click.ClickException(f"No site with key {site_key!r}.")
+    return site
+
+
+@click.command("init-db")
+def init_db_command():
+    """Create or upgrade the database schema to the latest migration."""
+    upgrade()
+    click.echo("Database is up to date.")
+
+
+@click.command("seed-demo")
+@click.option("--origin", "origins", multiple=True, help="Extra allowed origin (repeatable).")
+@in_transaction
+def seed_demo_command(origins):
+    """Create or update the demo site with its purposes and policy."""
+    site = seed_demo_site(list(origins) or None)
+    click.echo(f"Demo site {site.key!r} ready: {', '.join(p.key for p in site.purposes)}.")
+
+
+@click.command("create-site")
+@click.argument("key")
+@click.argument("name")
+@click.option("--origin", "origins", multiple=True, help="Allowed origin (repeatable).")
+@click.option(
+    "--lifetime-days",
+    type=int,
+    default=182,
+    show_default=True,
+    help="How long a choice stands (at most 395).",
+)
+@click.option("--retention-days", type=int, default=3 * 365, show_default=True)
+@click.option("--language", "languages", multiple=True, help="Banner language (repeatable).")
+@in_transaction
+def create_site_command(key, name, origins, lifetime_days, retention_days, languages):
+    """Create a site with the four cookie purposes."""
+    site = sites.create_site(
+        key,
+        name,
+        origins=list(origins),
+        lifetime_days=lifetime_days,
+        retention_days=retention_days,
+        languages=list(languages) or None,
+    )
+    for position, purpose in enumerate(sites.STANDARD_PURPOSES):
+        sites.set_purpose(
+            site,
+            purpose["key"],
+            position=position,
+            **{k: v for k, v in purpose.items() if k != "key"},
+        )
+    click.echo(f"Site {site.key!r} created.")
+
+
+@click.command("add-policy")
+@click.argument("site_key")
+@click.argument("version")
+@click.option("--url", help="Where the policy is published.")
+@click.option(
+    "--material/--not-material",
+    default=False,
+    help="A material change makes earlier decisions stale.",
+)
+@click.option("--published-at", type=click.DateTime(), help="UTC; default now.")
+@in_transaction
+def add_policy_command(site_key, version, url, material, published_at: datetime | None):
+    """Publish a policy version for a site."""
+    site = site_by_key(site_key)
+    policy = sites.publish_policy(
+        site,
+        version,
+        url=url,
+        is_material=material,
+        published_at=published_at.replace(tzinfo=UTC) if published_at else None,
+    )
+    kind = "material" if policy.is_material else "non-material"
+    click.echo(f"Published {kind} policy version {policy.version!r} for {site.key!r}.")
+
+
+@click.command("issue-key")
+@click.argument("site_key")
+@click.argument("name")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(["read", "write"]),
+    default=["read"],
+    show_default=True,
+)
+@in_transaction
+def issue_key_command(site_key, name, scopes):
+    """Issue a server API key; its secret is printed once, here."""
+    api_key, secret = keys.issue_key(site_by_key(site_key), name, list(scopes))
+    click.echo(f"Key {api_key.prefix} ({api_key.scopes}) for {site_key!r}. Secret, shown once:")
+    click.echo(secret)
+
+
+@click.command("revoke-key")
+@click.argument("prefix")
+@in_transaction
+def revoke_key_command(prefix):
+    """Revoke a server API key by its prefix."""
+    api_key = keys.revoke_key(prefix)
+    click.echo(f"Key {api_key.prefix} revoked.")
+
+
+@click.command("verify")
+@click.argument("site_key", required=False)
+def verify_command(site_key):
+    """Verify the hash chain of one site (or every site); exit 1 if any is broken."""
+    targets = (
+        [site_by_key(site_key)]
+        if site_key
+        else db.session.scalars(db.select(Site).order_by(Site.key)).all()
+    )
+    broken = 0
+    for site in targets:
+        report = ledger.verify_chain(site)
+        if report.is_intact:
+            click.echo(f"{site.key}: OK, {report.records_checked} records.")
+        else:
+            broken += 1
+            where = f"record #{report.first_bad_sequence}"
+            if report.first_bad_record_id is not None:
+                where += f" (id {report.first_bad_record_id})"
+            click.echo(
+                f"{site.key}: BROKEN at {where}: {report.problem}. "
+                f"{report.records_checked} records before it are intact."
+            )
+    if broken:
+        raise SystemExit(1)
+
+
+COMMANDS = [
+    init_db_command,
+    seed_demo_command,
+    create_site_command,
+    add_policy_command,
+    issue_key_command,
+    revoke_key_command,
+    verify_command,
+]
+
+
+def register_cli(app: Flask) -> None:
+    for command in COMMANDS:
+        app.cli.add_command(command)

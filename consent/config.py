@@ -1,0 +1,100 @@
+"""Configuration: defaults here, environment overrides, a dict for tests.
+
+Every setting can be given as an environment variable prefixed with ``CONSENT_``
+(``CONSENT_DATABASE_URL``, ``CONSENT_SECRET_KEY``, ...). Values are parsed as JSON when
+they can be, so ``CONSENT_TRUSTED_PROXIES=1`` is the number 1.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask
+
+
+class Config:
+    #: "development" or "production". Production refuses to start without secrets.
+    ENV = "development"
+    #: SQLAlchemy URL; empty means SQLite in the instance folder.
+    DATABASE_URL = ""
+    #: Signs visitor tokens, unsubscribe links and sessions. Required in production.
+    SECRET_KEY = None
+    #: Base64 of 32 random bytes: encrypts and hashes emails and user ids at rest.
+    DATA_KEY = None
+    #: Largest request body accepted (bytes); larger gets 413.
+    MAX_CONTENT_LENGTH = 64 * 1024
+    #: Redirect pages (not the API, widget or unsubscribe) to HTTPS; default: production.
+    FORCE_HTTPS = None
+    #: How many reverse proxies in front of the app set X-Forwarded-For.
+    TRUSTED_PROXIES = 0
+    #: Public cache lifetime of the banner configuration, seconds.
+    CONFIG_MAX_AGE = 300
+    #: How many records the visitor's own history endpoint returns at most.
+    HISTORY_LIMIT = 200
+
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    API_TITLE = "Consent service"
+    API_VERSION = "v1"
+    OPENAPI_VERSION = "3.1.0"
+    OPENAPI_URL_PREFIX = "/v1"
+    OPENAPI_JSON_PATH = "openapi.json"
+    JSON_SORT_KEYS = False
+
+
+def load_config(app: Flask, test_config: dict | None) -> None:
+    """Fill ``app.config`` from defaults, the environment and ``test_config``."""
+    app.config.from_object(Config)
+    app.config.from_prefixed_env(prefix="CONSENT")
+    if test_config:
+        app.config.update(test_config)
+
+    is_production = app.config["ENV"] == "production"
+    database_url = app.config["DATABASE_URL"] or app.config.get("SQLALCHEMY_DATABASE_URI")
+    if not database_url:
+        database_url = f"sqlite:///{Path(app.instance_path) / 'consent.sqlite'}"
+    app.config["SQLALCHEMY_DATABASE_URI"] = _with_psycopg_driver(database_url)
+    if app.config["FORCE_HTTPS"] is None:
+        app.config["FORCE_HTTPS"] = is_production
+
+    for name, make in (("SECRET_KEY", _new_secret_key), ("DATA_KEY", _new_data_key)):
+        if app.config.get(name):
+            continue
+        if is_production:
+            raise RuntimeError(
+                f"CONSENT_{name} is not set. In production the service needs it from the "
+                f'environment; generate one with: python -c "import secrets, base64; '
+                f'print(base64.b64encode(secrets.token_bytes(32)).decode())"'
+            )
+        app.config[name] = _instance_secret(app, name.lower(), make)
+
+
+def _with_psycopg_driver(url: str) -> str:
+    """Use psycopg 3 for plain ``postgresql://`` URLs."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _new_secret_key() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def _new_data_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _instance_secret(app: Flask, name: str, make) -> str:
+    """Read a development secret from the instance folder, creating it once."""
+    path = Path(app.instance_path) / name
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(value)
+    return value

@@ -1,0 +1,167 @@
+"""The demo site: what `consent seed-demo` creates, and what the demo page shows."""
+
+from __future__ import annotations
+
+from consent.db import db
+from consent.models import Site
+from consent.sites import (
+    STANDARD_PURPOSES,
+    create_site,
+    get_site_by_key,
+    publish_policy,
+    set_purpose,
+)
+
+DEMO_KEY = "demo"
+DEMO_ORIGINS = ["http://127.0.0.1:5000", "http://localhost:5000"]
+DEMO_POLICY_VERSION = "2026-11-01"
+
+#: French titles and descriptions, and what the demo page sets, per standard purpose.
+DEMO_EXTRAS = {
+    "necessary": {
+        "fr": ("Strictement nécessaires", "Maintient votre session et la sécurité du site."),
+        "cookies": [
+            {
+                "name": "session",
+                "is_prefix": False,
+                "provider": "Demo shop",
+                "duration": "session",
+                "description": "Your sign-in session.",
+            }
+        ],
+        "services": [],
+    },
+    "preferences": {
+        "fr": ("Préférences", "Mémorise votre langue et vos choix d'affichage."),
+        "cookies": [
+            {
+                "name": "demo_prefs",
+                "is_prefix": False,
+                "provider": "Demo shop",
+                "duration": "1 year",
+                "description": "Display preferences.",
+            }
+        ],
+        "services": [],
+    },
+    "analytics": {
+        "fr": ("Mesure d'audience", "Nous aide à comprendre l'usage du site pour l'améliorer."),
+        "cookies": [],
+        "services": [
+            {
+                "key": "matomo",
+                "name": "Matomo",
+                "provider": "Demo shop (self-hosted)",
+                "policy_url": None,
+                "cookies": [
+                    {
+                        "name": "_pk_",
+                        "is_prefix": True,
+                        "provider": "Matomo",
+                        "duration": "13 months",
+                        "description": "Visit statistics.",
+                    }
+                ],
+            },
+        ],
+    },
+    "marketing": {
+        "fr": ("Marketing", "Permet à nos partenaires d'afficher des publicités ciblées."),
+        "cookies": [],
+        "services": [
+            {
+                "key": "adnetwork",
+                "name": "Ad Network",
+                "provider": "Example Ads Ltd",
+                "policy_url": None,
+                "cookies": [
+                    {
+                        "name": "_ad_id",
+                        "is_prefix": False,
+                        "provider": "Example Ads",
+                        "duration": "90 days",
+                        "description": "Ad measurement.",
+                    }
+                ],
+            },
+        ],
+    },
+}
+
+DEMO_PURPOSES = [
+    {
+        **standard,
+        "translations": {
+            **standard["translations"],
+            "fr": dict(
+                zip(("title", "description"), DEMO_EXTRAS[standard["key"]]["fr"], strict=True)
+            ),
+        },
+        "cookies": DEMO_EXTRAS[standard["key"]]["cookies"],
+        "services": DEMO_EXTRAS[standard["key"]]["services"],
+    }
+    for standard in STANDARD_PURPOSES
+] + [
+    {
+        "key": "email_marketing",
+        "kind": "communication",
+        "is_required": False,
+        "translations": {
+            "en": {"title": "Marketing emails", "description": "News and offers by email."},
+            "fr": {"title": "Emails marketing", "description": "Actualités et offres par email."},
+        },
+        "cookies": [],
+        "services": [],
+        "consent_mode": [],
+    },
+]
+
+DEMO_TEXTS = {
+    "fr": {
+        "title": "Vos choix de confidentialité",
+        "description": (
+            "Nous utilisons des cookies pour faire fonctionner le site et, avec votre accord, "
+            "mémoriser vos préférences, mesurer l'audience et afficher des publicités "
+            "pertinentes. Vous pouvez changer d'avis à tout moment via « Cookies »."
+        ),
+        "accept_all": "Tout accepter",
+        "reject_all": "Tout refuser",
+        "customise": "Personnaliser",
+        "save": "Enregistrer",
+        "close": "Fermer",
+        "always_on": "Toujours actif",
+        "policy_link": "Politique de confidentialité",
+        "settings_title": "Paramètres des cookies",
+        "services": "Services",
+        "cookies": "Cookies",
+        "gpc_notice": "Votre navigateur a envoyé un signal GPC : la publicité est désactivée.",
+        "placeholder": "Ce contenu de {service} nécessite votre accord pour {purpose}.",
+        "load": "Autoriser et charger",
+    }
+}
+
+
+def seed_demo_site(origins: list[str] | None = None) -> Site:
+    """Create or bring up to date the demo site; running it twice changes nothing."""
+    site = get_site_by_key(DEMO_KEY)
+    if site is None:
+        site = create_site(
+            DEMO_KEY,
+            "Demo shop",
+            origins=origins or DEMO_ORIGINS,
+            languages=["en", "fr"],
+            texts=DEMO_TEXTS,
+        )
+    elif origins:
+        site.allowed_origins = sorted(set(site.allowed_origins) | set(origins))
+    for position, purpose in enumerate(DEMO_PURPOSES):
+        set_purpose(
+            site,
+            purpose["key"],
+            position=position,
+            **{k: v for k, v in purpose.items() if k != "key"},
+        )
+    if not site.policy_versions:
+        publish_policy(site, DEMO_POLICY_VERSION, url="/privacy", is_material=True)
+    db.session.flush()
+    return site

@@ -1,0 +1,293 @@
+"""The service's tables.
+
+Two kinds of data live here and never mix:
+
+* the **history** (``ConsentRecord``): insert-only, chained by hash, guarded by
+  database triggers; it holds pseudonymous ids and decisions, never a direct identifier;
+* everything else (sites, purposes, subjects, current state, keys): ordinary mutable
+  rows. Identifying data (email, the site's user id) lives only on ``Subject``,
+  encrypted, so erasure never has to touch the history.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from consent.db import UTCDateTime, db, now_utc
+
+#: How long a choice stands by default (six months, the CNIL's good practice) and at most.
+DEFAULT_LIFETIME_DAYS = 182
+MAX_LIFETIME_DAYS = 395
+
+PURPOSE_KINDS = ("cookie", "communication")
+RECORD_SOURCES = ("banner", "preferences", "api", "gpc", "unsubscribe", "import")
+#: What a record says happened: a choice, a visitor linked to a user, an erasure.
+RECORD_EVENTS = ("decision", "link", "erasure", "correction")
+API_SCOPES = ("read", "write")
+
+
+class Site(db.Model):
+    """One website or app: a tenant with its own purposes, policies, keys and chain."""
+
+    __tablename__ = "sites"
+    __table_args__ = (
+        CheckConstraint(f"lifetime_days BETWEEN 1 AND {MAX_LIFETIME_DAYS}", name="lifetime_range"),
+        CheckConstraint("retention_days >= lifetime_days", name="retention_covers_lifetime"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Public key the widget names in ``data-site``; safe to show to anyone.
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    #: Origins (scheme://host[:port]) allowed to call the public API from a browser.
+    allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: How many days a decision stands before the visitor is asked again.
+    lifetime_days: Mapped[int] = mapped_column(Integer, default=DEFAULT_LIFETIME_DAYS)
+    #: How many days records are kept before ``purge`` may remove them.
+    retention_days: Mapped[int] = mapped_column(Integer, default=3 * 365)
+    languages: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["en"])
+    default_language: Mapped[str] = mapped_column(String(16), default="en")
+    #: Banner texts per language: {"en": {"title": ..., "accept_all": ...}}.
+    texts: Mapped[dict[str, dict[str, str]]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+    purposes: Mapped[list[Purpose]] = relationship(
+        back_populates="site", order_by="Purpose.position", cascade="all, delete-orphan"
+    )
+    policy_versions: Mapped[list[PolicyVersion]] = relationship(
+        back_populates="site", order_by="PolicyVersion.published_at"
+    )
+
+
+class Purpose(db.Model):
+    """A category a visitor decides on (cookies) or a kind of message (communication)."""
+
+    __tablename__ = "purposes"
+    __table_args__ = (
+        UniqueConstraint("site_id", "key"),
+        CheckConstraint("kind IN ('cookie', 'communication')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16), default="cookie")
+    #: Required purposes are always allowed and cannot be refused (strictly necessary).
+    is_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    #: {"en": {"title": ..., "description": ...}}
+    translations: Mapped[dict[str, dict[str, str]]] = mapped_column(JSON, default=dict)
+    #: Cookies set directly under this purpose: [{"name", "is_prefix", "provider", ...}].
+    cookies: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    #: Vendors inside the purpose, each decidable on its own: [{"key", "name", "cookies"}].
+    services: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    #: Google Consent Mode v2 signals this purpose grants, e.g. ["analytics_storage"].
+    consent_mode: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+    site: Mapped[Site] = relationship(back_populates="purposes")
+
+    @property
+    def service_keys(self) -> set[str]:
+        return {service["key"] for service in self.services}
+
+
+class PolicyVersion(db.Model):
+    """A published version of the site's privacy and cookie policy."""
+
+    __tablename__ = "policy_versions"
+    __table_args__ = (UniqueConstraint("site_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    #: The label people see ("2026-11-01", "v3"); unique per site.
+    version: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str | None] = mapped_column(String(2000))
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    #: A material change makes every earlier decision stale: the banner asks again.
+    is_material: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    site: Mapped[Site] = relationship(back_populates="policy_versions")
+
+
+class Subject(db.Model):
+    """A person, as the site knows them: pseudonymous, with optional identifiers.
+
+    The identifiers (email, the site's own user id) are stored encrypted with a keyed
+    hash beside them for exact lookup; they live only here, never in the history.
+    """
+
+    __tablename__ = "subjects"
+    __table_args__ = (
+        UniqueConstraint("site_id", "user_id_digest"),
+        UniqueConstraint("site_id", "email_digest"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    #: Random id that stands for the person in the history.
+    pseudonym: Mapped[str] = mapped_column(String(40), unique=True)
+    #: HMAC of the site's user id: lookup without storing it in the clear.
+    user_id_digest: Mapped[str | None] = mapped_column(String(64))
+    user_id_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    email_digest: Mapped[str | None] = mapped_column(String(64))
+    email_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    #: Set by erasure: every check for this person then answers not allowed.
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    visitors: Mapped[list[Visitor]] = relationship(back_populates="subject")
+
+
+class Visitor(db.Model):
+    """A browser's random id, issued by the service, pointing at its subject.
+
+    Several visitors (devices) point at one subject once linked to the same user id.
+    """
+
+    __tablename__ = "visitors"
+
+    visitor_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+    subject: Mapped[Subject] = relationship(back_populates="visitors")
+
+
+class ConsentRecord(db.Model):
+    """One submission, appended to the site's hash chain. Insert-only.
+
+    There is no update path in the code, and triggers created by the migrations make
+    the database itself refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL).
+    ``record_hash`` is SHA-256 over the canonical form of every other column, including
+    ``previous_hash``, so any edit, removal or reordering shows in ``verify_chain``.
+    """
+
+    __tablename__ = "consent_records"
+    __table_args__ = (
+        UniqueConstraint("site_id", "sequence"),
+        Index("ix_consent_records_subject", "site_id", "subject_pseudonym", "sequence"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    #: Position in the site's chain, 1 for the first record; no gaps, no forks.
+    sequence: Mapped[int] = mapped_column(Integer)
+    subject_pseudonym: Mapped[str] = mapped_column(String(40))
+    event: Mapped[str] = mapped_column(String(16), default="decision")
+    source: Mapped[str] = mapped_column(String(16))
+    #: [{"purpose": "analytics", "granted": true, "services": {"matomo": false}}, ...]
+    decisions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    #: Event-specific facts without identifiers, e.g. {"linked_from": pseudonym}.
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    policy_version: Mapped[str | None] = mapped_column(String(64))
+    #: Hash of the banner configuration the visitor was shown, as the widget sent it.
+    config_hash: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(16))
+    #: The browser sent a Global Privacy Control signal (Sec-GPC: 1).
+    is_gpc: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Client address with the host part removed (/24 for IPv4, /48 for IPv6).
+    ip_truncated: Mapped[str | None] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    previous_hash: Mapped[str] = mapped_column(String(64))
+    record_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class ChainHead(db.Model):
+    """The last link of a site's chain; its row lock serialises appends per site."""
+
+    __tablename__ = "chain_heads"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    record_hash: Mapped[str] = mapped_column(String(64))
+
+
+class CurrentState(db.Model):
+    """The latest decision per subject, purpose and service, kept with each append.
+
+    ``service`` is "" for the purpose as a whole. The check reads this table only.
+    """
+
+    __tablename__ = "current_states"
+
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), primary_key=True)
+    purpose_id: Mapped[int] = mapped_column(
+        ForeignKey("purposes.id", ondelete="CASCADE"), primary_key=True
+    )
+    service: Mapped[str] = mapped_column(String(64), primary_key=True, default="")
+    is_granted: Mapped[bool] = mapped_column(Boolean)
+    #: A refusal that replaced an earlier grant.
+    is_withdrawal: Mapped[bool] = mapped_column(Boolean, default=False)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: When the policy version the decision was taken under was published.
+    policy_published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    record_id: Mapped[int] = mapped_column(ForeignKey("consent_records.id"))
+    source: Mapped[str] = mapped_column(String(16))
+
+
+class ApiKey(db.Model):
+    """A server API key for one site. Only a SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    #: Public, non-secret start of the key, shown in listings and used for lookup.
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    #: Space-separated subset of API_SCOPES.
+    scopes: Mapped[str] = mapped_column(String(64), default="read")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    site: Mapped[Site] = relationship()
+
+    @property
+    def scope_set(self) -> set[str]:
+        return set(self.scopes.split())
+
+
+class IdempotentRequest(db.Model):
+    """The first answer to a submission sent with an ``Idempotency-Key`` header."""
+
+    __tablename__ = "idempotent_requests"
+    __table_args__ = (UniqueConstraint("site_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    #: SHA-256 of the request body and visitor: the same key with another body is refused.
+    request_digest: Mapped[str] = mapped_column(String(64))
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+
+class BannerImpression(db.Model):
+    """How often the first layer was shown, per site and day, with no identifier."""
+
+    __tablename__ = "banner_impressions"
+
+    site_id: Mapped[int] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,205 @@
+"""marshmallow schemas: ``<Thing>Schema`` for output, ``<Thing>Args`` for input.
+
+The same classes validate requests and generate the OpenAPI document, so the two
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from consent.models import RECORD_SOURCES
+
+KEY = validate.Regexp(r"^[a-z0-9][a-z0-9_.-]{0,63}$", error="Use up to 64 a-z, 0-9, '_', '-', '.'.")
+HEX_HASH = validate.Regexp(r"^[0-9a-f]{64}$", error="Must be 64 lower-case hex digits.")
+
+
+class StrictBoolean(fields.Boolean):
+    """Only JSON true and false: "yes", 1 or "on" are not a recorded choice."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class DecisionArgs(ma.Schema):
+    purpose = fields.String(required=True, validate=KEY)
+    granted = StrictBoolean(required=True)
+    services = fields.Dict(
+        keys=fields.String(validate=KEY),
+        values=StrictBoolean(),
+        validate=validate.Length(max=100),
+        metadata={"description": "Per-service choices inside the purpose."},
+    )
+
+
+class _SubmissionArgs(ma.Schema):
+    decisions = fields.List(
+        fields.Nested(DecisionArgs), required=True, validate=validate.Length(min=1, max=50)
+    )
+    policy_version = fields.String(validate=validate.Length(min=1, max=64))
+    config_hash = fields.String(validate=HEX_HASH)
+    language = fields.String(validate=validate.Regexp(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"))
+
+
+class RecordArgs(_SubmissionArgs):
+    source = fields.String(
+        load_default="banner", validate=validate.OneOf(["banner", "preferences", "gpc", "api"])
+    )
+
+
+class ServerRecordArgs(_SubmissionArgs):
+    user_id = fields.String(validate=validate.Length(min=1, max=200))
+    email = fields.String(validate=validate.Length(min=3, max=254))
+    visitor_token = fields.String(validate=validate.Length(min=1, max=500))
+    source = fields.String(load_default="api", validate=validate.OneOf(["api", "import"]))
+
+    @ma.validates_schema
+    def _one_identity(self, data, **kwargs):
+        given = [name for name in ("user_id", "email", "visitor_token") if name in data]
+        if len(given) != 1:
+            raise ma.ValidationError(
+                "Give exactly one of user_id, email, visitor_token.", "user_id"
+            )
+
+
+class RecordSchema(ma.Schema):
+    id = fields.Integer()
+    sequence = fields.Integer()
+    recorded_at = fields.DateTime()
+    event = fields.String()
+    source = fields.String(validate=validate.OneOf(RECORD_SOURCES))
+    decisions = fields.List(fields.Dict())
+    details = fields.Dict()
+    policy_version = fields.String(allow_none=True)
+    config_hash = fields.String(allow_none=True)
+    language = fields.String(allow_none=True)
+    gpc = fields.Boolean(attribute="is_gpc")
+    ip = fields.String(attribute="ip_truncated", allow_none=True)
+    previous_hash = fields.String()
+    hash = fields.String(attribute="record_hash")
+
+
+class RecordResultSchema(ma.Schema):
+    visitor_token = fields.String()
+    visitor_id = fields.String()
+    record = fields.Nested(RecordSchema)
+
+
+class CheckArgs(ma.Schema):
+    purpose = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    service = fields.String(validate=validate.Length(min=1, max=64))
+
+
+class ServerCheckArgs(CheckArgs):
+    user_id = fields.String(validate=validate.Length(min=1, max=200))
+    email = fields.String(validate=validate.Length(min=3, max=254))
+    visitor_token = fields.String(validate=validate.Length(min=1, max=500))
+
+    @ma.validates_schema
+    def _one_identity(self, data, **kwargs):
+        given = [name for name in ("user_id", "email", "visitor_token") if name in data]
+        if len(given) != 1:
+            raise ma.ValidationError(
+                "Give exactly one of user_id, email, visitor_token.", "user_id"
+            )
+
+
+class CheckSchema(ma.Schema):
+    allowed = fields.Boolean(required=True)
+    purpose = fields.String()
+    service = fields.String(allow_none=True)
+    reason = fields.String(
+        metadata={
+            "description": "granted, required, denied, withdrawn, expired, stale_policy, "
+            "no_decision, unknown_purpose, erased or unavailable"
+        }
+    )
+    decided_at = fields.DateTime(allow_none=True)
+    expires_at = fields.DateTime(allow_none=True)
+
+
+class PurposeStateSchema(ma.Schema):
+    allowed = fields.Boolean()
+    reason = fields.String()
+    decided_at = fields.DateTime(allow_none=True)
+    expires_at = fields.DateTime(allow_none=True)
+    services = fields.Dict(keys=fields.String(), values=fields.Nested(CheckSchema))
+
+
+class VisitorDataSchema(ma.Schema):
+    visitor_id = fields.String()
+    erased = fields.Boolean()
+    state = fields.Dict(keys=fields.String(), values=fields.Nested(PurposeStateSchema))
+    history = fields.List(fields.Nested(RecordSchema))
+
+
+class CookieSchema(ma.Schema):
+    name = fields.String(required=True)
+    is_prefix = fields.Boolean()
+    provider = fields.String()
+    duration = fields.String()
+    description = fields.String()
+    domain = fields.String(allow_none=True)
+    path = fields.String(allow_none=True)
+
+
+class ServiceSchema(ma.Schema):
+    key = fields.String(required=True)
+    name = fields.String()
+    provider = fields.String()
+    policy_url = fields.String(allow_none=True)
+    cookies = fields.List(fields.Nested(CookieSchema))
+
+
+class BannerPurposeSchema(ma.Schema):
+    key = fields.String()
+    kind = fields.String()
+    is_required = fields.Boolean()
+    translations = fields.Dict(keys=fields.String(), values=fields.Dict())
+    consent_mode = fields.List(fields.String())
+    cookies = fields.List(fields.Nested(CookieSchema))
+    services = fields.List(fields.Nested(ServiceSchema))
+
+
+class PolicySchema(ma.Schema):
+    version = fields.String()
+    url = fields.String(allow_none=True)
+    published_at = fields.String()
+    is_material = fields.Boolean()
+
+
+class BannerConfigSchema(ma.Schema):
+    site = fields.Dict()
+    config_hash = fields.String()
+    policy = fields.Nested(PolicySchema, allow_none=True)
+    material_version = fields.String(allow_none=True)
+    lifetime_days = fields.Integer()
+    languages = fields.List(fields.String())
+    default_language = fields.String()
+    texts = fields.Dict(keys=fields.String(), values=fields.Dict())
+    purposes = fields.List(fields.Nested(BannerPurposeSchema))
+
+
+class LinkArgs(ma.Schema):
+    visitor_token = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    user_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class LinkResultSchema(ma.Schema):
+    subject = fields.String(metadata={"description": "Pseudonym of the linked subject."})
+    record = fields.Nested(RecordSchema)
+
+
+class ErrorSchema(ma.Schema):
+    error = fields.String(required=True, metadata={"description": "Machine-readable name."})
+    message = fields.String(required=True)
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "Per-field messages, for validation errors."},
+    )
+    allowed = fields.Boolean(metadata={"description": "Checks only: always false on error."})
+    reason = fields.String(metadata={"description": "Checks only: why not allowed."})

@@ -1,0 +1,232 @@
+"""Who a submission is about: visitors, subjects, their identifiers, and linking them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import select
+
+from consent import identifiers, ledger
+from consent.db import db
+from consent.errors import InvalidRequest
+from consent.models import CurrentState, IdempotentRequest, Site, Subject, Visitor
+from consent.schemas import RecordResultSchema
+from consent.tokens import make_visitor_token
+
+
+def find_subject_by(site: Site, kind: str, value: str) -> Subject | None:
+    """Find a subject by ``user_id`` or ``email`` through its keyed hash."""
+    value = _normalise(kind, value)
+    column = Subject.user_id_digest if kind == "user_id" else Subject.email_digest
+    return db.session.scalars(
+        select(Subject).where(
+            Subject.site_id == site.id, column == identifiers.digest(kind, site.id, value)
+        )
+    ).first()
+
+
+def find_or_create_subject_by(site: Site, kind: str, value: str) -> Subject:
+    """The subject with this user id or email, created (pseudonymous) if there is none."""
+    subject = find_subject_by(site, kind, value)
+    if subject is None:
+        subject = Subject(site_id=site.id, pseudonym=ledger.new_opaque_id())
+        set_identifier(subject, kind, value)
+        db.session.add(subject)
+        db.session.flush()
+    return subject
+
+
+def set_identifier(subject: Subject, kind: str, value: str | None) -> None:
+    """Store (encrypted, with its lookup hash) or clear a subject's user id or email."""
+    if value is None:
+        digest = encrypted = None
+    else:
+        value = _normalise(kind, value)
+        digest = identifiers.digest(kind, subject.site_id, value)
+        encrypted = identifiers.encrypt(value)
+    setattr(subject, f"{kind}_digest", digest)
+    setattr(subject, f"{kind}_encrypted", encrypted)
+
+
+def _normalise(kind: str, value: str) -> str:
+    if kind == "email":
+        return identifiers.normalise_email(value)
+    if kind == "user_id":
+        return identifiers.normalise_user_id(value)
+    raise ValueError(kind)
+
+
+def subject_for_visitor(site: Site, visitor_id: str | None) -> tuple[Visitor, bool]:
+    """The visitor behind a token, or a new one; a new one too if theirs was erased.
+
+    Returns the visitor and whether it was created by this call.
+    """
+    if visitor_id is not None:
+        visitor = ledger.find_visitor(site, visitor_id)
+        if visitor is not None and visitor.subject.erased_at is None:
+            return visitor, False
+    return ledger.create_visitor(site), True
+
+
+def record_submission(
+    site: Site,
+    visitor_id: str | None,
+    args: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+    is_gpc: bool,
+    ip_truncated: str | None,
+) -> tuple[dict[str, Any], bool]:
+    """Record a visitor's submission once, even when the client retries it.
+
+    Returns the response body and whether it is a replay of an earlier answer.
+    """
+    # Take the chain lock before looking for an earlier answer: a concurrent retry
+    # with the same key then waits here and finds the first one's answer.
+    ledger.lock_chain_head(site)
+    request_digest = None
+    if idempotency_key is not None:
+        if not 1 <= len(idempotency_key) <= 200:
+            raise InvalidRequest("Idempotency-Key", "Must be 1 to 200 characters.")
+        request_digest = hashlib.sha256(
+            json.dumps([visitor_id, args], sort_keys=True, default=str).encode()
+        ).hexdigest()
+        earlier = db.session.scalars(
+            select(IdempotentRequest).where(
+                IdempotentRequest.site_id == site.id, IdempotentRequest.key == idempotency_key
+            )
+        ).first()
+        if earlier is not None:
+            if earlier.request_digest != request_digest:
+                raise InvalidRequest(
+                    "Idempotency-Key", "This key was used for a different submission."
+                )
+            return earlier.response, True
+
+    visitor, _ = subject_for_visitor(site, visitor_id)
+    record = ledger.record_decision(
+        site,
+        visitor.subject,
+        args["decisions"],
+        source=args["source"],
+        policy_version=args.get("policy_version"),
+        config_hash=args.get("config_hash"),
+        language=args.get("language"),
+        is_gpc=is_gpc,
+        ip_truncated=ip_truncated,
+    )
+    response = RecordResultSchema().dump(
+        {
+            "visitor_token": make_visitor_token(site.key, visitor.visitor_id),
+            "visitor_id": visitor.visitor_id,
+            "record": record,
+        }
+    )
+    if idempotency_key is not None:
+        db.session.add(
+            IdempotentRequest(
+                site_id=site.id,
+                key=idempotency_key,
+                request_digest=request_digest,
+                response=response,
+            )
+        )
+        db.session.flush()
+    return response, False
+
+
+def link_visitor(site: Site, visitor_id: str, user_id: str):
+    """Make a visitor's consent follow the site's user across devices.
+
+    The visitor joins the user's subject; per purpose, the newer of the two subjects'
+    decisions wins. The link is itself appended to the history.
+    """
+    visitor = ledger.find_visitor(site, visitor_id)
+    if visitor is None:
+        raise InvalidRequest("visitor_token", "This visitor has no recorded decision yet.")
+    previous = visitor.subject
+    target = find_subject_by(site, "user_id", user_id)
+    if target is None:
+        if previous.user_id_digest is None and previous.erased_at is None:
+            set_identifier(previous, "user_id", user_id)
+            db.session.flush()
+            record = ledger.append_record(
+                site, previous, event="link", source="api", details={"linked": "user_id"}
+            )
+            return previous, record
+        target = find_or_create_subject_by(site, "user_id", user_id)
+    if target is previous:
+        record = ledger.append_record(
+            site, target, event="link", source="api", details={"linked": "user_id"}
+        )
+        return target, record
+    adopted = _merge_states(previous, target)
+    visitor.subject = target
+    db.session.flush()
+    record = ledger.append_record(
+        site,
+        target,
+        event="link",
+        source="api",
+        decisions=adopted,
+        details={"linked": "user_id", "merged_from": previous.pseudonym},
+    )
+    return target, record
+
+
+def _merge_states(source: Subject, target: Subject) -> list[dict[str, Any]]:
+    """Copy into ``target`` each purpose whose decision in ``source`` is newer.
+
+    A purpose moves whole (its purpose-level state with its per-service states).
+    Returns the adopted decisions in the record's canonical form.
+    """
+
+    def by_purpose(subject: Subject) -> dict[int, dict[str, CurrentState]]:
+        grouped: dict[int, dict[str, CurrentState]] = {}
+        for state in db.session.scalars(
+            select(CurrentState).where(CurrentState.subject_id == subject.id)
+        ):
+            grouped.setdefault(state.purpose_id, {})[state.service] = state
+        return grouped
+
+    theirs, ours = by_purpose(source), by_purpose(target)
+    purposes = {purpose.id: purpose for purpose in target_site_purposes(target)}
+    adopted = []
+    for purpose_id, states in theirs.items():
+        mine = ours.get(purpose_id, {})
+        if "" not in states or ("" in mine and mine[""].decided_at >= states[""].decided_at):
+            continue
+        for state in mine.values():
+            db.session.delete(state)
+        db.session.flush()
+        for state in states.values():
+            db.session.add(
+                CurrentState(
+                    subject_id=target.id,
+                    purpose_id=purpose_id,
+                    service=state.service,
+                    is_granted=state.is_granted,
+                    is_withdrawal=state.is_withdrawal,
+                    decided_at=state.decided_at,
+                    expires_at=state.expires_at,
+                    policy_published_at=state.policy_published_at,
+                    record_id=state.record_id,
+                    source=state.source,
+                )
+            )
+        entry: dict[str, Any] = {
+            "purpose": purposes[purpose_id].key,
+            "granted": states[""].is_granted,
+        }
+        services = {name: s.is_granted for name, s in states.items() if name}
+        if services:
+            entry["services"] = dict(sorted(services.items()))
+        adopted.append(entry)
+    db.session.flush()
+    return sorted(adopted, key=lambda entry: entry["purpose"])
+
+
+def target_site_purposes(subject: Subject):
+    return db.session.get(Site, subject.site_id).purposes

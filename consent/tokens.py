@@ -1,0 +1,31 @@
+"""Signed tokens the browser or an email hands back, one serializer per purpose."""
+
+from __future__ import annotations
+
+from flask import current_app
+from flask_smorest import abort
+from itsdangerous import BadSignature, URLSafeSerializer
+
+VISITOR_SALT = "consent.visitor-token"
+
+
+def _visitor_serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=VISITOR_SALT)
+
+
+def make_visitor_token(site_key: str, visitor_id: str) -> str:
+    """Sign a visitor id for one site."""
+    return _visitor_serializer().dumps({"site": site_key, "visitor": visitor_id})
+
+
+def read_visitor_token(token: str, site_key: str) -> str:
+    """Return the visitor id in ``token``; 401 if forged, 403 if made for another site."""
+    try:
+        payload = _visitor_serializer().loads(token)
+    except BadSignature:
+        abort(401, message="The visitor token is invalid.")
+    if not isinstance(payload, dict) or not isinstance(payload.get("visitor"), str):
+        abort(401, message="The visitor token is invalid.")
+    if payload.get("site") != site_key:
+        abort(403, message="The visitor token belongs to another site.")
+    return payload["visitor"]
