@@ -69,7 +69,8 @@ def _flatten(messages: dict, prefix: str = "") -> dict[str, list[str]]:
     if set(messages) <= {"json", "query", "form", "headers", "files", "view_args"}:
         merged: dict[str, list[str]] = {}
         for nested in messages.values():
-            merged.update(_flatten(nested))
+            # A message about the whole body (invalid JSON) has no field name.
+            merged.update(_flatten(nested) if isinstance(nested, dict) else {"body": nested})
         return merged
     flat: dict[str, list[str]] = {}
     for key, value in messages.items():

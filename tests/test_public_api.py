@@ -1,0 +1,365 @@
+"""The public API, end to end through the test client, as the widget uses it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from helpers import ACCEPT_ALL, REJECT_ALL, check, submit
+
+import consent.ledger
+
+
+def test_first_submission_issues_a_visitor_token(client, make_site):
+    site = make_site()
+    response = submit(client, site, ACCEPT_ALL)
+    assert response.status_code == 201
+    body = response.get_json()
+    assert body["visitor_token"] and body["visitor_id"]
+    assert body["record"]["sequence"] == 1
+    assert [d["purpose"] for d in body["record"]["decisions"]] == [
+        "analytics", "marketing", "preferences",
+    ]
+
+
+def test_accepted_purpose_is_allowed(client, make_site):
+    site = make_site()
+    token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    body = check(client, site, "analytics", token=token).get_json()
+    assert body["allowed"] is True
+    assert body["reason"] == "granted"
+    assert body["decided_at"] is not None
+
+
+def test_refused_purpose_is_denied(client, make_site):
+    site = make_site()
+    token = submit(client, site, REJECT_ALL).get_json()["visitor_token"]
+    body = check(client, site, "marketing", token=token).get_json()
+    assert (body["allowed"], body["reason"]) == (False, "denied")
+
+
+def test_withdrawal_makes_check_deny(client, make_site):
+    site = make_site()
+    token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    submit(client, site, [{"purpose": "analytics", "granted": False}], token=token)
+    body = check(client, site, "analytics", token=token).get_json()
+    assert (body["allowed"], body["reason"]) == (False, "withdrawn")
+    assert check(client, site, "marketing", token=token).get_json()["allowed"] is True
+
+
+def test_unknown_visitor_has_no_decision(client, make_site):
+    site = make_site()
+    body = check(client, site, "analytics").get_json()
+    assert (body["allowed"], body["reason"]) == (False, "no_decision")
+
+
+def test_required_purpose_is_always_allowed(client, make_site):
+    site = make_site()
+    body = check(client, site, "necessary").get_json()
+    assert (body["allowed"], body["reason"]) == (True, "required")
+
+
+def test_unknown_purpose_is_not_allowed(client, make_site):
+    site = make_site()
+    token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    body = check(client, site, "telepathy", token=token).get_json()
+    assert (body["allowed"], body["reason"]) == (False, "unknown_purpose")
+
+
+def test_check_is_never_cached(client, make_site):
+    site = make_site()
+    response = check(client, site, "analytics")
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_expired_decision_is_not_allowed(client, make_site, monkeypatch):
+    site = make_site(lifetime_days=30, retention_days=60)
+    long_ago = consent.ledger.now_utc() - timedelta(days=31)
+    monkeypatch.setattr(consent.ledger, "now_utc", lambda: long_ago)
+    token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    monkeypatch.undo()
+    body = check(client, site, "analytics", token=token).get_json()
+    assert (body["allowed"], body["reason"]) == (False, "expired")
+
+
+def test_material_policy_change_makes_decision_stale(client, runner, make_site):
+    site = make_site()
+    token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    result = runner.invoke(args=["add-policy", site, "v2", "--material"])
+    assert result.exit_code == 0, result.output
+    body = check(client, site, "analytics", token=token).get_json()
+    assert (body["allowed"], body["reason"]) == (False, "stale_policy")
+    assert check(client, site, "necessary", token=token).get_json()["allowed"] is True
+
+
+def test_minor_policy_change_keeps_decision(client, runner, make_site):
+    site = make_site()
+    token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    runner.invoke(args=["add-policy", site, "v1.1", "--not-material"])
+    assert check(client, site, "analytics", token=token).get_json()["allowed"] is True
+
+
+def test_decision_under_new_material_policy_is_allowed(client, runner, make_site):
+    site = make_site()
+    token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    runner.invoke(args=["add-policy", site, "v2", "--material"])
+    submit(client, site, ACCEPT_ALL, token=token)
+    assert check(client, site, "analytics", token=token).get_json()["allowed"] is True
+
+
+def test_service_refused_inside_granted_purpose(client, demo_site):
+    decisions = [{"purpose": "analytics", "granted": True, "services": {"matomo": False}}]
+    token = submit(client, demo_site, decisions).get_json()["visitor_token"]
+    assert check(client, demo_site, "analytics", token=token).get_json()["allowed"] is True
+    service = check(client, demo_site, "analytics", token=token, service="matomo").get_json()
+    assert (service["allowed"], service["reason"]) == (False, "denied")
+
+
+def test_purpose_decision_replaces_earlier_service_choice(client, demo_site):
+    decisions = [{"purpose": "analytics", "granted": True, "services": {"matomo": False}}]
+    token = submit(client, demo_site, decisions).get_json()["visitor_token"]
+    submit(client, demo_site, [{"purpose": "analytics", "granted": True}], token=token)
+    service = check(client, demo_site, "analytics", token=token, service="matomo").get_json()
+    assert service["allowed"] is True
+
+
+def test_unknown_service_check_is_not_allowed(client, demo_site):
+    body = check(client, demo_site, "analytics", service="nothing").get_json()
+    assert (body["allowed"], body["reason"]) == (False, "unknown_purpose")
+
+
+def test_visitor_reads_own_state_and_history(client, make_site):
+    site = make_site()
+    token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    submit(client, site, [{"purpose": "marketing", "granted": False}], token=token)
+    body = client.get(f"/v1/sites/{site}/me", headers={"X-Consent-Token": token}).get_json()
+    assert body["state"]["analytics"]["allowed"] is True
+    assert body["state"]["marketing"]["reason"] == "withdrawn"
+    assert body["state"]["necessary"]["reason"] == "required"
+    assert [record["sequence"] for record in body["history"]] == [2, 1]
+
+
+def test_own_history_needs_a_token(client, make_site):
+    site = make_site()
+    response = client.get(f"/v1/sites/{site}/me")
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "unauthorized"
+
+
+def test_tampered_token_is_refused(client, make_site, record_count):
+    site = make_site()
+    token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    response = submit(client, site, REJECT_ALL, token=token[:-2] + "xx")
+    assert response.status_code == 401
+    assert record_count() == 1
+
+
+def test_other_sites_token_is_refused(client, make_site, record_count):
+    site, other = make_site(), make_site()
+    token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    response = submit(client, other, ACCEPT_ALL, token=token)
+    assert response.status_code == 403
+    assert check(client, other, "analytics", token=token).status_code == 403
+    assert record_count() == 1
+
+
+def test_retried_submission_with_idempotency_key_records_once(client, make_site, record_count):
+    site = make_site()
+    headers = {"Idempotency-Key": "6b1a1f9e-retry"}
+    first = submit(client, site, ACCEPT_ALL, headers=headers)
+    second = submit(client, site, ACCEPT_ALL, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert second.get_json() == first.get_json()
+    assert record_count() == 1
+
+
+def test_reused_idempotency_key_with_other_body_is_refused(client, make_site, record_count):
+    site = make_site()
+    headers = {"Idempotency-Key": "same-key"}
+    submit(client, site, ACCEPT_ALL, headers=headers)
+    response = submit(client, site, REJECT_ALL, headers=headers)
+    assert response.status_code == 422
+    assert "Idempotency-Key" in response.get_json()["errors"]
+    assert record_count() == 1
+
+
+def test_gpc_header_is_recorded(client, make_site):
+    site = make_site()
+    response = submit(client, site, REJECT_ALL, headers={"Sec-GPC": "1"}, source="gpc")
+    record = response.get_json()["record"]
+    assert record["gpc"] is True
+    assert record["source"] == "gpc"
+
+
+def test_full_ip_never_enters_the_history(client, make_site):
+    site = make_site()
+    response = client.post(
+        f"/v1/sites/{site}/records",
+        json={"decisions": ACCEPT_ALL},
+        environ_base={"REMOTE_ADDR": "203.0.113.77"},
+    )
+    assert response.get_json()["record"]["ip"] == "203.0.113.0"
+
+
+@pytest.mark.parametrize(
+    ("decisions", "field"),
+    [
+        ([{"purpose": "telepathy", "granted": True}], "decisions.0.purpose"),
+        ([{"purpose": "analytics", "granted": True}] * 2, "decisions.1.purpose"),
+        ([{"purpose": "necessary", "granted": False}], "decisions.0.granted"),
+        ([{"purpose": "analytics", "granted": "yes"}], "decisions.0.granted"),
+        ([{"purpose": "analytics", "granted": 1}], "decisions.0.granted"),
+        ([{"purpose": "analytics", "granted": True, "services": {"x": True}}],
+         "decisions.0.services"),
+        ([], "decisions"),
+    ],
+)
+def test_invalid_decisions_are_refused_and_nothing_is_written(
+    client, demo_site, record_count, decisions, field
+):
+    response = submit(client, demo_site, decisions)
+    assert response.status_code == 422
+    body = response.get_json()
+    assert body["error"] == "unprocessable_entity"
+    assert field in body["errors"], body
+    assert record_count() == 0
+
+
+def test_service_granted_inside_refused_purpose_is_refused(client, demo_site, record_count):
+    decisions = [{"purpose": "analytics", "granted": False, "services": {"matomo": True}}]
+    response = submit(client, demo_site, decisions)
+    assert response.status_code == 422
+    assert record_count() == 0
+
+
+def test_client_cannot_set_the_time(client, make_site, record_count):
+    site = make_site()
+    response = submit(client, site, ACCEPT_ALL, recorded_at="2020-01-01T00:00:00Z")
+    assert response.status_code == 422
+    assert "recorded_at" in response.get_json()["errors"]
+    assert record_count() == 0
+
+
+def test_unknown_policy_version_is_refused(client, make_site, record_count):
+    site = make_site()
+    response = submit(client, site, ACCEPT_ALL, policy_version="v99")
+    assert response.status_code == 422
+    assert "policy_version" in response.get_json()["errors"]
+    assert record_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        ('{"decisions": []}', "text/plain"),
+        ("decisions=analytics", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_non_json_body_is_refused(client, make_site, record_count, data, content_type):
+    site = make_site()
+    response = client.post(f"/v1/sites/{site}/records", data=data, content_type=content_type)
+    assert response.status_code == 415
+    assert response.get_json()["error"] == "unsupported_media_type"
+    assert record_count() == 0
+
+
+def test_invalid_json_is_refused(client, make_site, record_count):
+    site = make_site()
+    response = client.post(
+        f"/v1/sites/{site}/records", data='{"decisions": [', content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.get_json()["message"]
+    assert record_count() == 0
+
+
+def test_oversized_body_is_refused(client, make_site, record_count):
+    site = make_site()
+    body = '{"decisions": [], "language": "' + "x" * 100_000 + '"}'
+    response = client.post(
+        f"/v1/sites/{site}/records", data=body, content_type="application/json"
+    )
+    assert response.status_code == 413
+    assert response.get_json()["error"] == "request_entity_too_large"
+    assert record_count() == 0
+
+
+def test_unknown_site_is_404(client, app):
+    response = check(client, "no-such-site", "analytics")
+    assert response.status_code == 404
+    body = response.get_json()
+    assert body["allowed"] is False
+    assert "no-such-site" in body["message"]
+
+
+def test_banner_config_lists_cookie_purposes_only(client, demo_site):
+    body = client.get(f"/v1/sites/{demo_site}/config").get_json()
+    keys = [purpose["key"] for purpose in body["purposes"]]
+    assert keys == ["necessary", "preferences", "analytics", "marketing"]
+    assert body["policy"]["version"] == "2026-11-01"
+    assert body["texts"]["fr"]["reject_all"] == "Tout refuser"
+    assert len(body["config_hash"]) == 64
+
+
+def test_banner_config_honours_if_none_match(client, demo_site):
+    first = client.get(f"/v1/sites/{demo_site}/config")
+    assert first.headers["Cache-Control"].startswith("public, max-age=")
+    again = client.get(
+        f"/v1/sites/{demo_site}/config", headers={"If-None-Match": first.headers["ETag"]}
+    )
+    assert again.status_code == 304
+    assert again.data == b""
+
+
+def test_allowed_origin_gets_cors_headers(client, make_site):
+    site = make_site(origins=["https://shop.example"])
+    response = client.get(f"/v1/sites/{site}/config", headers={"Origin": "https://shop.example"})
+    assert response.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    preflight = client.options(
+        f"/v1/sites/{site}/records",
+        headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "X-Consent-Token" in preflight.headers["Access-Control-Allow-Headers"]
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null"])
+def test_foreign_origin_gets_no_cors_and_cannot_record(client, make_site, record_count, origin):
+    site = make_site(origins=["https://shop.example"])
+    config = client.get(f"/v1/sites/{site}/config", headers={"Origin": origin})
+    assert "Access-Control-Allow-Origin" not in config.headers
+    response = submit(client, site, ACCEPT_ALL, headers={"Origin": origin})
+    assert response.status_code == 403
+    assert record_count() == 0
+
+
+def test_banner_shown_is_counted_without_identifier(client, make_site):
+    site = make_site()
+    assert client.post(f"/v1/sites/{site}/shown").status_code == 204
+    assert client.post(f"/v1/sites/{site}/shown").status_code == 204
+
+
+def test_gpc_support_is_declared(client, app):
+    body = client.get("/.well-known/gpc.json").get_json()
+    assert body["gpc"] is True
+
+
+def test_responses_carry_a_strict_content_security_policy(client, make_site):
+    site = make_site()
+    policy = client.get(f"/v1/sites/{site}/config").headers["Content-Security-Policy"]
+    assert "base-uri 'none'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy
+
+
+def test_openapi_document_describes_every_route(client, app):
+    document = client.get("/v1/openapi.json").get_json()
+    assert set(document["paths"]) >= {
+        "/v1/sites/{site_key}/config",
+        "/v1/sites/{site_key}/records",
+        "/v1/sites/{site_key}/me",
+        "/v1/sites/{site_key}/check",
+        "/v1/server/check",
+        "/v1/server/records",
+        "/v1/server/links",
+    }
