@@ -137,18 +137,30 @@ class ChainReport:
     problem: str | None = None
 
 
+def _records_in_order(site: Site, batch_size: int = 1000):
+    """Yield a site's records by sequence, a batch at a time (keyset pagination)."""
+    last_sequence = 0
+    while True:
+        batch = db.session.scalars(
+            select(ConsentRecord)
+            .where(ConsentRecord.site_id == site.id, ConsentRecord.sequence > last_sequence)
+            .order_by(ConsentRecord.sequence)
+            .limit(batch_size)
+        ).all()
+        yield from batch
+        if len(batch) < batch_size:
+            return
+        last_sequence = batch[-1].sequence
+        for record in batch:  # keep memory flat on long chains
+            db.session.expunge(record)
+
+
 def verify_chain(site: Site) -> ChainReport:
     """Walk the site's chain in order and name the first record that does not match."""
     expected_previous = GENESIS_HASH
     expected_sequence = 1
     count = 0
-    records = db.session.scalars(
-        select(ConsentRecord)
-        .where(ConsentRecord.site_id == site.id)
-        .order_by(ConsentRecord.sequence)
-        .execution_options(yield_per=1000)
-    )
-    for record in records:
+    for record in _records_in_order(site):
         problem = None
         if record.sequence != expected_sequence:
             problem = f"expected sequence {expected_sequence}, found {record.sequence}"

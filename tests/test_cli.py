@@ -1,0 +1,102 @@
+"""The command line, through Flask's CLI runner, against the real database."""
+
+from __future__ import annotations
+
+from helpers import ACCEPT_ALL, check, submit
+from sqlalchemy import func, select
+
+from consent.db import db
+from consent.models import PolicyVersion, Purpose, Site
+
+
+def count(app, model) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(model))
+
+
+def test_init_db_is_idempotent(runner):
+    result = runner.invoke(args=["init-db"])
+    assert result.exit_code == 0
+    assert "up to date" in result.output
+
+
+def test_seed_demo_twice_changes_nothing(app, runner):
+    first = runner.invoke(args=["seed-demo"])
+    assert first.exit_code == 0, first.output
+    counts = [count(app, model) for model in (Site, Purpose, PolicyVersion)]
+    second = runner.invoke(args=["seed-demo"])
+    assert second.exit_code == 0
+    assert [count(app, model) for model in (Site, Purpose, PolicyVersion)] == counts == [1, 5, 1]
+
+
+def test_create_site_then_record_against_it(runner, client):
+    result = runner.invoke(
+        args=["create-site", "blog", "My blog", "--origin", "https://blog.example"]
+    )
+    assert result.exit_code == 0, result.output
+    token = submit(client, "blog", ACCEPT_ALL).get_json()["visitor_token"]
+    assert check(client, "blog", "analytics", token=token).get_json()["allowed"] is True
+
+
+def test_create_site_refuses_a_lifetime_over_thirteen_months(runner, app):
+    result = runner.invoke(args=["create-site", "blog", "Blog", "--lifetime-days", "400"])
+    assert result.exit_code == 1
+    assert "lifetime_days" in result.output and "395" in result.output
+    assert count(app, Site) == 0
+
+
+def test_create_site_refuses_a_taken_key(runner, make_site):
+    make_site("shop")
+    result = runner.invoke(args=["create-site", "shop", "Shop again"])
+    assert result.exit_code == 1
+    assert "exists already" in result.output
+
+
+def test_create_site_refuses_a_bad_origin(runner):
+    result = runner.invoke(args=["create-site", "blog", "Blog", "--origin", "blog.example/path"])
+    assert result.exit_code == 1
+    assert "origin" in result.output
+
+
+def test_add_policy_to_unknown_site_is_a_readable_error(runner):
+    result = runner.invoke(args=["add-policy", "nowhere", "v2"])
+    assert result.exit_code == 1
+    assert "No site with key 'nowhere'" in result.output
+
+
+def test_issued_key_is_shown_once_and_works(runner, client, make_site):
+    site = make_site()
+    result = runner.invoke(args=["issue-key", site, "crm", "--scope", "read"])
+    assert result.exit_code == 0, result.output
+    secret = result.output.strip().splitlines()[-1]
+    response = client.get(
+        "/v1/server/check", query_string={"purpose": "analytics", "user_id": "u"},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    assert response.status_code == 200
+
+
+def test_key_secret_is_stored_hashed(app, runner, make_site):
+    from consent.models import ApiKey
+
+    site = make_site()
+    secret = runner.invoke(args=["issue-key", site, "crm"]).output.strip().splitlines()[-1]
+    with app.app_context():
+        stored = db.session.scalars(select(ApiKey)).one()
+        assert secret.split(".")[1] not in (stored.secret_hash, stored.prefix)
+
+
+def test_revoking_an_unknown_key_is_a_readable_error(runner):
+    result = runner.invoke(args=["revoke-key", "ck_nope"])
+    assert result.exit_code == 1
+    assert "No key" in result.output
+
+
+def test_verify_every_site(runner, client, make_site):
+    first, second = make_site("alpha"), make_site("beta")
+    submit(client, first, ACCEPT_ALL)
+    result = runner.invoke(args=["verify"])
+    assert result.exit_code == 0
+    assert "alpha: OK, 1 records." in result.output
+    assert "beta: OK, 0 records." in result.output
+    assert second

@@ -1,0 +1,202 @@
+"""The server API: API keys, checks and records by user id or email, linking."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import ACCEPT_ALL, REJECT_ALL, check, submit
+
+ROUTES = [
+    ("get", "/v1/server/check?purpose=analytics&user_id=u1", None),
+    ("post", "/v1/server/records", {"user_id": "u1", "decisions": ACCEPT_ALL}),
+    ("post", "/v1/server/links", {"visitor_token": "x", "user_id": "u1"}),
+]
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def call(client, method, url, body, headers):
+    return getattr(client, method)(url, json=body, headers=headers)
+
+
+@pytest.mark.parametrize(("method", "url", "body"), ROUTES)
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer nonsense", "Bearer ck_000000000000.wrongsecret", "Basic dXNlcjpwYXNz"],
+)
+def test_every_route_refuses_a_missing_or_wrong_key(
+    client, make_site, record_count, method, url, body, authorization
+):
+    make_site()
+    headers = {"Authorization": authorization} if authorization else {}
+    response = call(client, method, url, body, headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "unauthorized"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert record_count() == 0
+
+
+@pytest.mark.parametrize(("method", "url", "body"), ROUTES)
+def test_every_route_refuses_a_revoked_key(
+    client, runner, make_site, make_key, method, url, body
+):
+    site = make_site()
+    secret = make_key(site, "read", "write")
+    result = runner.invoke(args=["revoke-key", secret.split(".")[0]])
+    assert result.exit_code == 0, result.output
+    assert call(client, method, url, body, bearer(secret)).status_code == 401
+
+
+@pytest.mark.parametrize(("method", "url", "body"), ROUTES[1:])
+def test_write_routes_need_the_write_scope(client, make_site, make_key, method, url, body):
+    site = make_site()
+    response = call(client, method, url, body, bearer(make_key(site, "read")))
+    assert response.status_code == 403
+    assert "write" in response.get_json()["message"]
+
+
+def test_record_for_user_then_check_by_user_id(client, make_site, make_key):
+    site = make_site()
+    secret = make_key(site, "read", "write")
+    response = client.post(
+        "/v1/server/records",
+        json={"user_id": "user-42", "decisions": ACCEPT_ALL},
+        headers=bearer(secret),
+    )
+    assert response.status_code == 201
+    assert response.get_json()["record"]["source"] == "api"
+    body = client.get(
+        "/v1/server/check", query_string={"purpose": "analytics", "user_id": "user-42"},
+        headers=bearer(secret),
+    ).get_json()
+    assert (body["allowed"], body["reason"]) == (True, "granted")
+    assert client.get(
+        "/v1/server/check", query_string={"purpose": "analytics", "user_id": "user-43"},
+        headers=bearer(secret),
+    ).get_json()["reason"] == "no_decision"
+
+
+def test_email_is_matched_case_insensitively(client, demo_site, make_key):
+    secret = make_key(demo_site, "read", "write")
+    client.post(
+        "/v1/server/records",
+        json={"email": "Ada@Example.COM", "decisions": [
+            {"purpose": "email_marketing", "granted": True}]},
+        headers=bearer(secret),
+    )
+    body = client.get(
+        "/v1/server/check",
+        query_string={"purpose": "email_marketing", "email": " ada@example.com "},
+        headers=bearer(secret),
+    ).get_json()
+    assert body["allowed"] is True
+
+
+def test_invalid_email_is_refused(client, demo_site, make_key, record_count):
+    response = client.post(
+        "/v1/server/records",
+        json={"email": "not-an-address", "decisions": ACCEPT_ALL},
+        headers=bearer(make_key(demo_site, "write")),
+    )
+    assert response.status_code == 422
+    assert "email" in response.get_json()["errors"]
+    assert record_count() == 0
+
+
+def test_exactly_one_identity_is_required(client, make_site, make_key):
+    site = make_site()
+    response = client.post(
+        "/v1/server/records",
+        json={"user_id": "a", "email": "a@example.com", "decisions": ACCEPT_ALL},
+        headers=bearer(make_key(site, "write")),
+    )
+    assert response.status_code == 422
+
+
+def test_identifiers_are_not_stored_in_the_clear(app, client, make_site, make_key):
+    from sqlalchemy import text
+
+    from consent.db import db
+
+    site = make_site()
+    client.post(
+        "/v1/server/records",
+        json={"email": "grace@example.com", "decisions": ACCEPT_ALL},
+        headers=bearer(make_key(site, "write")),
+    )
+    with app.app_context():
+        rows = db.session.execute(text("SELECT * FROM subjects")).all()
+        records = db.session.execute(text("SELECT * FROM consent_records")).all()
+    dumped = repr(rows) + repr(records)
+    assert "grace" not in dumped
+
+
+def test_one_sites_key_never_reads_another_sites_data(client, make_site, make_key):
+    site, other = make_site(), make_site()
+    client.post(
+        "/v1/server/records",
+        json={"user_id": "shared-id", "decisions": ACCEPT_ALL},
+        headers=bearer(make_key(site, "write")),
+    )
+    body = client.get(
+        "/v1/server/check", query_string={"purpose": "analytics", "user_id": "shared-id"},
+        headers=bearer(make_key(other, "read")),
+    ).get_json()
+    assert (body["allowed"], body["reason"]) == (False, "no_decision")
+
+
+def test_visitor_token_of_another_site_is_refused(client, make_site, make_key):
+    site, other = make_site(), make_site()
+    token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    response = client.post(
+        "/v1/server/links", json={"visitor_token": token, "user_id": "u"},
+        headers=bearer(make_key(other, "write")),
+    )
+    assert response.status_code == 403
+
+
+def test_linked_visitor_consent_follows_the_user(client, make_site, make_key):
+    site = make_site()
+    secret = make_key(site, "read", "write")
+    token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    response = client.post(
+        "/v1/server/links", json={"visitor_token": token, "user_id": "user-7"},
+        headers=bearer(secret),
+    )
+    assert response.status_code == 201
+    assert response.get_json()["record"]["event"] == "link"
+    body = client.get(
+        "/v1/server/check", query_string={"purpose": "analytics", "user_id": "user-7"},
+        headers=bearer(secret),
+    ).get_json()
+    assert body["allowed"] is True
+
+
+def test_linking_a_second_device_keeps_the_newer_decision(client, make_site, make_key):
+    site = make_site()
+    secret = make_key(site, "read", "write")
+    laptop = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    client.post("/v1/server/links", json={"visitor_token": laptop, "user_id": "u9"},
+                headers=bearer(secret))
+    phone = submit(client, site, REJECT_ALL).get_json()["visitor_token"]
+    response = client.post("/v1/server/links", json={"visitor_token": phone, "user_id": "u9"},
+                           headers=bearer(secret))
+    adopted = response.get_json()["record"]["decisions"]
+    assert {d["purpose"]: d["granted"] for d in adopted} == {
+        "analytics": False, "marketing": False, "preferences": False,
+    }
+    # Both devices now answer for the same person, with the newer (phone) choice.
+    for token in (laptop, phone):
+        assert check(client, site, "analytics", token=token).get_json()["reason"] == "denied"
+
+
+def test_linking_does_not_let_an_older_choice_win(client, make_site, make_key):
+    site = make_site()
+    secret = make_key(site, "read", "write")
+    phone = submit(client, site, REJECT_ALL).get_json()["visitor_token"]
+    client.post("/v1/server/records", json={"user_id": "u5", "decisions": ACCEPT_ALL},
+                headers=bearer(secret))
+    client.post("/v1/server/links", json={"visitor_token": phone, "user_id": "u5"},
+                headers=bearer(secret))
+    assert check(client, site, "analytics", token=phone).get_json()["allowed"] is True
