@@ -124,8 +124,9 @@ def asset(name: str):
 
 @bp.get("/")
 def demo():
-    """Show the demo shop page with the banner embedded."""
-    return render_template("demo.html", site_key="demo")
+    """Show the demo shop page with the banner embedded (``?lang=fr`` for French)."""
+    language = request.args.get("lang") if request.args.get("lang") in ("en", "fr") else "en"
+    return render_template("demo.html", site_key="demo", language=language)
 
 
 @bp.get("/demo/embed")

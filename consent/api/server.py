@@ -9,7 +9,6 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
 from consent import ledger
-from consent.api.common import truncated_client_ip
 from consent.keys import authenticate_key
 from consent.models import Site, Subject
 from consent.schemas import (
@@ -127,7 +126,6 @@ class ServerRecords(MethodView):
             policy_version=args.get("policy_version"),
             config_hash=args.get("config_hash"),
             language=args.get("language"),
-            ip_truncated=truncated_client_ip() if args["source"] == "api" else None,
         )
         return {"record": record}, 201
 

@@ -3,188 +3,167 @@
  * Embed (in <head>, before any tag it gates):
  *   <script src="https://HOST/widget/consent.js" data-site="SITE_KEY" defer></script>
  * Stub: page code that runs before the script has loaded queues callbacks; each is called
- * with the API once it is ready (and at once afterwards):
+ * with the API once the script has started (and at once afterwards):
  *   <script>window.Consent = window.Consent || [];
- *   Consent.push(function (api) { api.onChange(function (state) { ... }); });</script>
+ *   Consent.push(api => api.onChange(state => { ... }));</script>
  * Gating: <script type="text/plain" data-consent="analytics" [data-consent-service="matomo"]>
  *   and <iframe data-consent="marketing" data-src="...">; data-consent-open on any element
  *   opens the preference centre. Events on document: consent:change, consent:saved.
  */
-(function () {
+(() => {
   'use strict';
   if (typeof window === 'undefined' || typeof document === 'undefined') return;
-  var queued = window.Consent;
+  const queued = window.Consent;
   if (queued && queued.version) return; // already started: the embed is idempotent
 
-  var A_CONSENT = 'data-consent';
-  var A_SERVICE = 'data-consent-service';
-  var A_OPEN = 'data-consent-open';
-  var A_SRC = 'data-src';
-  var A_TYPE = 'data-type';
-  var GATED = 'script[type="text/plain"][' + A_CONSENT + '],iframe[' + A_CONSENT + ']:not([src])';
-  var E_CHANGE = 'consent:change';
-  var E_SAVED = 'consent:saved';
-  var DAY = 864e5;
-  var CM_CORE = ['ad_storage', 'ad_user_data', 'ad_personalization', 'analytics_storage'];
-  var AD_SIGNAL = /^ad_/;
-  // Used only when the service cannot be reached and nothing is cached.
-  var FALLBACK = {
-    title: 'Cookies on this site',
-    description: 'We use optional cookies only with your consent. You can change your choice at any time.',
-    accept_all: 'Accept all', reject_all: 'Reject all', customise: 'Customise', save: 'Save choices',
+  const A_CONSENT = 'data-consent';
+  const A_SERVICE = 'data-consent-service';
+  const A_OPEN = 'data-consent-open';
+  const A_SRC = 'data-src';
+  const A_TYPE = 'data-type';
+  const FRAMES = `iframe[${A_CONSENT}]:not([src])`;
+  const GATED = `script[type="text/plain"][${A_CONSENT}],${FRAMES}`;
+  const E_CHANGE = 'consent:change';
+  const E_SAVED = 'consent:saved';
+  const DAY = 864e5;
+  const CM_CORE = ['ad_storage', 'ad_user_data', 'ad_personalization', 'analytics_storage'];
+  // Used only when the service cannot be reached and its texts are not cached.
+  const FALLBACK = {
+    title: 'Cookies', description: 'We use optional cookies only with your consent.',
+    accept_all: 'Accept all', reject_all: 'Reject all', customise: 'Customise', save: 'Save',
     close: 'Close', always_on: 'Always on', policy_link: 'Privacy policy', settings_title: 'Cookie settings',
-    gpc_notice: 'Your browser sent a Global Privacy Control signal, so marketing is off.',
-    services: 'Services', cookies: 'Cookies', load: 'Load content',
-    placeholder: 'This content from {service} is blocked until you allow {purpose}.'
+    gpc_notice: 'Global Privacy Control is on: marketing is off.', services: 'Services', cookies: 'Cookies',
+    load: 'Load', placeholder: '{service} content needs consent to {purpose}.'
   };
 
-  var script = document.currentScript || document.querySelector('script[data-site][src*="consent.js"]');
-  var site = script && script.getAttribute('data-site');
+  const script = document.currentScript || document.querySelector('script[data-site][src*="consent.js"]');
+  const site = script && script.getAttribute('data-site');
   if (!site) return;
-  var base = new URL(script.src, location.href).origin;
-  var endpoint = base + '/v1/sites/' + encodeURIComponent(site);
-  var storeKey = 'consent:' + site;
-  var gpc = navigator.globalPrivacyControl === true;
+  const base = new URL(script.src, location.href).origin;
+  const endpoint = `${base}/v1/sites/${encodeURIComponent(site)}`;
+  const storeKey = 'consent:' + site;
+  const gpc = navigator.globalPrivacyControl === true;
+  const copy = (value) => JSON.parse(JSON.stringify(value));
+  const all = (selector, root = document) => [...root.querySelectorAll(selector)];
 
   // ---- storage ---------------------------------------------------------------------------
 
-  function readStore() {
+  const readStore = () => {
     try { return JSON.parse(localStorage.getItem(storeKey)) || {}; } catch (e) { return {}; }
-  }
+  };
 
-  function writeStore(value) {
-    try { localStorage.setItem(storeKey, JSON.stringify(value)); } catch (e) { /* private mode */ }
-  }
+  const writeStore = (value) => {
+    try { localStorage.setItem(storeKey, JSON.stringify(value)); } catch (e) {} // private mode: keep going
+  };
 
   // ---- pure logic: choices, records, Consent Mode, cookies --------------------------------
 
-  function isMarketing(purpose) {
-    return purpose.key === 'marketing' || (purpose.consent_mode || []).some(function (s) { return AD_SIGNAL.test(s); });
-  }
+  const isMarketing = (p) => p.key === 'marketing' || (p.consent_mode || []).some((s) => s.startsWith('ad_'));
+  const findPurpose = (config, key) => config && config.purposes.find((p) => p.key === key);
 
   /** Say whether a stored choice still stands (not expired; same material policy and banner). */
-  function isCurrent(choice, config, now) {
-    if (!choice || now >= choice.exp) return false;
-    if (!config || !choice.hash) return true;
-    return choice.hash === config.config_hash && choice.material === config.material_version;
-  }
+  const isCurrent = (choice, config, now) => !!choice && now < choice.exp &&
+    (!config || !choice.hash || (choice.hash === config.config_hash && choice.material === config.material_version));
 
   /** Build a selection granting everything or nothing optional (GPC keeps marketing off). */
-  function allOrNone(config, grant) {
-    var sel = { purposes: {}, services: {} };
-    if (!config) { sel.purposes['*'] = grant; return sel; }
-    config.purposes.forEach(function (p) {
-      var on = p.is_required || (grant && !(gpc && isMarketing(p)));
+  const allOrNone = (config, grant) => {
+    const sel = { purposes: {}, services: {} };
+    if (!config) sel.purposes['*'] = grant; // no config yet: a wildcard, expanded later
+    for (const p of config ? config.purposes : []) {
+      const on = p.is_required || (grant && !(gpc && isMarketing(p)));
       sel.purposes[p.key] = on;
       sel.services[p.key] = {};
-      (p.services || []).forEach(function (s) { sel.services[p.key][s.key] = on; });
-    });
+      for (const s of p.services || []) sel.services[p.key][s.key] = on;
+    }
     return sel;
-  }
+  };
 
   /** Turn a selection into a choice stamped with the policy, banner hash and expiry. */
-  function makeChoice(config, sel, now) {
-    return {
-      purposes: sel.purposes, services: sel.services || {}, at: now,
-      exp: now + (config ? config.lifetime_days : 182) * DAY,
-      policy: config ? config.policy.version : null,
-      material: config ? config.material_version : null,
-      hash: config ? config.config_hash : null
-    };
-  }
+  const makeChoice = (config, sel, now) => ({
+    purposes: sel.purposes, services: sel.services || {}, at: now,
+    exp: now + (config ? config.lifetime_days : 182) * DAY,
+    policy: config?.policy?.version,
+    material: config?.material_version,
+    hash: config?.config_hash
+  });
 
   /** Say whether a choice allows a purpose (and optionally one of its services). */
-  function isAllowed(config, choice, purpose, service) {
-    var p = config && config.purposes.filter(function (x) { return x.key === purpose; })[0];
-    if (p && p.is_required) return true;
+  const isAllowed = (config, choice, purpose, service) => {
+    if (findPurpose(config, purpose)?.is_required) return true;
     if (!choice) return false;
-    var on = purpose in choice.purposes ? choice.purposes[purpose] : choice.purposes['*'];
+    const on = purpose in choice.purposes ? choice.purposes[purpose] : choice.purposes['*'];
     return !!on && (!service || (choice.services[purpose] || {})[service] !== false);
-  }
+  };
 
   /** Build the POST /records body for a choice. */
-  function toRecord(config, choice, source, language) {
+  const toRecord = (config, choice, source, language) => {
     if (!choice.hash) choice = makeChoice(config, allOrNone(config, !!choice.purposes['*']), choice.at);
-    return {
-      decisions: config.purposes.map(function (p) {
-        var d = { purpose: p.key, granted: isAllowed(config, choice, p.key) };
-        if ((p.services || []).length) {
-          d.services = {};
-          p.services.forEach(function (s) { d.services[s.key] = d.granted && isAllowed(config, choice, p.key, s.key); });
-        }
-        return d;
-      }),
-      source: source, policy_version: choice.policy, config_hash: choice.hash, language: language
-    };
-  }
+    const decisions = config.purposes.map((p) => {
+      const d = { purpose: p.key, granted: isAllowed(config, choice, p.key) };
+      if (p.services?.length) {
+        d.services = {};
+        for (const s of p.services) d.services[s.key] = d.granted && isAllowed(config, choice, p.key, s.key);
+      }
+      return d;
+    });
+    // JSON.stringify drops the undefined ones (no policy published yet).
+    return { decisions, source, policy_version: choice.policy || undefined, config_hash: choice.hash, language };
+  };
 
   /** Map a choice to Consent Mode v2 signals: granted only if every purpose naming it is allowed. */
-  function consentModeFor(config, choice) {
-    var out = {};
-    if (!config) {
-      CM_CORE.forEach(function (s) { out[s] = isAllowed(null, choice, '*') ? 'granted' : 'denied'; });
-      return out;
+  const consentModeFor = (config, choice) => {
+    const out = {};
+    if (!config) for (const s of CM_CORE) out[s] = isAllowed(null, choice, '*') ? 'granted' : 'denied';
+    for (const p of config ? config.purposes : []) {
+      const on = isAllowed(config, choice, p.key);
+      for (const s of p.consent_mode || []) out[s] = on && out[s] !== 'denied' ? 'granted' : 'denied';
     }
-    config.purposes.forEach(function (p) {
-      var on = isAllowed(config, choice, p.key);
-      (p.consent_mode || []).forEach(function (s) { out[s] = on && out[s] !== 'denied' ? 'granted' : 'denied'; });
-    });
     return out;
-  }
+  };
 
   /** List the cookies (config entries) that a choice does not allow. */
-  function cookiesToDelete(config, choice) {
-    var out = [];
-    config.purposes.forEach(function (p) {
-      var on = isAllowed(config, choice, p.key);
-      if (!on) out = out.concat(p.cookies || []);
-      (p.services || []).forEach(function (s) {
-        if (!on || !isAllowed(config, choice, p.key, s.key)) out = out.concat(s.cookies || []);
-      });
-    });
-    return out;
-  }
+  const cookiesToDelete = (config, choice) => config.purposes.flatMap((p) => {
+    const on = isAllowed(config, choice, p.key);
+    return (on ? [] : p.cookies || []).concat(...(p.services || [])
+      .filter((s) => !on || !isAllowed(config, choice, p.key, s.key)).map((s) => s.cookies || []));
+  });
 
   // ---- side effects: gtag, cookies, events ------------------------------------------------
 
   function gtag() {
-    // dataLayer is the shared name Google tags read; it is created only if the page has not.
-    var dataLayer = window.dataLayer = window.dataLayer || [];
-    if (typeof window.gtag === 'function') window.gtag.apply(window, arguments);
+    // dataLayer is the name Google tags read; it is created only if the page has not.
+    const dataLayer = window.dataLayer = window.dataLayer || [];
+    if (typeof window.gtag === 'function') window.gtag(...arguments);
     else dataLayer.push(arguments);
   }
 
-  function deleteCookies(list) {
-    var names = document.cookie.split(';').map(function (c) { return c.split('=')[0].trim(); });
-    var host = location.hostname.split('.');
-    list.forEach(function (c) {
-      names.forEach(function (name) {
-        if (!(c.is_prefix ? name.indexOf(c.name) === 0 : name === c.name)) return;
-        // The cookie may have been set with or without a domain, on this host or a parent.
-        var domains = [c.domain, ''];
-        for (var i = 0; i < host.length - 1; i++) domains.push(host.slice(i).join('.'));
-        domains.forEach(function (d) {
-          [c.path || '/', '/'].forEach(function (path) {
-            document.cookie = name + '=; Max-Age=0; path=' + path + (d ? '; domain=' + d : '');
-          });
-        });
-      });
-    });
-  }
+  const deleteCookies = (list) => {
+    const names = document.cookie.split(';').map((c) => c.split('=')[0].trim());
+    const host = location.hostname.split('.');
+    for (const c of list) {
+      for (const name of names) {
+        if (!(c.is_prefix ? name.startsWith(c.name) : name === c.name)) continue;
+        // It may have been set with or without a domain, for this host or a parent.
+        for (const d of [c.domain, '', ...host.map((_, i) => host.slice(i).join('.'))]) {
+          for (const path of [c.path || '/', '/']) {
+            document.cookie = `${name}=; Max-Age=0; path=${path}${d ? '; domain=' + d : ''}`;
+          }
+        }
+      }
+    }
+  };
 
-  function emit(name, detail) {
-    document.dispatchEvent(new CustomEvent(name, { detail: detail }));
-  }
+  const emit = (name, detail) => document.dispatchEvent(new CustomEvent(name, { detail }));
 
-  function whenDom(fn) {
+  const whenDom = (fn) => {
     if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', fn);
     else fn();
-  }
+  };
 
   // ---- state ------------------------------------------------------------------------------
 
-  var stored = readStore();
-  var st = {
+  const stored = readStore();
+  const st = {
     config: stored.config || null,
     choice: isCurrent(stored.choice, null, Date.now()) ? stored.choice : null,
     token: stored.token || null,
@@ -192,474 +171,434 @@
     checked: stored.checked || 0,
     outbox: stored.outbox || []
   };
-  var listeners = [];
-  var lang = 'en';
+  let listeners = [];
+  let lang = 'en';
 
-  function persist() {
-    writeStore({
-      token: st.token, visitor: st.visitor, choice: st.choice, config: st.config,
-      checked: st.checked, outbox: st.outbox
-    });
-  }
+  const persist = () => writeStore({
+    token: st.token, visitor: st.visitor, choice: st.choice, config: st.config,
+    checked: st.checked, outbox: st.outbox
+  });
 
-  function allowed(purpose, service) {
-    return isAllowed(st.config, st.choice, purpose, service);
-  }
+  const allowed = (purpose, service) => isAllowed(st.config, st.choice, purpose, service);
 
-  function state() {
-    var c = st.choice, purposes = {};
-    var keys = st.config ? st.config.purposes.map(function (p) { return p.key; }) : Object.keys(c ? c.purposes : {});
-    keys.forEach(function (k) { purposes[k] = allowed(k); });
+  const state = () => {
+    const c = st.choice, purposes = {};
+    for (const k of st.config ? st.config.purposes.map((p) => p.key) : Object.keys(c ? c.purposes : {})) {
+      purposes[k] = allowed(k);
+    }
+    const iso = (ms) => (c ? new Date(ms).toISOString() : null);
     return {
-      decided: !!c, purposes: purposes, services: c ? JSON.parse(JSON.stringify(c.services)) : {},
-      policy_version: c ? c.policy : null, config_hash: c ? c.hash : null,
-      decided_at: c ? new Date(c.at).toISOString() : null,
-      expires_at: c ? new Date(c.exp).toISOString() : null,
-      gpc: gpc, visitor_id: st.visitor, pending: st.outbox.length, language: lang
+      decided: !!c, purposes, services: c ? copy(c.services) : {},
+      policy_version: c?.policy || null, config_hash: c?.hash || null,
+      decided_at: iso(c?.at), expires_at: iso(c?.exp),
+      gpc, visitor_id: st.visitor, pending: st.outbox.length
     };
-  }
+  };
 
   /** Make the current choice true on the page: signals, cookies, gated tags, listeners. */
-  function apply() {
+  const apply = () => {
     if (st.choice) gtag('consent', 'update', consentModeFor(st.config, st.choice));
     if (st.config) deleteCookies(cookiesToDelete(st.config, st.choice));
-    whenDom(function () { runGated(); placeholders(); });
-    var s = state();
-    listeners.forEach(function (cb) {
+    whenDom(() => { runGated(); placeholders(); });
+    const s = state();
+    for (const cb of listeners) {
       try { cb(s); } catch (e) { console.error(e); }
-    });
+    }
     emit(E_CHANGE, s);
-  }
+  };
 
   /** Record a selection: apply it at once, keep it, and queue it for the service. */
-  function choose(sel, source) {
+  const choose = (sel, source) => {
     st.choice = makeChoice(st.config, sel, Date.now());
-    if (gpc && st.config && st.config.purposes.some(function (p) { return isMarketing(p) && !allowed(p.key); })) source = 'gpc';
-    st.outbox.push({ key: uuid(), choice: st.choice, source: source, language: lang });
+    if (gpc && st.config?.purposes.some((p) => isMarketing(p) && !allowed(p.key))) source = 'gpc';
+    // The body is fixed now: a retry must send exactly what the first attempt sent.
+    const body = st.config && toRecord(st.config, st.choice, source, lang);
+    st.outbox.push({ key: uuid(), choice: st.choice, body, source, language: lang });
     persist();
     closeUi();
     apply();
     flush();
-  }
+  };
 
-  function uuid() {
-    if (crypto.randomUUID) return crypto.randomUUID();
-    var b = crypto.getRandomValues(new Uint8Array(16));
-    b[6] = (b[6] & 15) | 64; b[8] = (b[8] & 63) | 128;
-    var h = Array.prototype.map.call(b, function (x) { return (x + 256).toString(16).slice(1); }).join('');
-    return [h.slice(0, 8), h.slice(8, 12), h.slice(12, 16), h.slice(16, 20), h.slice(20)].join('-');
-  }
+  // randomUUID needs a secure context; elsewhere a blob URL ends with a fresh random UUID.
+  const uuid = () => crypto.randomUUID?.() || URL.createObjectURL(new Blob()).slice(-36);
 
   // ---- network: config, outbox ------------------------------------------------------------
 
-  function getConfig() {
-    var opts = { credentials: 'omit' };
-    if (AbortSignal.timeout) opts.signal = AbortSignal.timeout(8000);
-    return fetch(endpoint + '/config', opts).then(function (r) {
+  const getConfig = () => fetch(endpoint + '/config', { credentials: 'omit', signal: AbortSignal.timeout?.(8000) })
+    .then((r) => {
       if (!r.ok) throw new Error(r.status);
       return r.json();
-    }).then(function (config) {
+    })
+    .then((config) => {
       st.config = config;
       st.checked = Date.now();
       lang = pickLanguage(config);
       return config;
     });
-  }
 
-  var sending = false, tries = 0, timer = 0;
+  let sending = false, tries = 0, timer = 0;
 
   /** Send the oldest queued record; on failure retry with back-off (the queue is stored). */
-  function flush() {
+  const flush = () => {
     if (sending || !st.outbox.length) return;
     sending = true;
     clearTimeout(timer);
-    var entry = st.outbox[0];
-    (st.config ? Promise.resolve(st.config) : getConfig()).then(function (config) {
-      var headers = { 'Content-Type': 'application/json', 'Idempotency-Key': entry.key };
+    const entry = st.outbox[0];
+    (st.config ? Promise.resolve(st.config) : getConfig()).then((config) => {
+      const headers = { 'Content-Type': 'application/json', 'Idempotency-Key': entry.key };
       if (st.token) headers['X-Consent-Token'] = st.token;
       return fetch(endpoint + '/records', {
-        method: 'POST', headers: headers, credentials: 'omit', keepalive: true,
-        body: JSON.stringify(toRecord(config, entry.choice, entry.source, entry.language))
+        method: 'POST', headers, credentials: 'omit', keepalive: true,
+        body: JSON.stringify(entry.body || toRecord(config, entry.choice, entry.source, entry.language))
       });
-    }).then(function (r) {
-      if (r.status === 401 || r.status === 403) {
-        if (!st.token) throw new Error(r.status);
-        st.token = null; // a token from elsewhere: start afresh as a new visitor
+    }).then((r) => {
+      if ((r.status === 401 || r.status === 403) && st.token) {
+        st.token = null; // a token the service no longer accepts: go on as a new visitor
         return { retry: true };
       }
       if (r.status >= 400 && r.status < 500 && r.status !== 408 && r.status !== 429) {
-        console.warn('consent: record refused', r.status);
+        console.warn('consent: record refused', r.status); // retrying cannot help
         return {};
       }
       if (!r.ok) throw new Error(r.status);
       return r.json();
-    }).then(function (body) {
+    }).then((body) => {
       sending = false;
-      if (!body.retry) st.outbox = st.outbox.filter(function (e) { return e.key !== entry.key; });
-      if (body.visitor_token) { st.token = body.visitor_token; st.visitor = body.visitor_id; }
-      persist();
       tries = 0;
+      if (!body.retry) st.outbox = st.outbox.filter((e) => e.key !== entry.key);
+      if (body.visitor_token) {
+        st.token = body.visitor_token;
+        st.visitor = body.visitor_id;
+      }
+      persist();
       if (body.record) emit(E_SAVED, { record: body.record, state: state() });
       flush();
-    }, function () {
+    }, () => {
       sending = false;
-      timer = setTimeout(flush, Math.min(60000, 1000 * Math.pow(2, tries++)) * (0.8 + Math.random() * 0.4));
+      timer = setTimeout(flush, Math.min(60000, 1000 * 2 ** tries++) * (0.8 + Math.random() * 0.4));
     });
-  }
+  };
 
-  function countShown() {
-    // A simple request with no body, no credentials and no identifier: nothing to track.
-    fetch(endpoint + '/shown', { method: 'POST', mode: 'no-cors', credentials: 'omit', keepalive: true })
-      .catch(function () {});
-  }
+  // A simple request with no body, no credentials and no identifier: nothing to track.
+  const countShown = () => fetch(endpoint + '/shown', { method: 'POST', mode: 'no-cors', credentials: 'omit', keepalive: true })
+    .catch(() => {});
 
   // ---- gating -----------------------------------------------------------------------------
 
-  function permits(el) {
-    var service = el.getAttribute(A_SERVICE);
-    return el.getAttribute(A_CONSENT).split(/\s+/).every(function (p) { return allowed(p, service); });
-  }
-
-  var gating = false, regate = false;
+  const permits = (el) => el.getAttribute(A_CONSENT).split(/\s+/).every((p) => allowed(p, el.getAttribute(A_SERVICE)));
+  let gating = false, regate = false;
 
   /** Run allowed gated scripts and frames, in document order, each once. */
-  function runGated() {
-    if (gating) { regate = true; return; }
+  const runGated = () => {
+    if (gating) {
+      regate = true;
+      return;
+    }
     gating = true;
-    (function next() {
-      var el = Array.prototype.filter.call(document.querySelectorAll(GATED), permits)[0];
+    const next = () => {
+      const el = all(GATED).find(permits);
       if (!el) {
         gating = false;
-        if (regate) { regate = false; runGated(); }
+        if (regate) {
+          regate = false;
+          runGated();
+        }
         return;
       }
       if (el.tagName === 'IFRAME') {
-        var ph = el.previousElementSibling;
-        if (ph && ph.tagName === 'CONSENT-PLACEHOLDER') ph.remove();
+        dropPlaceholder(el);
         el.src = el.getAttribute(A_SRC);
         el.hidden = false;
         return next();
       }
-      var s = document.createElement('script');
-      Array.prototype.forEach.call(el.attributes, function (a) {
-        if (a.name !== 'type' && a.name !== 'nonce') s.setAttribute(a.name, a.value);
-      });
+      const s = document.createElement('script');
+      for (const a of el.attributes) if (a.name !== 'type' && a.name !== 'nonce') s.setAttribute(a.name, a.value);
       if (el.getAttribute(A_TYPE)) s.type = el.getAttribute(A_TYPE);
-      s.nonce = el.nonce; // the CSP nonce attribute is hidden once parsed; the property keeps it
+      s.nonce = el.nonce; // CSP hides the nonce attribute once parsed; the property keeps it
       if (el.src) {
         s.async = false;
-        s.onload = s.onerror = next; // wait, so later tags run after this one
+        s.onload = s.onerror = next; // later tags wait for this one: document order
         el.replaceWith(s);
       } else {
         s.text = el.text;
         el.replaceWith(s);
         next();
       }
-    })();
-  }
+    };
+    next();
+  };
 
   // ---- rendering --------------------------------------------------------------------------
 
-  function h(tag, attrs, kids) {
-    var el = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) {
-      var v = attrs[k];
-      if (v == null || v === false) return;
-      if (k.slice(0, 2) === 'on') el.addEventListener(k.slice(2), v);
-      else el.setAttribute(k, v === true ? '' : v);
-    });
-    (kids || []).forEach(function (k) { if (k != null) el.append(k); });
-    return el;
-  }
-
-  function pickLanguage(config) {
-    var langs = config.languages || [];
-    var wanted = [document.documentElement.lang].concat(navigator.languages || [navigator.language]);
-    for (var i = 0; i < wanted.length; i++) {
-      var tag = (wanted[i] || '').toLowerCase();
-      if (langs.indexOf(tag) >= 0) return tag;
-      if (langs.indexOf(tag.split('-')[0]) >= 0) return tag.split('-')[0];
+  const h = (tag, attrs = {}, kids = []) => {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v == null || v === false) continue;
+      if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v);
     }
-    return config.default_language || langs[0] || 'en';
-  }
+    el.append(...kids.filter(Boolean));
+    return el;
+  };
 
-  function t(key) {
-    var texts = (st.config && st.config.texts) || {};
-    var def = st.config && st.config.default_language;
-    return (texts[lang] || {})[key] || (texts[def] || {})[key] || FALLBACK[key];
-  }
+  const pickLanguage = (config) => {
+    const langs = config.languages || [];
+    for (const wanted of [document.documentElement.lang, ...navigator.languages]) {
+      const tag = (wanted || '').toLowerCase();
+      const found = [tag, tag.split('-')[0]].find((l) => langs.includes(l));
+      if (found) return found;
+    }
+    return config.default_language || 'en';
+  };
 
-  function tr(item, key) {
-    var all = item.translations || {};
-    return (all[lang] || {})[key] || (all[st.config.default_language] || {})[key] || (key === 'title' ? item.key : '');
-  }
+  const t = (key) => {
+    const texts = st.config?.texts || {};
+    return texts[lang]?.[key] || texts[st.config?.default_language]?.[key] || FALLBACK[key];
+  };
+
+  const tr = (item, key) => {
+    const texts = item.translations || {};
+    return texts[lang]?.[key] || texts[st.config.default_language]?.[key] || (key === 'title' ? item.key : '');
+  };
 
   /** Create a host element whose shadow root holds our stylesheet, shown once it has loaded. */
-  function shadowHost(tag) {
+  const shadowHost = (tag) => {
     // A custom element name: host-page rules for div, section... cannot reach the host.
-    var host = document.createElement(tag);
+    const host = document.createElement(tag);
     host.style.display = 'none';
-    var root = host.attachShadow({ mode: 'open' });
-    var link = h('link', { rel: 'stylesheet', href: base + '/widget/consent.css' });
-    var ready = new Promise(function (resolve) {
-      link.onload = link.onerror = function () { host.style.removeProperty('display'); resolve(); };
+    const root = host.attachShadow({ mode: 'open' });
+    const link = h('link', { rel: 'stylesheet', href: base + '/widget/consent.css' });
+    const ready = new Promise((resolve) => {
+      link.onload = link.onerror = () => resolve(host.style.removeProperty('display'));
     });
     root.append(link);
-    return { host: host, root: root, ready: ready };
-  }
+    return { host, root, ready };
+  };
 
-  var ui = null, opener = null, shownCounted = false;
+  let ui = null, opener = null, shownCounted = false;
 
-  function mount() {
+  const mount = () => {
     if (!ui) {
       ui = shadowHost('consent-widget');
       ui.root.addEventListener('keydown', onKey);
     }
     if (!ui.host.isConnected) document.body.append(ui.host);
-    Array.prototype.forEach.call(ui.root.querySelectorAll('.layer'), function (el) { el.remove(); });
-  }
+    for (const el of all('.layer', ui.root)) el.remove();
+  };
 
-  function rememberOpener() {
-    var active = document.activeElement;
-    if (!opener && active && active !== document.body && active !== (ui && ui.host)) opener = active;
-  }
+  const rememberOpener = () => {
+    const active = document.activeElement;
+    if (!opener && active && active !== document.body && active !== ui?.host) opener = active;
+  };
 
-  function closeUi() {
+  const closeUi = () => {
     if (!ui) return;
     ui.host.remove();
-    var back = opener;
+    if (opener?.isConnected) opener.focus();
     opener = null;
-    if (back && back.isConnected) back.focus();
-  }
+  };
 
-  function button(label, onclick, cls, ariaLabel) {
-    return h('button', { type: 'button', class: cls || 'btn', onclick: onclick, 'aria-label': ariaLabel }, [label]);
-  }
+  // Focus needs the host displayed, which waits for the stylesheet.
+  const focusSoon = (el) => ui.ready.then(() => el.isConnected && el.focus({ preventScroll: true }));
 
-  function focusSoon(el) {
-    // Focus needs the host displayed, which waits for the stylesheet.
-    ui.ready.then(function () { if (el.isConnected) el.focus({ preventScroll: true }); });
-  }
+  const button = (label, onclick, cls = 'btn', ariaLabel = null) =>
+    h('button', { type: 'button', class: cls, onclick, 'aria-label': ariaLabel }, [label]);
 
-  function actions(extra) {
-    return h('div', { class: 'actions' }, [
-      button(t('accept_all'), function () { choose(allOrNone(st.config, true), 'banner'); }),
-      button(t('reject_all'), function () { choose(allOrNone(st.config, false), 'banner'); }),
-      extra
-    ]);
-  }
+  const closeButton = (onclick) => button('\u00d7', onclick, 'x', t('close'));
 
-  function policyLink() {
-    var policy = st.config && st.config.policy;
-    return policy && policy.url ? h('a', { href: policy.url, target: '_blank', rel: 'noopener' }, [t('policy_link')]) : null;
-  }
+  const actions = (last) => h('div', { class: 'actions' }, [
+    button(t('accept_all'), () => choose(allOrNone(st.config, true), 'banner')),
+    button(t('reject_all'), () => choose(allOrNone(st.config, false), 'banner')),
+    last
+  ]);
 
-  function gpcNotice() {
-    return gpc ? h('p', { class: 'gpc' }, [t('gpc_notice')]) : null;
-  }
+  const link = (href, text) => href && h('a', { href: new URL(href, base), target: '_blank', rel: 'noopener' }, [text]);
+  const policyLink = () => link(st.config?.policy?.url, t('policy_link'));
+  const gpcNotice = () => gpc && h('p', { class: 'gpc' }, [t('gpc_notice')]);
+  const alwaysOn = () => h('span', { class: 'on' }, [t('always_on')]);
 
-  /** Show the first layer: Accept all, Reject all, Customise, with equal weight. */
-  function showBanner() {
-    whenDom(function () {
-      rememberOpener();
-      mount();
-      var purposes = (st.config ? st.config.purposes : []).map(function (p) {
-        return h('li', {}, [tr(p, 'title'), p.is_required ? h('span', { class: 'on' }, [t('always_on')]) : null]);
-      });
-      var layer = h('div', {
-        class: 'layer banner', role: 'dialog', 'aria-modal': 'false', tabindex: '-1',
-        'aria-labelledby': 'c-title', 'aria-describedby': 'c-desc'
-      }, [
-        button('\u00d7', closeUi, 'x', t('close')),
-        h('h2', { id: 'c-title' }, [t('title')]),
-        h('p', { id: 'c-desc' }, [t('description'), ' ', policyLink()]),
-        gpcNotice(),
-        purposes.length ? h('ul', { class: 'chips' }, purposes) : null,
-        actions(button(t('customise'), openPrefs))
-      ]);
-      ui.root.append(layer);
-      focusSoon(layer);
-      if (!shownCounted) { shownCounted = true; countShown(); }
-    });
-  }
-
-  function toggle(sw, on) {
-    sw.setAttribute('aria-checked', String(on));
-  }
-
-  /** Show the preference centre: a switch per purpose and per service, lists, policy link. */
-  function openPrefs() {
+  /** Show the first layer: Accept all, Reject all and Customise, with equal weight. */
+  const showBanner = () => whenDom(() => {
     rememberOpener();
     mount();
-    var config = st.config || { purposes: [] };
-    var draft = st.choice ? JSON.parse(JSON.stringify(st.choice)) : allOrNone(st.config, false);
-    var n = 0;
-    function cookieList(cookies) {
-      if (!cookies || !cookies.length) return null;
-      return h('details', {}, [
-        h('summary', {}, [t('cookies') + ' (' + cookies.length + ')']),
-        h('ul', { class: 'cookies' }, cookies.map(function (c) {
-          return h('li', {}, [h('code', {}, [c.name + (c.is_prefix ? '*' : '')]),
-            ' ' + [c.provider, c.duration, c.description].filter(Boolean).join(' \u00b7 ')]);
-        }))
-      ]);
+    const chips = (st.config?.purposes || []).map((p) => h('li', {}, [tr(p, 'title'), p.is_required && alwaysOn()]));
+    const layer = h('div', {
+      class: 'layer banner', role: 'dialog', 'aria-modal': 'false', tabindex: '-1',
+      'aria-labelledby': 'c-title', 'aria-describedby': 'c-desc'
+    }, [
+      closeButton(closeUi),
+      h('h2', { id: 'c-title' }, [t('title')]),
+      h('p', { id: 'c-desc' }, [t('description'), ' ', policyLink()]),
+      gpcNotice(),
+      chips.length && h('ul', { class: 'chips' }, chips),
+      actions(button(t('customise'), openPrefs))
+    ]);
+    ui.root.append(layer);
+    focusSoon(layer);
+    if (!shownCounted) {
+      shownCounted = true;
+      countShown();
     }
-    function sw(labelId, on, onclick) {
-      return h('button', { type: 'button', role: 'switch', 'aria-checked': String(on), 'aria-labelledby': labelId, onclick: onclick });
-    }
-    var sections = config.purposes.map(function (p) {
-      var id = 'c-p' + n++, services = p.services || [];
-      draft.services[p.key] = draft.services[p.key] || {};
-      var serviceSwitches = [];
-      var purposeSwitch = p.is_required ? h('span', { class: 'on' }, [t('always_on')]) : sw(id, isAllowed(config, draft, p.key), function () {
-        var on = !isAllowed(config, draft, p.key);
-        draft.purposes[p.key] = on;
-        toggle(purposeSwitch, on);
-        services.forEach(function (s, i) { draft.services[p.key][s.key] = on; toggle(serviceSwitches[i], on); });
+  });
+
+  const toggle = (sw, on) => sw && sw.setAttribute('aria-checked', String(on));
+  const switchFor = (labelId, on, onclick) =>
+    h('button', { type: 'button', role: 'switch', 'aria-checked': String(on), 'aria-labelledby': labelId, onclick });
+
+  const cookieList = (cookies) => cookies?.length && h('details', {}, [
+    h('summary', {}, [`${t('cookies')} (${cookies.length})`]),
+    h('ul', { class: 'cookies' }, cookies.map((c) => h('li', {}, [
+      h('code', {}, [c.name + (c.is_prefix ? '*' : '')]),
+      ' ' + [c.provider, c.duration, c.description].filter(Boolean).join(' \u00b7 ')
+    ])))
+  ]);
+
+  /** Show the preference centre: a switch per purpose and per service, lists, policy link. */
+  const openPrefs = () => {
+    rememberOpener();
+    mount();
+    const config = st.config || { purposes: [] };
+    const draft = st.choice ? copy(st.choice) : allOrNone(st.config, false);
+    const on = (p, s) => isAllowed(config, draft, p.key, s && s.key);
+    const sections = config.purposes.map((p, i) => {
+      const services = p.services || [];
+      const serviceSwitches = [];
+      const mine = draft.services[p.key] = draft.services[p.key] || {};
+      const purposeSwitch = p.is_required ? alwaysOn() : switchFor('c-p' + i, on(p), () => {
+        draft.purposes[p.key] = !on(p);
+        toggle(purposeSwitch, on(p));
+        services.forEach((s, j) => toggle(serviceSwitches[j], (mine[s.key] = on(p))));
       });
-      var serviceItems = services.map(function (s, i) {
-        var sid = 'c-s' + n++;
-        serviceSwitches[i] = p.is_required ? null : sw(sid, isAllowed(config, draft, p.key, s.key), function () {
-          var on = !isAllowed(config, draft, p.key, s.key);
-          draft.services[p.key][s.key] = on;
-          toggle(serviceSwitches[i], on);
-          if (on && !draft.purposes[p.key]) {
-            draft.purposes[p.key] = true;
-            toggle(purposeSwitch, true);
-            services.forEach(function (o, j) { if (j !== i) { draft.services[p.key][o.key] = false; toggle(serviceSwitches[j], false); } });
-          }
+      const serviceItems = services.map((s, j) => {
+        serviceSwitches[j] = !p.is_required && switchFor(`c-s${i}-${j}`, on(p, s), () => {
+          // A service switched on turns its purpose on; switched-off services stay off.
+          if ((mine[s.key] = !on(p, s))) draft.purposes[p.key] = true;
+          toggle(purposeSwitch, on(p));
+          services.forEach((o, k) => toggle(serviceSwitches[k], on(p, o)));
         });
         return h('li', {}, [
-          h('div', { class: 'row' }, [
-            h('span', { id: sid }, [s.name || s.key]),
-            serviceSwitches[i]
-          ]),
-          h('p', { class: 'meta' }, [s.provider || '', s.policy_url ? ' ' : null,
-            s.policy_url ? h('a', { href: s.policy_url, target: '_blank', rel: 'noopener' }, [t('policy_link')]) : null]),
+          h('div', { class: 'row' }, [h('span', { id: `c-s${i}-${j}` }, [s.name || s.key]), serviceSwitches[j]]),
+          h('p', { class: 'meta' }, [s.provider || '', ' ', link(s.policy_url, t('policy_link'))]),
           cookieList(s.cookies)
         ]);
       });
       return h('section', {}, [
-        h('div', { class: 'row' }, [h('h3', { id: id }, [tr(p, 'title')]), purposeSwitch]),
+        h('div', { class: 'row' }, [h('h3', { id: 'c-p' + i }, [tr(p, 'title')]), purposeSwitch]),
         h('p', {}, [tr(p, 'description')]),
-        services.length ? h('details', {}, [
-          h('summary', {}, [t('services') + ' (' + services.length + ')']),
+        services.length && h('details', {}, [
+          h('summary', {}, [`${t('services')} (${services.length})`]),
           h('ul', { class: 'services' }, serviceItems)
-        ]) : null,
+        ]),
         cookieList(p.cookies)
       ]);
     });
-    var dialog = h('div', {
+    const dialog = h('div', {
       class: 'prefs', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'c-ptitle', tabindex: '-1'
     }, [
-      h('div', { class: 'head' }, [h('h2', { id: 'c-ptitle' }, [t('settings_title')]), button('\u00d7', closePrefs, 'x', t('close'))]),
-      h('div', { class: 'body' }, [gpcNotice()].concat(sections, [h('p', {}, [policyLink()])])),
-      actions(button(t('save'), function () { choose(draft, 'preferences'); }))
+      h('div', { class: 'head' }, [h('h2', { id: 'c-ptitle' }, [t('settings_title')]), closeButton(closePrefs)]),
+      h('div', { class: 'body' }, [gpcNotice(), ...sections, h('p', {}, [policyLink()])]),
+      actions(button(t('save'), () => choose(draft, 'preferences')))
     ]);
     ui.root.append(h('div', { class: 'layer overlay' }, [dialog]));
     focusSoon(dialog);
-  }
+  };
 
   /** Close the preference centre; without a choice the first layer comes back. */
-  function closePrefs() {
-    if (st.choice) closeUi();
-    else showBanner();
-  }
+  const closePrefs = () => (st.choice ? closeUi() : showBanner());
 
-  function onKey(e) {
-    var dialog = ui.root.querySelector('.prefs');
+  const onKey = (e) => {
+    const dialog = ui.root.querySelector('.prefs');
     if (!dialog) return;
-    if (e.key === 'Escape') { e.preventDefault(); closePrefs(); return; }
+    if (e.key === 'Escape') {
+      e.preventDefault();
+      return closePrefs();
+    }
     if (e.key !== 'Tab') return;
     // Trap focus: the preference centre is modal.
-    var items = Array.prototype.filter.call(dialog.querySelectorAll('button,a[href],summary'), function (el) {
-      return el.getClientRects().length;
-    });
-    var first = items[0], last = items[items.length - 1], active = ui.root.activeElement;
+    const items = all('button,a[href],summary', dialog).filter((el) => el.getClientRects().length);
+    const first = items[0], last = items[items.length - 1], active = ui.root.activeElement;
     if (e.shiftKey ? active === first || active === dialog : active === last) {
       e.preventDefault();
       (e.shiftKey ? last : first).focus();
     }
-  }
+  };
 
-  /** Put a click-to-load placeholder before each gated frame that is not allowed. */
-  function placeholders() {
-    Array.prototype.forEach.call(document.querySelectorAll('iframe[' + A_CONSENT + ']:not([src])'), function (frame) {
-      var old = frame.previousElementSibling;
-      if (old && old.tagName === 'CONSENT-PLACEHOLDER') old.remove();
-      var purposeKey = frame.getAttribute(A_CONSENT).split(/\s+/)[0], serviceKey = frame.getAttribute(A_SERVICE);
-      var p = st.config && st.config.purposes.filter(function (x) { return x.key === purposeKey; })[0];
-      var s = p && (p.services || []).filter(function (x) { return x.key === serviceKey; })[0];
-      var text = t('placeholder').replace('{purpose}', p ? tr(p, 'title') : purposeKey)
-        .replace('{service}', s ? s.name : serviceKey || (p ? tr(p, 'title') : purposeKey));
-      var ph = shadowHost('consent-placeholder');
-      ['width', 'height'].forEach(function (d) {
-        var v = frame.getAttribute(d);
+  const dropPlaceholder = (frame) => {
+    if (frame.previousElementSibling?.tagName === 'CONSENT-PLACEHOLDER') frame.previousElementSibling.remove();
+  };
+
+  /** Unload gated frames no longer allowed; put a click-to-load placeholder before each. */
+  const placeholders = () => {
+    for (const frame of all(`iframe[${A_CONSENT}][src]`)) if (!permits(frame)) frame.removeAttribute('src');
+    for (const frame of all(FRAMES)) {
+      dropPlaceholder(frame);
+      const keys = frame.getAttribute(A_CONSENT).split(/\s+/), serviceKey = frame.getAttribute(A_SERVICE);
+      const p = findPurpose(st.config, keys[0]);
+      const title = p ? tr(p, 'title') : keys[0];
+      const service = p?.services?.find((s) => s.key === serviceKey);
+      const text = t('placeholder').replace('{purpose}', title).replace('{service}', service?.name || serviceKey || title);
+      const ph = shadowHost('consent-placeholder');
+      for (const d of ['width', 'height']) {
+        const v = frame.getAttribute(d);
         if (v) ph.host.style[d] = /^\d+$/.test(v) ? v + 'px' : v;
-      });
-      ph.root.append(h('div', { class: 'ph' }, [h('p', {}, [text]), button(t('load'), function () {
-        var sel = st.choice ? JSON.parse(JSON.stringify(st.choice)) : allOrNone(st.config, false);
-        frame.getAttribute(A_CONSENT).split(/\s+/).forEach(function (k) {
+      }
+      ph.root.append(h('div', { class: 'ph' }, [h('p', {}, [text]), button(t('load'), () => {
+        const sel = st.choice ? copy(st.choice) : allOrNone(st.config, false);
+        for (const k of keys) {
           sel.purposes[k] = true;
           if (serviceKey) (sel.services[k] = sel.services[k] || {})[serviceKey] = true;
-        });
+        }
         choose(sel, 'banner');
       })]));
       frame.hidden = true;
       frame.before(ph.host);
-    });
-  }
+    }
+  };
 
   // ---- public API and start ---------------------------------------------------------------
 
-  var resolveReady;
-  var Consent = {
+  let resolveReady;
+  const Consent = {
     version: '1',
-    ready: new Promise(function (resolve) { resolveReady = resolve; }),
-    allowed: allowed,
-    state: state,
-    onChange: function (cb) {
+    ready: new Promise((resolve) => (resolveReady = resolve)),
+    allowed,
+    state,
+    onChange(cb) {
       listeners.push(cb);
-      return function () { listeners = listeners.filter(function (x) { return x !== cb; }); };
+      return () => (listeners = listeners.filter((x) => x !== cb));
     },
-    open: function () {
-      if (st.config) return whenDom(openPrefs);
-      getConfig().catch(function () {}).then(function () { whenDom(openPrefs); });
+    open() {
+      (st.config ? Promise.resolve() : getConfig()).catch(() => {}).then(() => whenDom(openPrefs));
     },
-    close: closeUi,
     /** Set purposes from page code, e.g. set({analytics: true}); recorded with source "api". */
-    set: function (purposes) {
-      var sel = st.choice ? JSON.parse(JSON.stringify(st.choice)) : allOrNone(st.config, false);
-      Object.keys(purposes).forEach(function (k) { sel.purposes[k] = !!purposes[k]; });
+    set(purposes) {
+      const sel = st.choice ? copy(st.choice) : allOrNone(st.config, false);
+      for (const k in purposes) sel.purposes[k] = !!purposes[k];
       choose(sel, 'api');
     },
-    push: function (fn) {
+    push(fn) {
       try { fn(Consent); } catch (e) { console.error(e); }
     },
     // Internals for tests; not part of the public API.
-    _: {
-      isCurrent: isCurrent, isAllowed: isAllowed, allOrNone: allOrNone, makeChoice: makeChoice,
-      toRecord: toRecord, consentModeFor: consentModeFor, cookiesToDelete: cookiesToDelete,
-      readStore: readStore, flush: flush, storeKey: storeKey
-    }
+    _: { isCurrent, isAllowed, allOrNone, makeChoice, toRecord, consentModeFor, cookiesToDelete, readStore, flush, storeKey }
   };
   window.Consent = Consent;
-  if (Array.isArray(queued)) queued.forEach(Consent.push);
+  if (Array.isArray(queued)) queued.forEach((fn) => Consent.push(fn));
 
-  // Consent Mode's default must precede every gated tag, so it is issued before anything else.
-  var defaults = {};
-  CM_CORE.concat.apply(CM_CORE, (st.config ? st.config.purposes : []).map(function (p) { return p.consent_mode || []; }))
-    .forEach(function (s) { defaults[s] = 'denied'; });
-  defaults.wait_for_update = 500;
+  // Consent Mode's default must come before every gated tag, so it is issued first.
+  const defaults = { wait_for_update: 500 };
+  for (const s of CM_CORE.concat(...(st.config?.purposes || []).map((p) => p.consent_mode || []))) defaults[s] = 'denied';
   gtag('consent', 'default', defaults);
 
   if (st.choice) {
     // Returning visitor: apply from storage now, without a request.
-    lang = st.config ? pickLanguage(st.config) : lang;
+    if (st.config) lang = pickLanguage(st.config);
     apply();
     resolveReady(state());
     if (Date.now() - st.checked > DAY || !st.choice.hash) {
-      getConfig().then(function (config) {
+      // At most daily, in the background: has the policy or the banner changed?
+      getConfig().then((config) => {
         if (!st.choice.hash) st.choice = makeChoice(config, allOrNone(config, !!st.choice.purposes['*']), st.choice.at);
         if (!isCurrent(st.choice, config, Date.now())) {
           st.choice = null;
@@ -667,13 +606,13 @@
           showBanner();
         }
         persist();
-      }).catch(function () {});
+      }).catch(() => {});
     }
   } else {
     // First visit, expired or stale: nothing is written until the visitor chooses.
     if (st.config) deleteCookies(cookiesToDelete(st.config, null));
-    whenDom(mount); // start loading the stylesheet alongside the config
-    getConfig().catch(function () {}).then(function () {
+    whenDom(mount); // load the stylesheet alongside the config
+    getConfig().catch(() => {}).then(() => {
       if (st.choice) return; // chosen meanwhile, e.g. in another tab
       if (st.config) deleteCookies(cookiesToDelete(st.config, null));
       showBanner();
@@ -684,23 +623,20 @@
   flush();
 
   window.addEventListener('online', flush);
-  window.addEventListener('storage', function (e) {
+  window.addEventListener('storage', (e) => {
     if (e.key !== storeKey) return;
-    var s = readStore();
-    st.token = s.token || null;
-    st.visitor = s.visitor || null;
-    st.outbox = s.outbox || [];
+    const s = readStore();
+    Object.assign(st, { token: s.token || null, visitor: s.visitor || null, outbox: s.outbox || [] });
     if (s.config) st.config = s.config;
-    var choice = isCurrent(s.choice, null, Date.now()) ? s.choice : null;
+    const choice = isCurrent(s.choice, null, Date.now()) ? s.choice : null;
     if (JSON.stringify(choice) !== JSON.stringify(st.choice)) {
       st.choice = choice;
       if (choice) closeUi();
       apply();
     }
   });
-  document.addEventListener('click', function (e) {
-    var el = e.target.closest && e.target.closest('[' + A_OPEN + ']');
-    if (!el) return;
+  document.addEventListener('click', (e) => {
+    if (!e.target.closest?.(`[${A_OPEN}]`)) return;
     e.preventDefault();
     Consent.open();
   });
