@@ -12,6 +12,7 @@ from consent.cli import register_cli
 from consent.config import load_config
 from consent.db import db, init_db, migrate
 from consent.security import exempt_from_https_redirect, init_security
+from consent.unsubscribe import bp as unsubscribe_bp
 from consent.widget import bp as widget_bp
 
 
@@ -41,6 +42,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     # blueprints
     app.register_blueprint(widget_bp)
+    app.register_blueprint(unsubscribe_bp)
 
     exempt_from_https_redirect(app)
     return app

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import functools
+import json
 from datetime import UTC, datetime
 
 import click
 from flask import Flask
 from flask_migrate import upgrade
 
-from consent import keys, ledger, sites
+from consent import keys, ledger, retention, rights, sites, subjects
 from consent.db import db
 from consent.demo import seed_demo_site
 from consent.errors import InvalidRequest
-from consent.models import Site
+from consent.models import API_SCOPES, Site
 
 
 def in_transaction(command):
@@ -124,7 +125,7 @@ def add_policy_command(site_key, version, url, material, published_at: datetime 
     "--scope",
     "scopes",
     multiple=True,
-    type=click.Choice(["read", "write"]),
+    type=click.Choice(API_SCOPES),
     default=["read"],
     show_default=True,
 )
@@ -172,6 +173,101 @@ def verify_command(site_key):
         raise SystemExit(1)
 
 
+def subject_options(command):
+    """--email / --user-id / --visitor-id: which person a rights command is about."""
+    for option in (
+        click.option("--visitor-id", help="The visitor id the widget was issued."),
+        click.option("--user-id", help="The site's own user id."),
+        click.option("--email", help="The person's email address."),
+    ):
+        command = option(command)
+    return command
+
+
+def find_subject_or_fail(site: Site, email, user_id, visitor_id):
+    given = [value for value in (email, user_id, visitor_id) if value is not None]
+    if len(given) != 1:
+        raise click.UsageError("Give exactly one of --email, --user-id, --visitor-id.")
+    subject = rights.find_subject(site, email=email, user_id=user_id, visitor_id=visitor_id)
+    if subject is None:
+        raise click.ClickException("No subject matches.")
+    return subject
+
+
+@click.command("export")
+@click.argument("site_key")
+@subject_options
+@click.option("--format", "output_format", type=click.Choice(["json", "csv", "receipts"]),
+              default="json", show_default=True)
+@in_transaction
+def export_command(site_key, email, user_id, visitor_id, output_format):
+    """Print everything held about one person (access and portability)."""
+    site = site_by_key(site_key)
+    subject = find_subject_or_fail(site, email, user_id, visitor_id)
+    if output_format == "receipts":
+        click.echo(json.dumps(rights.consent_receipts(site, subject, "cli"), indent=2))
+        return
+    export = rights.export_subject(site, subject, "cli")
+    if output_format == "csv":
+        click.echo(rights.export_as_csv(export), nl=False)
+    else:
+        click.echo(json.dumps(export, indent=2, ensure_ascii=False))
+
+
+@click.command("erase")
+@click.argument("site_key")
+@subject_options
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@in_transaction
+def erase_command(site_key, email, user_id, visitor_id, yes):
+    """Erase one person: forget their identifiers, keep the verifiable history."""
+    site = site_by_key(site_key)
+    ledger.lock_chain_head(site)
+    subject = find_subject_or_fail(site, email, user_id, visitor_id)
+    if not yes:
+        click.confirm(f"Erase subject {subject.pseudonym} of {site.key!r}?", abort=True)
+    record = rights.erase_subject(site, subject, "cli")
+    if record is None:
+        click.echo(f"Subject {subject.pseudonym} was already erased.")
+    else:
+        click.echo(f"Erased subject {subject.pseudonym}; erasure record #{record.sequence}.")
+
+
+@click.command("purge")
+@click.argument("site_key", required=False)
+@click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
+@in_transaction
+def purge_command(site_key, dry_run):
+    """Remove records older than each site's retention period, keeping the chain verifiable."""
+    targets = [site_by_key(site_key)] if site_key else db.session.scalars(
+        db.select(Site).order_by(Site.key)
+    ).all()
+    for site in targets:
+        plan = retention.purge(site, dry_run=dry_run)
+        verb = "would remove" if dry_run else "removed"
+        if plan.count == 0:
+            click.echo(f"{site.key}: nothing to remove (retention {site.retention_days} days).")
+            continue
+        stop = f"; stopped before #{plan.through_sequence + 1} ({plan.stopped_by})" \
+            if plan.stopped_by else ""
+        click.echo(f"{site.key}: {verb} {plan.count} records "
+                   f"(#{plan.from_sequence + 1} to #{plan.through_sequence}, recorded before "
+                   f"{plan.cutoff:%Y-%m-%d %H:%M} UTC){stop}.")
+
+
+@click.command("rotate-data-key")
+@in_transaction
+def rotate_data_key_command():
+    """Re-encrypt every stored email and user id with the current CONSENT_DATA_KEY.
+
+    Put the new key in CONSENT_DATA_KEY and the old one in CONSENT_OLD_DATA_KEYS
+    (a JSON list), run this, then keep the old key listed while erased identifiers
+    hashed under it should stay suppressed.
+    """
+    count = subjects.rotate_stored_identifiers()
+    click.echo(f"Re-encrypted {count} subjects with the current data key.")
+
+
 COMMANDS = [
     init_db_command,
     seed_demo_command,
@@ -180,6 +276,10 @@ COMMANDS = [
     issue_key_command,
     revoke_key_command,
     verify_command,
+    export_command,
+    erase_command,
+    purge_command,
+    rotate_data_key_command,
 ]
 
 

@@ -24,6 +24,8 @@ class Config:
     SECRET_KEY = None
     #: Base64 of 32 random bytes: encrypts and hashes emails and user ids at rest.
     DATA_KEY = None
+    #: Data keys replaced by rotation, still able to decrypt and look up (JSON list).
+    OLD_DATA_KEYS: list[str] = []
     #: Largest request body accepted (bytes); larger gets 413.
     MAX_CONTENT_LENGTH = 64 * 1024
     #: Redirect pages (not the API, widget or unsubscribe) to HTTPS; default: production.

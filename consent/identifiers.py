@@ -2,7 +2,9 @@
 
 Emails and the site's user ids are stored encrypted (never in the clear) with an
 HMAC-SHA256 digest beside them, so exact lookups work without decrypting every row.
-Both keys are derived from ``DATA_KEY`` in the configuration, never from the database.
+The keys come from the configuration, never from the database: ``DATA_KEY`` is the
+current key, ``OLD_DATA_KEYS`` the ones it replaced. Each ciphertext names the key
+that made it, so rotation (``consent rotate-data-key``) can re-encrypt row by row.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import os
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import current_app
@@ -19,15 +22,36 @@ from consent.errors import InvalidRequest
 
 MAX_EMAIL_LENGTH = 254
 MAX_USER_ID_LENGTH = 200
+#: First byte of every ciphertext: the layout below, in case it ever changes.
+FORMAT_VERSION = b"\x01"
 
 
-def _keys() -> tuple[bytes, bytes]:
-    master = base64.b64decode(current_app.config["DATA_KEY"])
-    if len(master) != 32:
-        raise RuntimeError("CONSENT_DATA_KEY must be base64 of exactly 32 bytes")
-    lookup = hmac.new(master, b"consent lookup key", hashlib.sha256).digest()
-    encryption = hmac.new(master, b"consent encryption key", hashlib.sha256).digest()
-    return lookup, encryption
+@dataclass(frozen=True)
+class DataKey:
+    """One configured data key and the two keys derived from it."""
+
+    key_id: bytes
+    lookup: bytes
+    encryption: bytes
+
+    @classmethod
+    def from_config(cls, encoded: str) -> DataKey:
+        master = base64.b64decode(encoded)
+        if len(master) != 32:
+            raise RuntimeError("A data key must be base64 of exactly 32 bytes")
+        return cls(
+            key_id=hashlib.sha256(master).digest()[:8],
+            lookup=hmac.new(master, b"consent lookup key", hashlib.sha256).digest(),
+            encryption=hmac.new(master, b"consent encryption key", hashlib.sha256).digest(),
+        )
+
+
+def keyring() -> list[DataKey]:
+    """The current data key first, then the ones it replaced."""
+    config = current_app.config
+    return [DataKey.from_config(config["DATA_KEY"])] + [
+        DataKey.from_config(old) for old in config.get("OLD_DATA_KEYS") or []
+    ]
 
 
 def normalise_email(email: str, field: str = "email") -> str:
@@ -37,11 +61,13 @@ def normalise_email(email: str, field: str = "email") -> str:
     if (
         not at
         or not local
+        or "@" in local
         or "." not in domain
         or domain.startswith(".")
         or domain.endswith(".")
+        or ".." in domain
         or len(value) > MAX_EMAIL_LENGTH
-        or any(ch.isspace() or ord(ch) < 32 for ch in value)
+        or any(ch.isspace() or ord(ch) < 32 or ch in "<>,;\"()[]\\" for ch in value)
     ):
         raise InvalidRequest(field, "Not a valid email address.")
     return value
@@ -55,21 +81,42 @@ def normalise_user_id(user_id: str, field: str = "user_id") -> str:
     return value
 
 
-def digest(kind: str, site_id: int, value: str) -> str:
-    """Keyed hash of an identifier, scoped to its kind and site."""
-    lookup, _ = _keys()
+def digest_with_key(key: DataKey, kind: str, site_id: int, value: str) -> str:
     message = f"{kind}\x00{site_id}\x00{value}".encode()
-    return hmac.new(lookup, message, hashlib.sha256).hexdigest()
+    return hmac.new(key.lookup, message, hashlib.sha256).hexdigest()
+
+
+def digest(kind: str, site_id: int, value: str) -> str:
+    """Keyed hash of an identifier under the current key, scoped to its kind and site."""
+    return digest_with_key(keyring()[0], kind, site_id, value)
+
+
+def lookup_digests(kind: str, site_id: int, value: str) -> list[str]:
+    """The identifier's hash under every configured key, current first (for lookups)."""
+    return [digest_with_key(key, kind, site_id, value) for key in keyring()]
 
 
 def encrypt(value: str) -> bytes:
-    """Encrypt with AES-256-GCM; the 12-byte nonce is stored in front."""
-    _, key = _keys()
+    """Encrypt with AES-256-GCM under the current key; key id and nonce go in front."""
+    key = keyring()[0]
     nonce = os.urandom(12)
-    return nonce + AESGCM(key).encrypt(nonce, value.encode(), None)
+    return FORMAT_VERSION + key.key_id + nonce + AESGCM(key.encryption).encrypt(
+        nonce, value.encode(), None
+    )
 
 
 def decrypt(blob: bytes) -> str:
-    """Decrypt a value made by :func:`encrypt`."""
-    _, key = _keys()
-    return AESGCM(key).decrypt(blob[:12], blob[12:], None).decode()
+    """Decrypt a value made by :func:`encrypt` with whichever configured key made it."""
+    key_id, nonce, ciphertext = blob[1:9], blob[9:21], blob[21:]
+    for key in keyring():
+        if key.key_id == key_id:
+            return AESGCM(key.encryption).decrypt(nonce, ciphertext, None).decode()
+    raise RuntimeError(
+        "A stored identifier was encrypted with a data key that is not configured; "
+        "add it to CONSENT_OLD_DATA_KEYS."
+    )
+
+
+def is_current(blob: bytes) -> bool:
+    """Whether a ciphertext was made with the current key."""
+    return blob[1:9] == keyring()[0].key_id

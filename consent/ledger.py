@@ -7,17 +7,20 @@ commits once, so a record and its current state land together or not at all.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import delete, select
 
 from consent.db import db, now_utc
 from consent.errors import InvalidRequest
 from consent.models import (
+    ChainCheckpoint,
     ChainHead,
     ConsentRecord,
     CurrentState,
@@ -86,7 +89,7 @@ def lock_chain_head(site: Site) -> ChainHead:
 
 def append_record(
     site: Site,
-    subject: Subject,
+    subject: Subject | None,
     *,
     event: str,
     source: str,
@@ -98,12 +101,15 @@ def append_record(
     is_gpc: bool = False,
     ip_truncated: str | None = None,
 ) -> ConsentRecord:
-    """Append one record to the site's chain; the caller holds or takes the head lock."""
+    """Append one record to the site's chain; the caller holds or takes the head lock.
+
+    ``subject`` is None for the service's own events (a retention purge).
+    """
     head = lock_chain_head(site)
     record = ConsentRecord(
         site_id=site.id,
         sequence=head.sequence + 1,
-        subject_pseudonym=subject.pseudonym,
+        subject_pseudonym=subject.pseudonym if subject else "",
         event=event,
         source=source,
         decisions=decisions or [],
@@ -137,9 +143,9 @@ class ChainReport:
     problem: str | None = None
 
 
-def _records_in_order(site: Site, batch_size: int = 1000):
+def _records_in_order(site: Site, after: int = 0, batch_size: int = 1000):
     """Yield a site's records by sequence, a batch at a time (keyset pagination)."""
-    last_sequence = 0
+    last_sequence = after
     while True:
         batch = db.session.scalars(
             select(ConsentRecord)
@@ -155,12 +161,45 @@ def _records_in_order(site: Site, batch_size: int = 1000):
             db.session.expunge(record)
 
 
+def sign_checkpoint(site_key: str, sequence: int, record_hash: str, purged_at: datetime) -> str:
+    """HMAC a checkpoint with the app's secret: database access alone cannot forge one."""
+    message = f"{site_key}\x00{sequence}\x00{record_hash}\x00{purged_at.isoformat()}".encode()
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, b"checkpoint\x00" + message, hashlib.sha256).hexdigest()
+
+
+def latest_checkpoint(site: Site) -> ChainCheckpoint | None:
+    """The retention checkpoint the chain now starts from, if any purge happened."""
+    return db.session.scalars(
+        select(ChainCheckpoint)
+        .where(ChainCheckpoint.site_id == site.id)
+        .order_by(ChainCheckpoint.sequence.desc())
+        .limit(1)
+    ).first()
+
+
 def verify_chain(site: Site) -> ChainReport:
-    """Walk the site's chain in order and name the first record that does not match."""
+    """Walk the site's chain in order and name the first record that does not match.
+
+    After a retention purge the walk starts at the latest checkpoint, whose signature
+    must be valid.
+    """
     expected_previous = GENESIS_HASH
     expected_sequence = 1
     count = 0
-    for record in _records_in_order(site):
+    checkpoint = latest_checkpoint(site)
+    if checkpoint is not None:
+        signature = sign_checkpoint(
+            site.key, checkpoint.sequence, checkpoint.record_hash, checkpoint.purged_at
+        )
+        if not hmac.compare_digest(signature, checkpoint.signature):
+            return ChainReport(
+                site.key, 0, False, checkpoint.sequence, None,
+                "the retention checkpoint's signature is invalid: it was not made by purge",
+            )
+        expected_previous = checkpoint.record_hash
+        expected_sequence = checkpoint.sequence + 1
+    for record in _records_in_order(site, after=expected_sequence - 1):
         problem = None
         if record.sequence != expected_sequence:
             problem = f"expected sequence {expected_sequence}, found {record.sequence}"

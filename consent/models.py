@@ -37,8 +37,9 @@ MAX_LIFETIME_DAYS = 395
 PURPOSE_KINDS = ("cookie", "communication")
 RECORD_SOURCES = ("banner", "preferences", "api", "gpc", "unsubscribe", "import")
 #: What a record says happened: a choice, a visitor linked to a user, an erasure.
-RECORD_EVENTS = ("decision", "link", "erasure", "correction")
-API_SCOPES = ("read", "write")
+RECORD_EVENTS = ("decision", "link", "erasure", "correction", "purge")
+#: read: checks and suppression; write: record and link; rights: export, correct, erase.
+API_SCOPES = ("read", "write", "rights")
 
 
 class Site(db.Model):
@@ -64,6 +65,9 @@ class Site(db.Model):
     default_language: Mapped[str] = mapped_column(String(16), default="en")
     #: Banner texts per language: {"en": {"title": ..., "accept_all": ...}}.
     texts: Mapped[dict[str, dict[str, str]]] = mapped_column(JSON, default=dict)
+    #: Who is responsible for the data (shown in consent receipts).
+    controller_name: Mapped[str | None] = mapped_column(String(200))
+    controller_contact: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
     purposes: Mapped[list[Purpose]] = relationship(
@@ -208,6 +212,27 @@ class ConsentRecord(db.Model):
     record_hash: Mapped[str] = mapped_column(String(64), unique=True)
 
 
+class ChainCheckpoint(db.Model):
+    """Where retention cut a site's chain: the last removed record's sequence and hash.
+
+    ``verify_chain`` starts from the latest checkpoint. The signature (HMAC with the
+    app's secret key) stops someone with only database access from hiding deleted
+    records behind a forged checkpoint. Insert-only, guarded by triggers.
+    """
+
+    __tablename__ = "chain_checkpoints"
+    __table_args__ = (UniqueConstraint("site_id", "sequence"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    #: The last sequence removed: records up to and including it are gone.
+    sequence: Mapped[int] = mapped_column(Integer)
+    record_hash: Mapped[str] = mapped_column(String(64))
+    records_removed: Mapped[int] = mapped_column(Integer)
+    purged_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    signature: Mapped[str] = mapped_column(String(64))
+
+
 class ChainHead(db.Model):
     """The last link of a site's chain; its row lock serialises appends per site."""
 
@@ -238,7 +263,8 @@ class CurrentState(db.Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     #: When the policy version the decision was taken under was published.
     policy_published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    record_id: Mapped[int] = mapped_column(ForeignKey("consent_records.id"))
+    #: The record that made this decision; cleared when retention purges that record.
+    record_id: Mapped[int | None] = mapped_column(ForeignKey("consent_records.id"))
     source: Mapped[str] = mapped_column(String(16))
 
 
@@ -291,3 +317,39 @@ class BannerImpression(db.Model):
     )
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ErasedIdentifier(db.Model):
+    """The keyed hash of an erased email or user id, so it stays suppressed.
+
+    Only the HMAC is kept (no value, no link to the pseudonym): enough to answer
+    "erased" when the same address is checked again, nothing to identify anyone by.
+    """
+
+    __tablename__ = "erased_identifiers"
+
+    site_id: Mapped[int] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+
+class AccessLogEntry(db.Model):
+    """Who looked at, exported, corrected or erased a person's data, and when.
+
+    Insert-only, guarded by triggers like the history.
+    """
+
+    __tablename__ = "access_log"
+    __table_args__ = (Index("ix_access_log_site_at", "site_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+    #: "api_key:<prefix>", "admin:<name>" or "cli".
+    actor: Mapped[str] = mapped_column(String(200))
+    #: export, erase, correct, lookup.
+    action: Mapped[str] = mapped_column(String(32))
+    subject_pseudonym: Mapped[str | None] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -44,17 +44,12 @@ class _SubmissionArgs(ma.Schema):
     language = fields.String(validate=validate.Regexp(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"))
 
 
-class RecordArgs(_SubmissionArgs):
-    source = fields.String(
-        load_default="banner", validate=validate.OneOf(["banner", "preferences", "gpc", "api"])
-    )
+class IdentityArgs(ma.Schema):
+    """Who a server call is about: exactly one of user_id, email, visitor_token."""
 
-
-class ServerRecordArgs(_SubmissionArgs):
     user_id = fields.String(validate=validate.Length(min=1, max=200))
     email = fields.String(validate=validate.Length(min=3, max=254))
     visitor_token = fields.String(validate=validate.Length(min=1, max=500))
-    source = fields.String(load_default="api", validate=validate.OneOf(["api", "import"]))
 
     @ma.validates_schema
     def _one_identity(self, data, **kwargs):
@@ -63,6 +58,16 @@ class ServerRecordArgs(_SubmissionArgs):
             raise ma.ValidationError(
                 "Give exactly one of user_id, email, visitor_token.", "user_id"
             )
+
+
+class RecordArgs(_SubmissionArgs):
+    source = fields.String(
+        load_default="banner", validate=validate.OneOf(["banner", "preferences", "gpc", "api"])
+    )
+
+
+class ServerRecordArgs(_SubmissionArgs, IdentityArgs):
+    source = fields.String(load_default="api", validate=validate.OneOf(["api", "import"]))
 
 
 class RecordSchema(ma.Schema):
@@ -93,18 +98,8 @@ class CheckArgs(ma.Schema):
     service = fields.String(validate=validate.Length(min=1, max=64))
 
 
-class ServerCheckArgs(CheckArgs):
-    user_id = fields.String(validate=validate.Length(min=1, max=200))
-    email = fields.String(validate=validate.Length(min=3, max=254))
-    visitor_token = fields.String(validate=validate.Length(min=1, max=500))
-
-    @ma.validates_schema
-    def _one_identity(self, data, **kwargs):
-        given = [name for name in ("user_id", "email", "visitor_token") if name in data]
-        if len(given) != 1:
-            raise ma.ValidationError(
-                "Give exactly one of user_id, email, visitor_token.", "user_id"
-            )
+class ServerCheckArgs(CheckArgs, IdentityArgs):
+    pass
 
 
 class CheckSchema(ma.Schema):
@@ -191,6 +186,86 @@ class LinkArgs(ma.Schema):
 class LinkResultSchema(ma.Schema):
     subject = fields.String(metadata={"description": "Pseudonym of the linked subject."})
     record = fields.Nested(RecordSchema)
+
+
+class BulkCheckArgs(ma.Schema):
+    purpose = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    emails = fields.List(fields.String(validate=validate.Length(max=320)),
+                         validate=validate.Length(min=1, max=10_000))
+    user_ids = fields.List(fields.String(validate=validate.Length(max=200)),
+                           validate=validate.Length(min=1, max=10_000))
+
+    @ma.validates_schema
+    def _one_list(self, data, **kwargs):
+        if ("emails" in data) == ("user_ids" in data):
+            raise ma.ValidationError("Give either emails or user_ids.", "emails")
+
+
+class BulkResultSchema(ma.Schema):
+    email = fields.String()
+    user_id = fields.String()
+    allowed = fields.Boolean()
+    reason = fields.String()
+
+
+class BulkCheckSchema(ma.Schema):
+    purpose = fields.String()
+    allowed_count = fields.Integer()
+    results = fields.List(fields.Nested(BulkResultSchema))
+
+
+class SuppressionArgs(ma.Schema):
+    purpose = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10_000))
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
+
+
+class SuppressionEntrySchema(ma.Schema):
+    email = fields.String(allow_none=True)
+    user_id = fields.String(allow_none=True)
+    reason = fields.String()
+    decided_at = fields.DateTime(allow_none=True)
+
+
+class SuppressionPageSchema(ma.Schema):
+    items = fields.List(fields.Nested(SuppressionEntrySchema))
+    next_after = fields.Integer(allow_none=True,
+                                metadata={"description": "Pass as `after` for the next page."})
+
+
+class UnsubscribeLinksArgs(ma.Schema):
+    purpose = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    emails = fields.List(fields.String(validate=validate.Length(max=320)), required=True,
+                         validate=validate.Length(min=1, max=1000))
+
+
+class UnsubscribeLinkSchema(ma.Schema):
+    email = fields.String()
+    url = fields.String()
+    headers = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class UnsubscribeLinksSchema(ma.Schema):
+    links = fields.List(fields.Nested(UnsubscribeLinkSchema))
+
+
+class ExportArgs(IdentityArgs):
+    format = fields.String(load_default="json",
+                           validate=validate.OneOf(["json", "csv", "receipts"]))
+
+
+class CorrectionArgs(IdentityArgs):
+    field = fields.String(required=True, validate=validate.OneOf(["email", "user_id"]))
+    value = fields.String(required=True, allow_none=True,
+                          validate=validate.Length(min=1, max=254),
+                          metadata={"description": "The new value, or null to remove it."})
+
+
+class RightsResultSchema(ma.Schema):
+    subject = fields.String()
+    erased = fields.Boolean()
+    record = fields.Nested(RecordSchema, allow_none=True)
 
 
 class ErrorSchema(ma.Schema):

@@ -22,7 +22,8 @@ def find_subject_by(site: Site, kind: str, value: str) -> Subject | None:
     column = Subject.user_id_digest if kind == "user_id" else Subject.email_digest
     return db.session.scalars(
         select(Subject).where(
-            Subject.site_id == site.id, column == identifiers.digest(kind, site.id, value)
+            Subject.site_id == site.id,
+            column.in_(identifiers.lookup_digests(kind, site.id, value)),
         )
     ).first()
 
@@ -230,3 +231,22 @@ def _merge_states(source: Subject, target: Subject) -> list[dict[str, Any]]:
 
 def target_site_purposes(subject: Subject):
     return db.session.get(Site, subject.site_id).purposes
+
+
+def rotate_stored_identifiers() -> int:
+    """Re-encrypt and re-hash every stored identifier with the current data key."""
+    rotated = 0
+    for subject in db.session.scalars(
+        select(Subject).where(
+            (Subject.email_encrypted.is_not(None)) | (Subject.user_id_encrypted.is_not(None))
+        )
+    ):
+        changed = False
+        for kind in ("email", "user_id"):
+            blob = getattr(subject, f"{kind}_encrypted")
+            if blob is not None and not identifiers.is_current(blob):
+                set_identifier(subject, kind, identifiers.decrypt(blob))
+                changed = True
+        rotated += changed
+    db.session.flush()
+    return rotated

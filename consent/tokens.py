@@ -29,3 +29,28 @@ def read_visitor_token(token: str, site_key: str) -> str:
     if payload.get("site") != site_key:
         abort(403, message="The visitor token belongs to another site.")
     return payload["visitor"]
+
+
+UNSUBSCRIBE_SALT = "consent.unsubscribe-link"
+
+
+def _unsubscribe_serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=UNSUBSCRIBE_SALT)
+
+
+def make_unsubscribe_token(site_key: str, pseudonym: str, purpose: str) -> str:
+    """Sign an opt-out for one subject and purpose; it never expires, on purpose."""
+    return _unsubscribe_serializer().dumps({"site": site_key, "subject": pseudonym, "p": purpose})
+
+
+def read_unsubscribe_token(token: str) -> tuple[str, str, str] | None:
+    """Return (site key, pseudonym, purpose) from a link, or None if it is not ours."""
+    try:
+        payload = _unsubscribe_serializer().loads(token)
+    except BadSignature:
+        return None
+    if not isinstance(payload, dict) or not all(
+        isinstance(payload.get(name), str) for name in ("site", "subject", "p")
+    ):
+        return None
+    return payload["site"], payload["subject"], payload["p"]

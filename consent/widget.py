@@ -56,8 +56,8 @@ def compact_css(source: str) -> str:
     source = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
     source = re.sub(r"^[ \t]+", "", source, flags=re.M)
     source = re.sub(r"^([a-z-]+): ", r"\1:", source, flags=re.M)
-    source = re.sub(r";\n", ";", source)
-    source = re.sub(r"\{\n", "{", source)
+    source = re.sub(r"([;{])\n", r"\1", source)
+    source = re.sub(r"\s*\}\n", "}\n", source)
     return re.sub(r"\n{2,}", "\n", source)
 
 

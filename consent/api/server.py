@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from functools import wraps
 
-from flask import g, jsonify, request
+from flask import Response, g, jsonify, request, stream_with_context
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
-from consent import ledger
+from consent import ledger, marketing, rights
 from consent.keys import authenticate_key
 from consent.models import Site, Subject
 from consent.schemas import (
+    BulkCheckArgs,
+    BulkCheckSchema,
     CheckSchema,
+    CorrectionArgs,
+    ExportArgs,
+    IdentityArgs,
     LinkArgs,
     LinkResultSchema,
     RecordResultSchema,
+    RightsResultSchema,
     ServerCheckArgs,
     ServerRecordArgs,
+    SuppressionArgs,
+    SuppressionPageSchema,
+    UnsubscribeLinksArgs,
+    UnsubscribeLinksSchema,
 )
 from consent.subjects import (
     find_or_create_subject_by,
@@ -73,6 +85,19 @@ def subject_from_args(site: Site, args: dict, *, create: bool) -> tuple[Subject 
     return find_subject_by(site, kind, args[kind]), None
 
 
+def was_erased(site: Site, args: dict) -> bool:
+    """Whether the email or user id in ``args`` belonged to an erased person."""
+    for kind in rights.IDENTIFIER_KINDS:
+        if kind in args:
+            return rights.is_erased_identifier(site, kind, args[kind])
+    return False
+
+
+def actor() -> str:
+    """How the access log names the caller."""
+    return f"api_key:{g.api_key.prefix}"
+
+
 @blp.route("/check")
 class ServerCheck(MethodView):
     @blp.arguments(ServerCheckArgs, location="query")
@@ -82,6 +107,8 @@ class ServerCheck(MethodView):
         """Answer whether a purpose is allowed for a user id, email or visitor."""
         subject, _ = subject_from_args(g.site, args, create=False)
         verdict = ledger.check_purpose(g.site, subject, args["purpose"], args.get("service"))
+        if subject is None and verdict.reason == "no_decision" and was_erased(g.site, args):
+            verdict = ledger.Verdict(False, "erased")
         body = {
             "allowed": verdict.allowed,
             "purpose": args["purpose"],
@@ -142,3 +169,131 @@ class Links(MethodView):
         ledger.lock_chain_head(site)
         subject, record = link_visitor(site, visitor_id, args["user_id"])
         return {"subject": subject.pseudonym, "record": record}, 201
+
+
+@blp.route("/bulk-check")
+class BulkCheck(MethodView):
+    @blp.arguments(BulkCheckArgs)
+    @blp.response(200, BulkCheckSchema)
+    @require_key("read")
+    def post(self, args):
+        """Before a send: which of up to 10,000 emails or user ids may be contacted."""
+        kind, values = ("email", args["emails"]) if "emails" in args else (
+            "user_id", args["user_ids"])
+        results = marketing.bulk_check(g.site, args["purpose"], kind, values)
+        return {
+            "purpose": args["purpose"],
+            "allowed_count": sum(result["allowed"] for result in results),
+            "results": results,
+        }
+
+
+SUPPRESSION_COLUMNS = ["email", "user_id", "reason", "decided_at"]
+
+
+@blp.route("/suppression")
+class Suppression(MethodView):
+    @blp.arguments(SuppressionArgs, location="query")
+    @blp.response(200, SuppressionPageSchema)
+    @blp.alt_response(200, description="format=csv: every entry, streamed", content_type="text/csv")
+    @require_key("read")
+    def get(self, args):
+        """Everyone who must not be contacted for a purpose: paged JSON or streamed CSV."""
+        site = g.site
+        marketing.purpose_of(site, args["purpose"])
+        rows = marketing.suppression_rows(site, args["purpose"], after=args["after"])
+        if args["format"] == "csv":
+            return Response(
+                stream_with_context(_suppression_csv(rows)),
+                mimetype="text/csv",
+                headers={"Content-Disposition":
+                         f'attachment; filename="suppression-{site.key}-{args["purpose"]}.csv"',
+                         "Cache-Control": "no-store"},
+            )
+        items = []
+        for row in rows:
+            items.append(row)
+            if len(items) == args["limit"]:
+                break
+        next_after = items[-1].subject_id if len(items) == args["limit"] else None
+        return {"items": items, "next_after": next_after}, 200, {"Cache-Control": "no-store"}
+
+
+def _suppression_csv(rows):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(SUPPRESSION_COLUMNS)
+    for row in rows:
+        writer.writerow([row.email or "", row.user_id or "", row.reason,
+                         row.decided_at.isoformat() if row.decided_at else ""])
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+@blp.route("/unsubscribe-links")
+class UnsubscribeLinks(MethodView):
+    @blp.arguments(UnsubscribeLinksArgs)
+    @blp.response(201, UnsubscribeLinksSchema)
+    @require_key("write")
+    def post(self, args):
+        """Mint a signed one-click unsubscribe link, with its mail headers, per email."""
+        return {"links": marketing.unsubscribe_links(g.site, args["purpose"], args["emails"])}, 201
+
+
+def subject_or_404(site: Site, args: dict) -> Subject:
+    subject, _ = subject_from_args(site, args, create=False)
+    if subject is None:
+        abort(404, message="No subject matches.")
+    return subject
+
+
+@blp.route("/subjects/export")
+class SubjectExport(MethodView):
+    @blp.arguments(ExportArgs, location="query")
+    @blp.response(200, description="JSON export, a CSV (format=csv) or receipts")
+    @require_key("rights")
+    def get(self, args):
+        """Export everything held about one person: JSON, CSV or consent receipts."""
+        site = g.site
+        subject = subject_or_404(site, args)
+        headers = {"Cache-Control": "no-store"}
+        if args["format"] == "receipts":
+            return jsonify(rights.consent_receipts(site, subject, actor())), 200, headers
+        export = rights.export_subject(site, subject, actor())
+        if args["format"] == "csv":
+            headers["Content-Disposition"] = (
+                f'attachment; filename="subject-{subject.pseudonym}.csv"'
+            )
+            return Response(rights.export_as_csv(export), mimetype="text/csv", headers=headers)
+        return jsonify(export), 200, headers
+
+
+@blp.route("/subjects/correct")
+class SubjectCorrection(MethodView):
+    @blp.arguments(CorrectionArgs)
+    @blp.response(200, RightsResultSchema)
+    @require_key("rights")
+    def post(self, args):
+        """Change or remove a person's email or user id; the change is recorded."""
+        site = g.site
+        ledger.lock_chain_head(site)
+        subject = subject_or_404(site, args)
+        record = rights.correct_subject(site, subject, args["field"], args["value"], actor())
+        return {"subject": subject.pseudonym, "erased": False, "record": record}
+
+
+@blp.route("/subjects/erase")
+class SubjectErasure(MethodView):
+    @blp.arguments(IdentityArgs)
+    @blp.response(200, RightsResultSchema)
+    @require_key("rights")
+    def post(self, args):
+        """Erase a person: forget their identifiers, deny every check, keep the chain."""
+        site = g.site
+        ledger.lock_chain_head(site)
+        subject = subject_or_404(site, args)
+        record = rights.erase_subject(site, subject, actor())
+        return {"subject": subject.pseudonym, "erased": True, "record": record}

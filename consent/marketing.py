@@ -1,0 +1,208 @@
+"""Before every send: who may be contacted, the suppression list, one-click unsubscribe."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from flask import url_for
+from sqlalchemy import select
+
+from consent import identifiers, ledger
+from consent.db import db, now_utc
+from consent.errors import InvalidRequest
+from consent.models import CurrentState, ErasedIdentifier, Purpose, Site, Subject
+from consent.sites import get_site_by_key
+from consent.subjects import find_or_create_subject_by
+from consent.tokens import make_unsubscribe_token, read_unsubscribe_token
+
+MAX_BULK = 10_000
+#: Rows per IN (...) query: well under SQLite's and PostgreSQL's parameter limits.
+CHUNK = 2_000
+
+
+def purpose_of(site: Site, purpose_key: str) -> Purpose:
+    purpose = next((p for p in site.purposes if p.key == purpose_key), None)
+    if purpose is None:
+        raise InvalidRequest("purpose", f"Unknown purpose {purpose_key!r} for this site.")
+    return purpose
+
+
+def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def bulk_check(site: Site, purpose_key: str, kind: str, values: list[str]) -> list[dict]:
+    """Answer, for each email or user id, whether it may be contacted for a purpose.
+
+    Everyone without a recorded, current, explicit opt-in may not. Invalid entries
+    answer ``invalid`` rather than failing the whole list. A handful of queries for
+    the whole list, whatever its length.
+    """
+    purpose = purpose_of(site, purpose_key)
+    normalise = identifiers.normalise_email if kind == "email" else identifiers.normalise_user_id
+    keys = identifiers.keyring()
+    column = Subject.email_digest if kind == "email" else Subject.user_id_digest
+    digests_of: dict[int, list[str]] = {}
+    for index, value in enumerate(values):
+        try:
+            normalised = normalise(value)
+        except InvalidRequest:
+            continue
+        digests_of[index] = [
+            identifiers.digest_with_key(key, kind, site.id, normalised) for key in keys
+        ]
+    every_digest = [d for digests in digests_of.values() for d in digests]
+
+    subjects: dict[str, Subject] = {}
+    erased: set[str] = set()
+    for chunk in _chunks(every_digest):
+        for subject in db.session.scalars(
+            select(Subject).where(Subject.site_id == site.id, column.in_(chunk))
+        ):
+            subjects[getattr(subject, f"{kind}_digest")] = subject
+        erased.update(db.session.scalars(
+            select(ErasedIdentifier.digest).where(
+                ErasedIdentifier.site_id == site.id, ErasedIdentifier.digest.in_(chunk)
+            )
+        ))
+    states: dict[int, CurrentState] = {}
+    subject_ids = [subject.id for subject in subjects.values()]
+    for chunk in _chunks(subject_ids):
+        for state in db.session.scalars(
+            select(CurrentState).where(
+                CurrentState.subject_id.in_(chunk),
+                CurrentState.purpose_id == purpose.id,
+                CurrentState.service == "",
+            )
+        ):
+            states[state.subject_id] = state
+
+    material = ledger.latest_material_policy(site)
+    now = now_utc()
+    results = []
+    for index, value in enumerate(values):
+        if index not in digests_of:
+            verdict = ledger.Verdict(False, "invalid")
+        else:
+            subject = next((subjects[d] for d in digests_of[index] if d in subjects), None)
+            if subject is None:
+                reason = "erased" if erased.intersection(digests_of[index]) else "no_decision"
+                verdict = ledger.Verdict(False, reason)
+            elif purpose.is_required:
+                verdict = ledger.Verdict(True, "required")
+            else:
+                verdict = ledger.judge_state(site, states.get(subject.id), None, material, now)
+        results.append({kind: value, "allowed": verdict.allowed, "reason": verdict.reason})
+    return results
+
+
+@dataclass
+class SuppressionRow:
+    subject_id: int
+    email: str | None
+    user_id: str | None
+    reason: str
+    decided_at: Any
+
+
+def suppression_rows(site: Site, purpose_key: str, *, after: int = 0) -> Iterator[SuppressionRow]:
+    """Everyone known by email or user id who must not be contacted for the purpose.
+
+    Ordered by subject id so a client can page with ``after``. Erased people are not
+    listed (nothing identifies them any more); the bulk check still answers ``erased``
+    for their address.
+    """
+    purpose = purpose_of(site, purpose_key)
+    material = ledger.latest_material_policy(site)
+    now = now_utc()
+    last_id = after
+    while True:
+        batch = db.session.execute(
+            select(Subject, CurrentState)
+            .outerjoin(
+                CurrentState,
+                (CurrentState.subject_id == Subject.id)
+                & (CurrentState.purpose_id == purpose.id)
+                & (CurrentState.service == ""),
+            )
+            .where(
+                Subject.site_id == site.id,
+                Subject.id > last_id,
+                Subject.erased_at.is_(None),
+                (Subject.email_digest.is_not(None)) | (Subject.user_id_digest.is_not(None)),
+            )
+            .order_by(Subject.id)
+            .limit(CHUNK)
+        ).all()
+        for subject, state in batch:
+            verdict = ledger.judge_state(site, state, None, material, now)
+            if not verdict.allowed:
+                yield SuppressionRow(
+                    subject.id,
+                    identifiers.decrypt(subject.email_encrypted) if subject.email_encrypted
+                    else None,
+                    identifiers.decrypt(subject.user_id_encrypted) if subject.user_id_encrypted
+                    else None,
+                    verdict.reason,
+                    verdict.decided_at,
+                )
+        if len(batch) < CHUNK:
+            return
+        last_id = batch[-1][0].id
+
+
+def unsubscribe_links(site: Site, purpose_key: str, emails: list[str]) -> list[dict[str, Any]]:
+    """A signed one-click unsubscribe link (and the mail headers) for each email."""
+    purpose = purpose_of(site, purpose_key)
+    if purpose.is_required:
+        raise InvalidRequest("purpose", "A required purpose cannot be unsubscribed from.")
+    links = []
+    for index, email in enumerate(emails):
+        try:
+            subject = find_or_create_subject_by(site, "email", email)
+        except InvalidRequest:
+            raise InvalidRequest(f"emails.{index}", "Not a valid email address.") from None
+        token = make_unsubscribe_token(site.key, subject.pseudonym, purpose.key)
+        url = url_for("unsubscribe.unsubscribe", token=token, _external=True)
+        links.append({
+            "email": email,
+            "url": url,
+            "headers": {
+                "List-Unsubscribe": f"<{url}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
+        })
+    return links
+
+
+def unsubscribe(token: str) -> bool:
+    """Record an opt-out from a signed link; False (and nothing written) if not ours.
+
+    Unsubscribing again while already opted out records nothing new.
+    """
+    parsed = read_unsubscribe_token(token)
+    if parsed is None:
+        return False
+    site_key, pseudonym, purpose_key = parsed
+    site = get_site_by_key(site_key)
+    if site is None:
+        return False
+    subject = db.session.scalars(
+        select(Subject).where(Subject.site_id == site.id, Subject.pseudonym == pseudonym)
+    ).first()
+    purpose = next((p for p in site.purposes if p.key == purpose_key), None)
+    if subject is None or purpose is None or purpose.is_required:
+        return False
+    ledger.lock_chain_head(site)
+    if subject.erased_at is not None:
+        return True
+    state = db.session.get(CurrentState, (subject.id, purpose.id, ""))
+    if state is not None and not state.is_granted:
+        return True
+    ledger.record_decision(
+        site, subject, [{"purpose": purpose.key, "granted": False}], source="unsubscribe"
+    )
+    return True
