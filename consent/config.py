@@ -28,6 +28,8 @@ class Config:
     OLD_DATA_KEYS: list[str] = []
     #: Largest request body accepted (bytes); larger gets 413.
     MAX_CONTENT_LENGTH = 64 * 1024
+    #: Body limit for the bulk check and unsubscribe-link routes (10,000 addresses).
+    LIST_MAX_CONTENT_LENGTH = 4 * 1024 * 1024
     #: Redirect pages (not the API, widget or unsubscribe) to HTTPS; default: production.
     FORCE_HTTPS = None
     #: How many reverse proxies in front of the app set X-Forwarded-For.

@@ -24,14 +24,14 @@ from consent.models import (
     Subject,
     Visitor,
 )
-from consent.schemas import RecordSchema
+from consent.schemas import PurposeStateSchema, RecordSchema
 from consent.subjects import find_subject_by, set_identifier
 
 IDENTIFIER_KINDS = ("email", "user_id")
 
 
 def log_access(
-    site: Site, actor: str, action: str, subject: Subject | None, **details: Any
+    site: Site, actor: str, action: str, subject: Subject | None, details: dict | None = None
 ) -> None:
     """Append to the access log: who did what to whose data."""
     db.session.add(
@@ -40,7 +40,7 @@ def log_access(
             actor=actor,
             action=action,
             subject_pseudonym=subject.pseudonym if subject else None,
-            details=details,
+            details=details or {},
         )
     )
     db.session.flush()
@@ -102,7 +102,10 @@ def export_subject(site: Site, subject: Subject, actor: str) -> dict[str, Any]:
             "created_at": subject.created_at.isoformat(),
             "erased_at": subject.erased_at.isoformat() if subject.erased_at else None,
         },
-        "state": ledger.describe_state(site, subject),
+        "state": {
+            purpose: PurposeStateSchema().dump(state)
+            for purpose, state in ledger.describe_state(site, subject).items()
+        },
         "history": RecordSchema(many=True).dump(subject_history(site, subject)),
     }
 
@@ -154,7 +157,7 @@ def export_as_csv(export: dict[str, Any]) -> str:
 
 def consent_receipts(site: Site, subject: Subject, actor: str) -> list[dict[str, Any]]:
     """Each record as a consent receipt shaped after ISO/IEC TS 27560 and Kantara CR 1.1."""
-    log_access(site, actor, "export", subject, format="receipts")
+    log_access(site, actor, "export", subject, {"format": "receipts"})
     policies = {
         policy.version: policy
         for policy in db.session.scalars(
@@ -213,7 +216,7 @@ def correct_subject(
     set_identifier(subject, field, new_value)
     db.session.flush()
     action = "removed" if new_value is None else ("changed" if had_value else "added")
-    log_access(site, actor, "correct", subject, field=field, action=action)
+    log_access(site, actor, "correct", subject, {"field": field, "action": action})
     return ledger.append_record(
         site, subject, event="correction", source="api",
         details={"field": field, "action": action},

@@ -27,3 +27,8 @@ ACCEPT_ALL = [
     {"purpose": "marketing", "granted": True},
 ]
 REJECT_ALL = [{**decision, "granted": False} for decision in ACCEPT_ALL]
+
+
+def bearer(secret: str) -> dict[str, str]:
+    """The Authorization header for a server API key."""
+    return {"Authorization": f"Bearer {secret}"}

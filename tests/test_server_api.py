@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from helpers import ACCEPT_ALL, REJECT_ALL, check, submit
+from helpers import ACCEPT_ALL, REJECT_ALL, bearer, check, submit
 
 ROUTES = [
     ("get", "/v1/server/check?purpose=analytics&user_id=u1", None),
     ("post", "/v1/server/records", {"user_id": "u1", "decisions": ACCEPT_ALL}),
     ("post", "/v1/server/links", {"visitor_token": "x", "user_id": "u1"}),
 ]
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def call(client, method, url, body, headers):

@@ -6,7 +6,7 @@ import csv
 import io
 from functools import wraps
 
-from flask import Response, g, jsonify, request, stream_with_context
+from flask import Response, current_app, g, jsonify, request, stream_with_context
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
@@ -46,6 +46,15 @@ blp = Blueprint(
     description="Called by the site's backend with an API key (Authorization: Bearer).",
 )
 blp.DEFAULT_ERROR_RESPONSE_NAME = None
+
+#: Routes that take lists of up to 10,000 addresses get a larger body limit.
+LIST_ENDPOINTS = {"server.BulkCheck", "server.UnsubscribeLinks"}
+
+
+@blp.before_request
+def _allow_larger_list_bodies():
+    if request.endpoint in LIST_ENDPOINTS:
+        request.max_content_length = current_app.config["LIST_MAX_CONTENT_LENGTH"]
 
 
 def require_key(scope: str):
