@@ -26,7 +26,9 @@
   const E_CHANGE = 'consent:change';
   const E_SAVED = 'consent:saved';
   const DAY = 864e5;
-  const CM_CORE = ['ad_storage', 'ad_user_data', 'ad_personalization', 'analytics_storage'];
+  // Denied by default before the config is known; security_storage is left to the config.
+  const CM_SIGNALS = ['ad_storage', 'ad_user_data', 'ad_personalization', 'analytics_storage',
+    'functionality_storage', 'personalization_storage'];
   // Used only when the service cannot be reached and its texts are not cached.
   const FALLBACK = {
     title: 'Cookies', description: 'We use optional cookies only with your consent.',
@@ -113,7 +115,7 @@
   /** Map a choice to Consent Mode v2 signals: granted only if every purpose naming it is allowed. */
   const consentModeFor = (config, choice) => {
     const out = {};
-    if (!config) for (const s of CM_CORE) out[s] = isAllowed(null, choice, '*') ? 'granted' : 'denied';
+    if (!config) for (const s of CM_SIGNALS) out[s] = isAllowed(null, choice, '*') ? 'granted' : 'denied';
     for (const p of config ? config.purposes : []) {
       const on = isAllowed(config, choice, p.key);
       for (const s of p.consent_mode || []) out[s] = on && out[s] !== 'denied' ? 'granted' : 'denied';
@@ -162,22 +164,17 @@
 
   // ---- state ------------------------------------------------------------------------------
 
-  const stored = readStore();
-  const st = {
-    config: stored.config || null,
-    choice: isCurrent(stored.choice, null, Date.now()) ? stored.choice : null,
-    token: stored.token || null,
-    visitor: stored.visitor || null,
-    checked: stored.checked || 0,
-    outbox: stored.outbox || []
+  // Everything in st is what the store keeps, so persisting is writing st.
+  const st = { config: null, choice: null, token: null, visitor: null, checked: 0, outbox: [] };
+  const load = () => {
+    Object.assign(st, readStore());
+    if (!isCurrent(st.choice, null, Date.now())) st.choice = null;
   };
+  load();
   let listeners = [];
   let lang = 'en';
 
-  const persist = () => writeStore({
-    token: st.token, visitor: st.visitor, choice: st.choice, config: st.config,
-    checked: st.checked, outbox: st.outbox
-  });
+  const persist = () => writeStore(st);
 
   const allowed = (purpose, service) => isAllowed(st.config, st.choice, purpose, service);
 
@@ -588,7 +585,7 @@
 
   // Consent Mode's default must come before every gated tag, so it is issued first.
   const defaults = { wait_for_update: 500 };
-  for (const s of CM_CORE.concat(...(st.config?.purposes || []).map((p) => p.consent_mode || []))) defaults[s] = 'denied';
+  for (const s of CM_SIGNALS.concat(...(st.config?.purposes || []).map((p) => p.consent_mode || []))) defaults[s] = 'denied';
   gtag('consent', 'default', defaults);
 
   if (st.choice) {
@@ -625,13 +622,10 @@
   window.addEventListener('online', flush);
   window.addEventListener('storage', (e) => {
     if (e.key !== storeKey) return;
-    const s = readStore();
-    Object.assign(st, { token: s.token || null, visitor: s.visitor || null, outbox: s.outbox || [] });
-    if (s.config) st.config = s.config;
-    const choice = isCurrent(s.choice, null, Date.now()) ? s.choice : null;
-    if (JSON.stringify(choice) !== JSON.stringify(st.choice)) {
-      st.choice = choice;
-      if (choice) closeUi();
+    const before = JSON.stringify(st.choice);
+    load();
+    if (JSON.stringify(st.choice) !== before) {
+      if (st.choice) closeUi();
       apply();
     }
   });
