@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, joinedload
 
 from consent.db import db, now_utc
 from consent.errors import InvalidRequest
@@ -32,6 +33,15 @@ from consent.models import (
 )
 
 GENESIS_HASH = "0" * 64
+#: Session.info key: chain heads locked by the current transaction.
+LOCKED_HEADS = "consent.locked_chain_heads"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_locks(session: Session, transaction) -> None:
+    """Locks end with the transaction; so does our note of them."""
+    if transaction.parent is None:
+        session.info.pop(LOCKED_HEADS, None)
 
 
 def new_opaque_id() -> str:
@@ -76,14 +86,19 @@ def lock_chain_head(site: Site) -> ChainHead:
     """Lock the site's chain head row until commit so appends queue per site.
 
     On PostgreSQL this is ``SELECT ... FOR UPDATE``; on SQLite the write transaction
-    (``BEGIN IMMEDIATE``, see ``consent.db``) already serialises every writer.
+    (``BEGIN IMMEDIATE``, see ``consent.db``) already serialises every writer. Within
+    one transaction the lock is taken once; later calls reuse the locked row.
     """
+    locked = db.session.info.setdefault(LOCKED_HEADS, {})
+    if site.id in locked:
+        return locked[site.id]
     head = db.session.execute(
         select(ChainHead)
         .where(ChainHead.site_id == site.id)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).scalar_one()
+    locked[site.id] = head
     return head
 
 
@@ -245,7 +260,7 @@ def create_visitor(site: Site, subject: Subject | None = None) -> Visitor:
 
 
 def find_visitor(site: Site, visitor_id: str) -> Visitor | None:
-    visitor = db.session.get(Visitor, visitor_id)
+    visitor = db.session.get(Visitor, visitor_id, options=[joinedload(Visitor.subject)])
     return visitor if visitor is not None and visitor.site_id == site.id else None
 
 
@@ -336,6 +351,16 @@ def record_decision(
     """Record one submission of decisions and bring current state up to date."""
     canonical = validate_decisions(site, decisions)
     policy = find_policy(site, policy_version)
+    purposes = {purpose.key: purpose for purpose in site.purposes}
+    decided_ids = [purposes[decision["purpose"]].id for decision in canonical]
+    existing = {
+        (state.purpose_id, state.service): state
+        for state in db.session.scalars(
+            select(CurrentState).where(
+                CurrentState.subject_id == subject.id, CurrentState.purpose_id.in_(decided_ids)
+            )
+        )
+    }
     record = append_record(
         site,
         subject,
@@ -348,62 +373,34 @@ def record_decision(
         is_gpc=is_gpc,
         ip_truncated=ip_truncated,
     )
-    purposes = {purpose.key: purpose for purpose in site.purposes}
     expires_at = record.recorded_at + timedelta(days=site.lifetime_days)
+    wanted: set[tuple[int, str]] = set()
     for decision in canonical:
         purpose = purposes[decision["purpose"]]
-        # A decision for the whole purpose replaces any earlier per-service choice.
-        db.session.execute(
-            delete(CurrentState).where(
-                CurrentState.subject_id == subject.id,
-                CurrentState.purpose_id == purpose.id,
-                CurrentState.service != "",
-            )
-        )
         entries = [("", decision["granted"])] + list(decision.get("services", {}).items())
-        for service, granted in entries:
-            _set_state(
-                subject,
-                purpose,
-                service,
-                granted,
-                decided_at=record.recorded_at,
-                expires_at=expires_at,
-                policy_published_at=policy.published_at if policy else None,
-                record=record,
-            )
+        for service, is_granted in entries:
+            wanted.add((purpose.id, service))
+            state = existing.get((purpose.id, service))
+            if state is None:
+                state = CurrentState(
+                    subject_id=subject.id, purpose_id=purpose.id, service=service,
+                    is_granted=False, is_withdrawal=False,
+                )
+                db.session.add(state)
+            # A refusal that replaces a grant is a withdrawal, and stays one until a grant.
+            state.is_withdrawal = not is_granted and (state.is_granted or state.is_withdrawal)
+            state.is_granted = is_granted
+            state.decided_at = record.recorded_at
+            state.expires_at = expires_at
+            state.policy_published_at = policy.published_at if policy else None
+            state.record_id = record.id
+            state.source = record.source
+    # A decision for the whole purpose replaces earlier per-service choices it omits.
+    for key, state in existing.items():
+        if key not in wanted:
+            db.session.delete(state)
     db.session.flush()
     return record
-
-
-def _set_state(
-    subject: Subject,
-    purpose: Purpose,
-    service: str,
-    is_granted: bool,
-    *,
-    decided_at: datetime,
-    expires_at: datetime,
-    policy_published_at: datetime | None,
-    record: ConsentRecord,
-) -> None:
-    state = db.session.get(CurrentState, (subject.id, purpose.id, service))
-    if state is None:
-        state = CurrentState(subject_id=subject.id, purpose_id=purpose.id, service=service)
-        previous_granted = previous_withdrawal = False
-        db.session.add(state)
-    else:
-        previous_granted, previous_withdrawal = state.is_granted, state.is_withdrawal
-    state.is_granted = is_granted
-    state.is_withdrawal = not is_granted and (previous_granted or previous_withdrawal)
-    state.decided_at = decided_at
-    state.expires_at = expires_at
-    state.policy_published_at = policy_published_at
-    state.record_id = record.id
-    state.source = record.source
-
-
-# --- the check -----------------------------------------------------------------------
 
 
 @dataclass
@@ -444,33 +441,118 @@ def check_purpose(
             )
         )
     }
+    material = latest_material_policy(site)
     return judge_state(
-        site,
+        site.lifetime_days,
         states.get(""),
         states.get(service) if service else None,
-        latest_material_policy(site),
+        material.published_at if material else None,
         now or now_utc(),
     )
 
 
+@dataclass
+class VisitorCheck:
+    """What the public check found: the site's allowed origins and the verdict."""
+
+    allowed_origins: list[str]
+    verdict: Verdict
+
+
+def check_visitor(
+    site_key: str,
+    visitor_id: str | None,
+    purpose_key: str,
+    service: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> VisitorCheck | None:
+    """The public check in one SQL statement, whatever the size of the history.
+
+    Returns None for an unknown site. Reads the site, the purpose, the visitor's
+    subject, its current state (purpose and service rows) and the latest material
+    policy date together.
+    """
+    material_published_at = (
+        select(PolicyVersion.published_at)
+        .where(PolicyVersion.site_id == Site.id, PolicyVersion.is_material.is_(True))
+        .order_by(PolicyVersion.published_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    rows = db.session.execute(
+        select(
+            Site.allowed_origins,
+            Site.lifetime_days,
+            Purpose.id.label("purpose_id"),
+            Purpose.is_required,
+            Purpose.services,
+            Subject.id.label("subject_id"),
+            Subject.erased_at,
+            CurrentState.service,
+            CurrentState.is_granted,
+            CurrentState.is_withdrawal,
+            CurrentState.decided_at,
+            CurrentState.expires_at,
+            CurrentState.policy_published_at,
+            material_published_at.label("material_published_at"),
+        )
+        .select_from(Site)
+        .outerjoin(Purpose, (Purpose.site_id == Site.id) & (Purpose.key == purpose_key))
+        .outerjoin(Visitor, (Visitor.visitor_id == visitor_id) & (Visitor.site_id == Site.id))
+        .outerjoin(Subject, Subject.id == Visitor.subject_id)
+        .outerjoin(
+            CurrentState,
+            (CurrentState.subject_id == Subject.id)
+            & (CurrentState.purpose_id == Purpose.id)
+            & CurrentState.service.in_(["", service or ""]),
+        )
+        .where(Site.key == site_key)
+    ).all()
+    if not rows:
+        return None
+    first = rows[0]
+    service_keys = {entry["key"] for entry in first.services or []}
+    if first.purpose_id is None or (service is not None and service not in service_keys):
+        verdict = Verdict(False, "unknown_purpose")
+    elif first.is_required:
+        verdict = Verdict(True, "required")
+    elif first.subject_id is None:
+        verdict = Verdict(False, "no_decision")
+    elif first.erased_at is not None:
+        verdict = Verdict(False, "erased")
+    else:
+        states = {row.service: row for row in rows if row.service is not None}
+        verdict = judge_state(
+            first.lifetime_days,
+            states.get(""),
+            states.get(service) if service else None,
+            first.material_published_at,
+            now or now_utc(),
+        )
+    return VisitorCheck(list(first.allowed_origins or []), verdict)
+
+
 def judge_state(
-    site: Site,
-    purpose_state: CurrentState | None,
-    service_state: CurrentState | None,
-    material_policy: PolicyVersion | None,
+    lifetime_days: int,
+    purpose_state,
+    service_state,
+    material_published_at: datetime | None,
     now: datetime,
 ) -> Verdict:
-    """Turn stored state into a verdict: expiry, staleness and refusals all deny."""
+    """Turn stored state into a verdict: expiry, staleness and refusals all deny.
+
+    The states are current-state rows (or rows with the same attributes).
+    """
     if purpose_state is None:
         return Verdict(False, "no_decision")
     state = service_state or purpose_state
     decided_at = state.decided_at
-    expires_at = min(state.expires_at, decided_at + timedelta(days=site.lifetime_days))
+    expires_at = min(state.expires_at, decided_at + timedelta(days=lifetime_days))
     if now >= expires_at:
         return Verdict(False, "expired", decided_at, expires_at)
-    if material_policy is not None and (
-        state.policy_published_at is None
-        or state.policy_published_at < material_policy.published_at
+    if material_published_at is not None and (
+        state.policy_published_at is None or state.policy_published_at < material_published_at
     ):
         return Verdict(False, "stale_policy", decided_at, expires_at)
     for each in (purpose_state, service_state):
@@ -484,6 +566,7 @@ def describe_state(site: Site, subject: Subject, *, now: datetime | None = None)
     """Every purpose's verdict for a subject, with per-service verdicts where decided."""
     now = now or now_utc()
     material = latest_material_policy(site)
+    material_published_at = material.published_at if material else None
     states: dict[int, dict[str, CurrentState]] = {}
     for state in db.session.scalars(
         select(CurrentState).where(CurrentState.subject_id == subject.id)
@@ -497,11 +580,15 @@ def describe_state(site: Site, subject: Subject, *, now: datetime | None = None)
         elif subject.erased_at is not None:
             verdict = Verdict(False, "erased")
         else:
-            verdict = judge_state(site, mine.get(""), None, material, now)
+            verdict = judge_state(
+                site.lifetime_days, mine.get(""), None, material_published_at, now
+            )
         services = {}
         for service in sorted(purpose.service_keys):
             if service in mine and subject.erased_at is None and not purpose.is_required:
-                service_verdict = judge_state(site, mine.get(""), mine[service], material, now)
+                service_verdict = judge_state(
+                    site.lifetime_days, mine.get(""), mine[service], material_published_at, now
+                )
             else:
                 service_verdict = verdict
             services[service] = {

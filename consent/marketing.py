@@ -81,6 +81,7 @@ def bulk_check(site: Site, purpose_key: str, kind: str, values: list[str]) -> li
             states[state.subject_id] = state
 
     material = ledger.latest_material_policy(site)
+    material_published_at = material.published_at if material else None
     now = now_utc()
     results = []
     for index, value in enumerate(values):
@@ -94,7 +95,9 @@ def bulk_check(site: Site, purpose_key: str, kind: str, values: list[str]) -> li
             elif purpose.is_required:
                 verdict = ledger.Verdict(True, "required")
             else:
-                verdict = ledger.judge_state(site, states.get(subject.id), None, material, now)
+                verdict = ledger.judge_state(
+                    site.lifetime_days, states.get(subject.id), None, material_published_at, now
+                )
         results.append({kind: value, "allowed": verdict.allowed, "reason": verdict.reason})
     return results
 
@@ -117,6 +120,7 @@ def suppression_rows(site: Site, purpose_key: str, *, after: int = 0) -> Iterato
     """
     purpose = purpose_of(site, purpose_key)
     material = ledger.latest_material_policy(site)
+    material_published_at = material.published_at if material else None
     now = now_utc()
     last_id = after
     while True:
@@ -138,7 +142,9 @@ def suppression_rows(site: Site, purpose_key: str, *, after: int = 0) -> Iterato
             .limit(CHUNK)
         ).all()
         for subject, state in batch:
-            verdict = ledger.judge_state(site, state, None, material, now)
+            verdict = ledger.judge_state(
+                site.lifetime_days, state, None, material_published_at, now
+            )
             if not verdict.allowed:
                 yield SuppressionRow(
                     subject.id,

@@ -125,11 +125,12 @@ def _add_cors_headers(response):
     if request.blueprint != "public" or not origin:
         return response
     response.vary.add("Origin")
-    site = g.get("site")
-    if site is None:
+    allowed_origins = g.get("allowed_origins")
+    if allowed_origins is None:  # a preflight, or an error before the site was read
         site_key = (request.view_args or {}).get("site_key")
         site = get_site_by_key(site_key) if site_key else None
-    if site is not None and is_allowed_origin(site, origin):
+        allowed_origins = site.allowed_origins if site else []
+    if is_allowed_origin(allowed_origins, origin):
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = "ETag, Idempotent-Replayed"
         if request.method == "OPTIONS":

@@ -42,9 +42,14 @@ def load_site(site_key: str) -> Site:
     if site is None:
         abort(404, message=f"No site with key {site_key!r}.")
     origin = request.headers.get("Origin")
-    if origin is not None and request.method != "GET" and not is_allowed_origin(site, origin):
+    if (
+        origin is not None
+        and request.method != "GET"
+        and not is_allowed_origin(site.allowed_origins, origin)
+    ):
         abort(403, message="This origin is not allowed for the site.")
     g.site = site
+    g.allowed_origins = site.allowed_origins
     return site
 
 
@@ -155,10 +160,13 @@ class Check(MethodView):
     @blp.doc(parameters=[{"in": "header", "name": TOKEN_HEADER, "schema": {"type": "string"}}])
     def get(self, args, site_key):
         """Answer whether a purpose (or one service in it) is allowed for this visitor."""
-        site = load_site(site_key)
-        subject = current_subject(site, required=False)
-        verdict = ledger.check_purpose(site, subject, args["purpose"], args.get("service"))
-        return _verdict_body(verdict, args), 200, {"Cache-Control": "no-store"}
+        token = request.headers.get(TOKEN_HEADER)
+        visitor_id = read_visitor_token(token, site_key) if token else None
+        found = ledger.check_visitor(site_key, visitor_id, args["purpose"], args.get("service"))
+        if found is None:
+            abort(404, message=f"No site with key {site_key!r}.")
+        g.allowed_origins = found.allowed_origins
+        return _verdict_body(found.verdict, args), 200, {"Cache-Control": "no-store"}
 
 
 def _verdict_body(verdict: ledger.Verdict, args: dict) -> dict:
