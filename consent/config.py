@@ -92,13 +92,22 @@ def _new_data_key() -> str:
 
 
 def _instance_secret(app: Flask, name: str, make) -> str:
-    """Read a development secret from the instance folder, creating it once."""
+    """Read a development secret from the instance folder, creating it once.
+
+    Several worker processes may start at once: the secret is written to a private
+    temporary file and linked into place, so every process reads the same, whole value.
+    """
     path = Path(app.instance_path) / name
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = make()
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(value)
-    return value
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(make())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process got there first: use its value
+        finally:
+            temporary.unlink()
+    return path.read_text().strip()

@@ -6,6 +6,7 @@ commits once, so a record and its current state land together or not at all.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -15,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import event, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session, joinedload
 
 from consent.db import db, now_utc
@@ -459,20 +460,9 @@ class VisitorCheck:
     verdict: Verdict
 
 
-def check_visitor(
-    site_key: str,
-    visitor_id: str | None,
-    purpose_key: str,
-    service: str | None = None,
-    *,
-    now: datetime | None = None,
-) -> VisitorCheck | None:
-    """The public check in one SQL statement, whatever the size of the history.
-
-    Returns None for an unknown site. Reads the site, the purpose, the visitor's
-    subject, its current state (purpose and service rows) and the latest material
-    policy date together.
-    """
+@functools.cache
+def _visitor_check_statement():
+    """Built once: the check is the hot path, and building a query costs more than running it."""
     material_published_at = (
         select(PolicyVersion.published_at)
         .where(PolicyVersion.site_id == Site.id, PolicyVersion.is_material.is_(True))
@@ -480,7 +470,7 @@ def check_visitor(
         .limit(1)
         .scalar_subquery()
     )
-    rows = db.session.execute(
+    return (
         select(
             Site.allowed_origins,
             Site.lifetime_days,
@@ -498,16 +488,42 @@ def check_visitor(
             material_published_at.label("material_published_at"),
         )
         .select_from(Site)
-        .outerjoin(Purpose, (Purpose.site_id == Site.id) & (Purpose.key == purpose_key))
-        .outerjoin(Visitor, (Visitor.visitor_id == visitor_id) & (Visitor.site_id == Site.id))
+        .outerjoin(
+            Purpose, (Purpose.site_id == Site.id) & (Purpose.key == bindparam("purpose_key"))
+        )
+        .outerjoin(
+            Visitor,
+            (Visitor.visitor_id == bindparam("visitor_id")) & (Visitor.site_id == Site.id),
+        )
         .outerjoin(Subject, Subject.id == Visitor.subject_id)
         .outerjoin(
             CurrentState,
             (CurrentState.subject_id == Subject.id)
             & (CurrentState.purpose_id == Purpose.id)
-            & CurrentState.service.in_(["", service or ""]),
+            & ((CurrentState.service == "") | (CurrentState.service == bindparam("service"))),
         )
-        .where(Site.key == site_key)
+        .where(Site.key == bindparam("site_key"))
+    )
+
+
+def check_visitor(
+    site_key: str,
+    visitor_id: str | None,
+    purpose_key: str,
+    service: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> VisitorCheck | None:
+    """The public check in one SQL statement, whatever the size of the history.
+
+    Returns None for an unknown site. Reads the site, the purpose, the visitor's
+    subject, its current state (purpose and service rows) and the latest material
+    policy date together.
+    """
+    rows = db.session.execute(
+        _visitor_check_statement(),
+        {"site_key": site_key, "visitor_id": visitor_id, "purpose_key": purpose_key,
+         "service": service or ""},
     ).all()
     if not rows:
         return None

@@ -1,8 +1,11 @@
 """Serve the embeddable banner (static/widget/) and the demo shop page.
 
-The files in ``static/widget/`` are the readable source. What pages download is that
-source with comments and indentation removed, compressed once per process: no build
-step, and the size benchmark (``bench/widget_size.py``) measures exactly these bytes.
+The files in ``static/widget/`` are the readable source. What pages download is one
+script: consent.js minified (rjsmin) with consent.css minified (rcssmin) inside it
+(the widget adopts it as a constructed stylesheet: no second request, and no CSP
+``style-src`` exception on the host page). ``/widget/consent.js?site=KEY`` also carries
+the site's banner configuration, so a first visit needs that one response only. No build
+step; the size benchmark (``bench/widget_size.py``) measures exactly these bytes.
 """
 
 from __future__ import annotations
@@ -10,15 +13,19 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import rcssmin
+import rjsmin
 from flask import Blueprint, Response, current_app, render_template, request
 from markupsafe import Markup, escape
 
 from consent.security import CONTENT_SECURITY_POLICY, talisman
+from consent.sites import banner_config, get_site_by_key
 
 bp = Blueprint("widget", __name__)
 
@@ -26,6 +33,8 @@ ASSETS = {"consent.js": "text/javascript", "consent.css": "text/css"}
 #: Unversioned URLs are revalidated daily (ETag); ``?v=<version>`` URLs never change.
 CACHE_UNVERSIONED = "public, max-age=86400, stale-while-revalidate=604800"
 CACHE_VERSIONED = "public, max-age=31536000, immutable"
+#: The constants of consent.js that the server fills in, and how they read unfilled.
+SLOTS = {"CSS": r"const CSS\s*=\s*'';", "PRELOADED": r"const PRELOADED\s*=\s*null;"}
 
 
 @dataclass(frozen=True)
@@ -39,26 +48,13 @@ class Asset:
 
 
 def compact_js(source: str) -> str:
-    """Drop whole-line comments, trailing ``// `` comments after code, and indentation.
-
-    Deliberately simple: the widget's source keeps comments on their own lines or after
-    ``;``, ``{``, ``,`` or ``)``, and no string in it contains such a sequence.
-    """
-    source = re.sub(r"^[ \t]*/\*.*?\*/[ \t]*\n", "", source, flags=re.M | re.S)
-    source = re.sub(r"^[ \t]*//.*\n", "", source, flags=re.M)
-    source = re.sub(r"(?<=[;{,)])[ \t]+//[ \t].*$", "", source, flags=re.M)
-    source = re.sub(r"^[ \t]+", "", source, flags=re.M)
-    return re.sub(r"\n{2,}", "\n", source)
+    """Minify JavaScript (rjsmin: comments and needless white space out, strings kept)."""
+    return rjsmin.jsmin(source)
 
 
 def compact_css(source: str) -> str:
-    """Drop comments, indentation and the spaces after property names."""
-    source = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
-    source = re.sub(r"^[ \t]+", "", source, flags=re.M)
-    source = re.sub(r"^([a-z-]+): ", r"\1:", source, flags=re.M)
-    source = re.sub(r"([;{])\n", r"\1", source)
-    source = re.sub(r"\s*\}\n", "}\n", source)
-    return re.sub(r"\n{2,}", "\n", source)
+    """Minify CSS (rcssmin)."""
+    return rcssmin.cssmin(source)
 
 
 def widget_folder() -> Path:
@@ -66,32 +62,74 @@ def widget_folder() -> Path:
     return Path(current_app.static_folder) / "widget"
 
 
-@lru_cache(maxsize=8)
-def _build(path: str, modified: float) -> Asset:
-    source = Path(path).read_text(encoding="utf-8")
-    compact = compact_js if path.endswith(".js") else compact_css
-    body = compact(source).encode()
-    digest = hashlib.sha384(body).digest()
+def fill_slot(script: str, name: str, value) -> str:
+    """Put a JSON value into one of the script's server-filled constants."""
+    pattern = re.compile(SLOTS[name])
+    if not pattern.search(script):
+        raise RuntimeError(f"consent.js lost its server-filled constant {name}")
+    return pattern.sub(lambda _: f"const {name}={json.dumps(value)};", script, count=1)
+
+
+def build_script(js_source: str, css_source: str) -> str:
+    """Return the served consent.js: minified, with the minified stylesheet inside."""
+    return fill_slot(compact_js(js_source), "CSS", compact_css(css_source))
+
+
+def _asset(body: bytes) -> Asset:
     return Asset(
         body=body,
         gzipped=gzip.compress(body, compresslevel=9, mtime=0),
         version=hashlib.sha256(body).hexdigest()[:16],
-        integrity="sha384-" + base64.b64encode(digest).decode(),
+        integrity="sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode(),
     )
 
 
+@lru_cache(maxsize=8)
+def _build(folder: str, js_modified: float, css_modified: float, name: str) -> Asset:
+    css = (Path(folder) / "consent.css").read_text(encoding="utf-8")
+    if name == "consent.css":
+        return _asset(compact_css(css).encode())
+    js = (Path(folder) / "consent.js").read_text(encoding="utf-8")
+    return _asset(build_script(js, css).encode())
+
+
 def load_asset(name: str) -> Asset:
-    """Return the served form of one widget file, rebuilt when the source changes."""
-    path = widget_folder() / name
-    return _build(str(path), path.stat().st_mtime)
+    """Return the served form of one widget file, rebuilt when the sources change."""
+    folder = widget_folder()
+    modified = [(folder / f).stat().st_mtime for f in ASSETS]
+    return _build(str(folder), *modified, name)
 
 
-def embed_snippet(base_url: str, site_key: str) -> Markup:
-    """Return the one-tag embed for a site, with a versioned URL and its SRI hash."""
+@lru_cache(maxsize=64)
+def _bundle(script: bytes, config_json: str) -> Asset:
+    return _asset(fill_slot(script.decode(), "PRELOADED", json.loads(config_json)).encode())
+
+
+def load_bundle(site_key: str) -> Asset | None:
+    """Return consent.js with the site's banner configuration inside, or None if no site."""
+    site = get_site_by_key(site_key)
+    if site is None:
+        return None
+    config_json = json.dumps(banner_config(site), sort_keys=True)
+    return _bundle(load_asset("consent.js").body, config_json)
+
+
+def embed_snippet(base_url: str, site_key: str, *, bundle: bool = False) -> Markup:
+    """Return the one-tag embed for a site.
+
+    By default a versioned URL with its SRI hash. With ``bundle`` the URL also brings the
+    site's configuration (one request before the banner shows), which changes with the
+    configuration and so cannot carry an SRI hash.
+    """
+    url = f"{base_url.rstrip('/')}/widget/consent.js"
+    if bundle:
+        return Markup(
+            f'<script src="{escape(url)}?site={escape(site_key)}" '
+            f'data-site="{escape(site_key)}" defer></script>'
+        )
     asset = load_asset("consent.js")
-    src = f"{base_url.rstrip('/')}/widget/consent.js?v={asset.version}"
     return Markup(
-        f'<script src="{escape(src)}" data-site="{escape(site_key)}" '
+        f'<script src="{escape(url)}?v={asset.version}" data-site="{escape(site_key)}" '
         f'integrity="{asset.integrity}" crossorigin="anonymous" defer></script>'
     )
 
@@ -100,11 +138,16 @@ def embed_snippet(base_url: str, site_key: str) -> Markup:
 def asset(name: str):
     """Serve a widget file to any page: cached with an ETag, gzip, CORS and CORP open."""
     served = load_asset(name)
+    is_versioned = request.args.get("v") == served.version
+    cache_control = CACHE_VERSIONED if is_versioned else CACHE_UNVERSIONED
+    bundle = load_bundle(request.args["site"]) if "site" in request.args else None
+    if name == "consent.js" and bundle is not None:
+        served = bundle
+        # It carries the configuration: cached like the configuration endpoint.
+        cache_control = f"public, max-age={current_app.config['CONFIG_MAX_AGE']}"
     is_gzip = "gzip" in request.accept_encodings
     headers = {
-        "Cache-Control": (
-            CACHE_VERSIONED if request.args.get("v") == served.version else CACHE_UNVERSIONED
-        ),
+        "Cache-Control": cache_control,
         "Access-Control-Allow-Origin": "*",
         "Cross-Origin-Resource-Policy": "cross-origin",
         "X-Content-Type-Options": "nosniff",
@@ -124,9 +167,11 @@ def asset(name: str):
 
 @bp.get("/")
 def demo():
-    """Show the demo shop page with the banner embedded (``?lang=fr`` for French)."""
+    """Show the demo shop with the banner (``?lang=fr``: French; ``?bundle=1``: one request)."""
     language = request.args.get("lang") if request.args.get("lang") in ("en", "fr") else "en"
-    return render_template("demo.html", site_key="demo", language=language)
+    return render_template(
+        "demo.html", site_key="demo", language=language, bundle=bool(request.args.get("bundle"))
+    )
 
 
 @bp.get("/demo/embed")

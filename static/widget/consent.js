@@ -38,6 +38,11 @@
     load: 'Load', placeholder: '{service} content needs consent to {purpose}.'
   };
 
+  // Filled in by the server: the stylesheet (consent.css), and in ?site= bundles the
+  // site's config, so that the banner needs no other request.
+  const CSS = '';
+  const PRELOADED = null;
+
   const script = document.currentScript || document.querySelector('script[data-site][src*="consent.js"]');
   const site = script && script.getAttribute('data-site');
   if (!site) return;
@@ -171,6 +176,11 @@
     if (!isCurrent(st.choice, null, Date.now())) st.choice = null;
   };
   load();
+  if (PRELOADED) {
+    st.config = PRELOADED; // fresher than any stored copy: it came with the code
+    st.checked = Date.now();
+    if (!isCurrent(st.choice, PRELOADED, Date.now())) st.choice = null;
+  }
   let listeners = [];
   let lang = 'en';
 
@@ -222,7 +232,7 @@
 
   // ---- network: config, outbox ------------------------------------------------------------
 
-  const getConfig = () => fetch(endpoint + '/config', { credentials: 'omit', signal: AbortSignal.timeout?.(8000) })
+  const getConfig = () => PRELOADED ? Promise.resolve(PRELOADED) : fetch(endpoint + '/config', { credentials: 'omit', signal: AbortSignal.timeout?.(8000) })
     .then((r) => {
       if (!r.ok) throw new Error(r.status);
       return r.json();
@@ -359,18 +369,19 @@
     return texts[lang]?.[key] || texts[st.config.default_language]?.[key] || (key === 'title' ? item.key : '');
   };
 
-  /** Create a host element whose shadow root holds our stylesheet, shown once it has loaded. */
+  let sheet = null;
+
+  /** Create a host element whose shadow root holds our styles. */
   const shadowHost = (tag) => {
     // A custom element name: host-page rules for div, section... cannot reach the host.
     const host = document.createElement(tag);
-    host.style.display = 'none';
     const root = host.attachShadow({ mode: 'open' });
-    const link = h('link', { rel: 'stylesheet', href: base + '/widget/consent.css' });
-    const ready = new Promise((resolve) => {
-      link.onload = link.onerror = () => resolve(host.style.removeProperty('display'));
-    });
-    root.append(link);
-    return { host, root, ready };
+    if (CSS) {
+      // A constructed sheet needs no request, and CSP's style-src does not apply to it.
+      if (!sheet) (sheet = new CSSStyleSheet()).replaceSync(CSS);
+      root.adoptedStyleSheets = [sheet];
+    } else root.append(h('link', { rel: 'stylesheet', href: base + '/widget/consent.css' })); // raw source
+    return { host, root };
   };
 
   let ui = null, opener = null, shownCounted = false;
@@ -396,8 +407,6 @@
     opener = null;
   };
 
-  // Focus needs the host displayed, which waits for the stylesheet.
-  const focusSoon = (el) => ui.ready.then(() => el.isConnected && el.focus({ preventScroll: true }));
 
   const button = (label, onclick, cls = 'btn', ariaLabel = null) =>
     h('button', { type: 'button', class: cls, onclick, 'aria-label': ariaLabel }, [label]);
@@ -432,7 +441,7 @@
       actions(button(t('customise'), openPrefs))
     ]);
     ui.root.append(layer);
-    focusSoon(layer);
+    layer.focus({ preventScroll: true });
     if (!shownCounted) {
       shownCounted = true;
       countShown();
@@ -498,7 +507,7 @@
       actions(button(t('save'), () => choose(draft, 'preferences')))
     ]);
     ui.root.append(h('div', { class: 'layer overlay' }, [dialog]));
-    focusSoon(dialog);
+    dialog.focus();
   };
 
   /** Close the preference centre; without a choice the first layer comes back. */
@@ -588,9 +597,9 @@
   for (const s of CM_SIGNALS.concat(...(st.config?.purposes || []).map((p) => p.consent_mode || []))) defaults[s] = 'denied';
   gtag('consent', 'default', defaults);
 
+  if (st.config) lang = pickLanguage(st.config);
   if (st.choice) {
     // Returning visitor: apply from storage now, without a request.
-    if (st.config) lang = pickLanguage(st.config);
     apply();
     resolveReady(state());
     if (Date.now() - st.checked > DAY || !st.choice.hash) {
@@ -608,7 +617,6 @@
   } else {
     // First visit, expired or stale: nothing is written until the visitor chooses.
     if (st.config) deleteCookies(cookiesToDelete(st.config, null));
-    whenDom(mount); // load the stylesheet alongside the config
     getConfig().catch(() => {}).then(() => {
       if (st.choice) return; // chosen meanwhile, e.g. in another tab
       if (st.config) deleteCookies(cookiesToDelete(st.config, null));

@@ -1,0 +1,64 @@
+"""Check endpoint throughput under gunicorn, against a bare Flask route, same settings.
+
+    python bench/check_throughput.py [--seconds 10] [--workers 4] [--databases sqlite,postgresql]
+
+Starts the shipped gunicorn config on 127.0.0.1, loads it with wrk (Debian package
+``wrk``) for the bare route, then for the check of a returning visitor who decided,
+on each database, and prints requests/s, p50 and p99, and the ratio to the bare route.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.request
+
+from serving import database, gunicorn, print_table, wrk
+
+DECISIONS = [{"purpose": "analytics", "granted": True}, {"purpose": "marketing", "granted": False}]
+
+
+def visitor_token(base: str) -> str:
+    request = urllib.request.Request(
+        f"{base}/v1/sites/demo/records",
+        data=json.dumps({"decisions": DECISIONS}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)["visitor_token"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    options = parser.parse_args()
+    load = {"seconds": options.seconds, "connections": options.connections}
+
+    rows = []
+    with gunicorn("bare_app:app", workers=options.workers) as base:
+        wrk(base + "/", seconds=2)  # warm up
+        bare = wrk(base + "/", **load)
+    rows.append(["bare Flask route", bare.requests_per_second, bare.p50_ms, bare.p99_ms,
+                 "1.00", bare.errors])
+    for kind in options.databases.split(","):
+        with database(kind) as url, gunicorn("consent:create_app()", url,
+                                             workers=options.workers) as base:
+            token = visitor_token(base)
+            target = f"{base}/v1/sites/demo/check?purpose=analytics"
+            headers = {"X-Consent-Token": token}
+            wrk(target, seconds=2, headers=headers)
+            result = wrk(target, headers=headers, **load)
+        rows.append([f"check ({kind})", result.requests_per_second, result.p50_ms,
+                     result.p99_ms, f"{result.requests_per_second / bare.requests_per_second:.2f}",
+                     result.errors])
+    print(f"\n{options.workers} gunicorn sync workers, wrk {options.connections} connections, "
+          f"{options.seconds} s each, 127.0.0.1\n")
+    print_table(["endpoint", "req/s", "p50 ms", "p99 ms", "vs bare", "errors"], rows)
+
+
+if __name__ == "__main__":
+    main()
