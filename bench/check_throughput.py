@@ -39,16 +39,16 @@ def main() -> None:
     load = {"seconds": options.seconds, "connections": options.connections}
 
     rows = []
-    with gunicorn("bare_app:app", workers=options.workers) as base:
-        wrk(base + "/", seconds=2)  # warm up
-        bare = wrk(base + "/", **load)
+    with gunicorn("bare_app:app", workers=options.workers) as server:
+        wrk(server.url + "/", seconds=2)  # warm up
+        bare = wrk(server.url + "/", **load)
     rows.append(["bare Flask route", bare.requests_per_second, bare.p50_ms, bare.p99_ms,
                  "1.00", bare.errors])
     for kind in options.databases.split(","):
         with database(kind) as url, gunicorn("consent:create_app()", url,
-                                             workers=options.workers) as base:
-            token = visitor_token(base)
-            target = f"{base}/v1/sites/demo/check?purpose=analytics"
+                                             workers=options.workers) as server:
+            token = visitor_token(server.url)
+            target = f"{server.url}/v1/sites/demo/check?purpose=analytics"
             headers = {"X-Consent-Token": token}
             wrk(target, seconds=2, headers=headers)
             result = wrk(target, headers=headers, **load)

@@ -87,10 +87,28 @@ def migrate(url: str) -> None:
         db.engine.dispose()
 
 
+@dataclass
+class Server:
+    url: str
+    #: The gunicorn master's process id.
+    pid: int
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+        return [int(pid) for pid in children.split()]
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("VmRSS:")))
+
+
 @contextlib.contextmanager
 def gunicorn(app_spec: str, database_url: str = "", *, workers: int = 4,
-             threads: int = 1) -> Iterator[str]:
-    """Serve ``app_spec`` with the shipped gunicorn.conf.py; yield the base URL."""
+             threads: int = 1) -> Iterator[Server]:
+    """Serve ``app_spec`` with the shipped gunicorn.conf.py; yield where and who."""
     port = free_port()
     env = {
         **os.environ,
@@ -109,7 +127,7 @@ def gunicorn(app_spec: str, database_url: str = "", *, workers: int = 4,
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(base + "/.well-known/gpc.json" if "consent" in app_spec else base + "/")
-        yield base
+        yield Server(base, process.pid)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from consent.admin import bp as admin_bp
 from consent.api import init_api
 from consent.cli import register_cli
 from consent.config import load_config
@@ -43,6 +44,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # blueprints
     app.register_blueprint(widget_bp)
     app.register_blueprint(unsubscribe_bp)
+    app.register_blueprint(admin_bp)
 
     exempt_from_https_redirect(app)
     return app

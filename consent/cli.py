@@ -11,6 +11,8 @@ from flask import Flask
 from flask_migrate import upgrade
 
 from consent import keys, ledger, retention, rights, sites, subjects
+from consent.admin.auth import set_admin_password
+from consent.admin.records import record_verification
 from consent.db import db
 from consent.demo import seed_demo_site
 from consent.errors import InvalidRequest
@@ -146,10 +148,24 @@ def revoke_key_command(prefix):
     click.echo(f"Key {api_key.prefix} revoked.")
 
 
+@click.command("create-admin")
+@click.argument("name")
+@click.password_option(help="Asked for (twice, hidden) when not given.")
+@click.option("--replace", is_flag=True, help="Set a new password for an existing admin.")
+@in_transaction
+def create_admin_command(name, password, replace):
+    """Create an admin who can sign in to the console at /admin/."""
+    admin = set_admin_password(name, password, replace=replace)
+    click.echo(f"Admin {admin.name!r} {'updated' if replace else 'created'}.")
+
+
 @click.command("verify")
 @click.argument("site_key", required=False)
 def verify_command(site_key):
-    """Verify the hash chain of one site (or every site); exit 1 if any is broken."""
+    """Verify the hash chain of one site (or every site); exit 1 if any is broken.
+
+    Each result is kept, and shown in the admin console.
+    """
     targets = (
         [site_by_key(site_key)]
         if site_key
@@ -158,6 +174,7 @@ def verify_command(site_key):
     broken = 0
     for site in targets:
         report = ledger.verify_chain(site)
+        record_verification(site, report, "cli")
         if report.is_intact:
             click.echo(f"{site.key}: OK, {report.records_checked} records.")
         else:
@@ -169,6 +186,7 @@ def verify_command(site_key):
                 f"{site.key}: BROKEN at {where}: {report.problem}. "
                 f"{report.records_checked} records before it are intact."
             )
+    db.session.commit()
     if broken:
         raise SystemExit(1)
 
@@ -273,6 +291,7 @@ COMMANDS = [
     seed_demo_command,
     create_site_command,
     add_policy_command,
+    create_admin_command,
     issue_key_command,
     revoke_key_command,
     verify_command,

@@ -253,7 +253,6 @@ def create_visitor(site: Site, subject: Subject | None = None) -> Visitor:
     if subject is None:
         subject = Subject(site_id=site.id, pseudonym=new_opaque_id())
         db.session.add(subject)
-        db.session.flush()
     visitor = Visitor(visitor_id=new_opaque_id(), site_id=site.id, subject=subject)
     db.session.add(visitor)
     db.session.flush()

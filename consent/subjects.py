@@ -15,6 +15,9 @@ from consent.models import CurrentState, IdempotentRequest, Site, Subject, Visit
 from consent.schemas import RecordResultSchema
 from consent.tokens import make_visitor_token
 
+#: Schemas are costly to build and safe to share: one instance serves every request.
+RECORD_RESULT = RecordResultSchema()
+
 
 def find_subject_by(site: Site, kind: str, value: str) -> Subject | None:
     """Find a subject by ``user_id`` or ``email`` through its keyed hash."""
@@ -118,7 +121,7 @@ def record_submission(
         is_gpc=is_gpc,
         ip_truncated=ip_truncated,
     )
-    response = RecordResultSchema().dump(
+    response = RECORD_RESULT.dump(
         {
             "visitor_token": make_visitor_token(site.key, visitor.visitor_id),
             "visitor_id": visitor.visitor_id,

@@ -1,0 +1,5 @@
+"""The admin console: server-rendered pages for the people who run the service."""
+
+from consent.admin.views import bp
+
+__all__ = ["bp"]

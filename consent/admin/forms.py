@@ -1,0 +1,353 @@
+"""The admin's forms. Every FlaskForm carries a CSRF token unless it only filters (GET)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, date, datetime
+
+from flask_wtf import FlaskForm
+from marshmallow import Schema, ValidationError, fields, validate
+from wtforms import (
+    BooleanField,
+    DateField,
+    DateTimeLocalField,
+    HiddenField,
+    IntegerField,
+    PasswordField,
+    RadioField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import (
+    URL,
+    DataRequired,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    StopValidation,
+)
+from wtforms.validators import ValidationError as FieldError
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from consent.models import API_SCOPES, MAX_LIFETIME_DAYS, PURPOSE_KINDS, RECORD_SOURCES
+from consent.schemas import CookieSchema, ServiceSchema
+
+PURPOSE_KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+#: Google Consent Mode v2 storage and ads signals a purpose can grant.
+CONSENT_MODE_SIGNALS = (
+    "ad_storage",
+    "ad_user_data",
+    "ad_personalization",
+    "analytics_storage",
+    "functionality_storage",
+    "personalization_storage",
+    "security_storage",
+)
+#: The banner texts a site may override (the keys of consent.sites.DEFAULT_TEXTS["en"]).
+TEXT_FIELDS = fields.String(validate=validate.Length(max=2000))
+
+
+#: The empty choice of a filter.
+ANY = SelectChoice("", "any")
+
+
+class MultiCheckboxField(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+class JSONField(TextAreaField):
+    """A textarea holding JSON, checked against a marshmallow schema (or field)."""
+
+    def __init__(self, label=None, validators=None, *, schema, empty, **kwargs):
+        super().__init__(label, validators, **kwargs)
+        self.schema = schema
+        self.empty = empty
+        self.parse_error = None
+
+    def _value(self):
+        if self.raw_data:
+            return self.raw_data[0]
+        return json.dumps(
+            self.data if self.data is not None else self.empty, indent=2, ensure_ascii=False
+        )
+
+    def process_formdata(self, valuelist):
+        if not valuelist:
+            self.data = self.empty
+            return
+        text = valuelist[0].strip()
+        try:
+            self.data = json.loads(text) if text else self.empty
+        except json.JSONDecodeError as error:
+            self.data = None
+            raise FieldError(
+                f"This is not valid JSON: {error.msg} (line {error.lineno})."
+            ) from None
+
+    def pre_validate(self, form):
+        try:
+            self.data = (
+                self.schema.load(self.data)
+                if isinstance(self.schema, Schema)
+                else self.schema.deserialize(self.data)
+            )
+        except ValidationError as error:
+            # Stop here: the field's own validators expect data the schema accepted.
+            raise StopValidation(_describe(error.messages)) from None
+
+
+def _describe(messages, path: str = "") -> str:
+    """Flatten marshmallow's nested messages into one readable sentence."""
+    if isinstance(messages, dict):
+        return " ".join(_describe(value, path + _step(key)) for key, value in messages.items())
+    if isinstance(messages, list):
+        return " ".join(_describe(message, path) for message in messages)
+    return f"{path}{messages}"
+
+
+def _step(key) -> str:
+    if key == "value":  # marshmallow's Dict nests a "value" level that means nothing here
+        return ""
+    return f"item {key + 1}: " if isinstance(key, int) else f"{key}: "
+
+
+class TranslationSchema(Schema):
+    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    description = fields.String(validate=validate.Length(max=2000))
+
+
+LANGUAGE_KEY = fields.String(
+    validate=validate.Regexp(LANGUAGE_PATTERN, error="{input!r} is not a language code like en.")
+)
+TRANSLATIONS = fields.Dict(
+    keys=LANGUAGE_KEY,
+    values=fields.Nested(TranslationSchema),
+)
+TEXTS = fields.Dict(
+    keys=LANGUAGE_KEY,
+    values=fields.Dict(keys=fields.String(), values=TEXT_FIELDS),
+)
+
+
+class ActionForm(FlaskForm):
+    """A button that changes something: it needs the CSRF token and nothing else."""
+
+
+class SignInForm(FlaskForm):
+    name = StringField(
+        "Name",
+        [DataRequired(), Length(max=80)],
+        render_kw={"autocomplete": "username", "autocapitalize": "none"},
+    )
+    password = PasswordField(
+        "Password",
+        [DataRequired(), Length(max=1000)],
+        render_kw={"autocomplete": "current-password"},
+    )
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in re.split(r"[\s,]+", text or "") if line.strip()]
+
+
+class SiteForm(FlaskForm):
+    key = StringField(
+        "Site key",
+        [DataRequired(), Length(min=2, max=64)],
+        description="Public; used in the embed snippet. Lower-case letters, digits, - and _.",
+    )
+    name = StringField("Name", [DataRequired(), Length(max=200)])
+    origins = TextAreaField(
+        "Allowed origins",
+        description="One per line, like https://shop.example.com",
+        filters=[_lines],
+    )
+    languages = StringField(
+        "Languages",
+        [DataRequired()],
+        filters=[_lines],
+        description="Language codes separated by spaces; the first is the default (en fr).",
+    )
+    lifetime_days = IntegerField(
+        "Consent lifetime (days)",
+        [InputRequired(), NumberRange(1, MAX_LIFETIME_DAYS)],
+        description=f"How long a choice stands before the banner asks again; at most "
+        f"{MAX_LIFETIME_DAYS} days (13 months).",
+    )
+    retention_days = IntegerField(
+        "Record retention (days)",
+        [InputRequired(), NumberRange(1, 100 * 365)],
+        description="How long records are kept; at least the consent lifetime.",
+    )
+    controller_name = StringField("Controller name", [Optional(), Length(max=200)])
+    controller_contact = StringField("Controller contact", [Optional(), Length(max=200)])
+    texts = JSONField(
+        "Banner texts (JSON)",
+        schema=TEXTS,
+        empty={},
+        description='Overrides per language, e.g. {"en": {"title": "Cookies?"}}.',
+    )
+
+    def validate_languages(self, field):
+        for language in field.data:
+            if not LANGUAGE_PATTERN.match(language):
+                raise FieldError(f"{language!r} is not a language code like en or pt-BR.")
+
+    def validate_retention_days(self, field):
+        if (
+            self.lifetime_days.data
+            and field.data is not None
+            and field.data < self.lifetime_days.data
+        ):
+            raise FieldError("Records must be kept at least as long as a choice stands.")
+
+
+class PurposeForm(FlaskForm):
+    key = StringField(
+        "Key",
+        [DataRequired(), Length(max=64)],
+        description="What page code asks for, e.g. analytics. Lower-case, digits, - and _.",
+    )
+    kind = RadioField("Kind", choices=list(PURPOSE_KINDS), default="cookie")
+    is_required = BooleanField("Required (strictly necessary: always on, cannot be refused)")
+    translations = JSONField(
+        "Title and description per language (JSON)",
+        schema=TRANSLATIONS,
+        empty={},
+        description='{"en": {"title": "Analytics", "description": "..."}}',
+    )
+    consent_mode = MultiCheckboxField(
+        "Google Consent Mode signals", choices=list(CONSENT_MODE_SIGNALS)
+    )
+    cookies = JSONField(
+        "Cookies (JSON)",
+        schema=CookieSchema(many=True),
+        empty=[],
+        description='[{"name": "_pk_", "is_prefix": true, "provider": "Matomo", '
+        '"duration": "13 months", "description": "Visit statistics."}]',
+    )
+    services = JSONField(
+        "Services and vendors (JSON)",
+        schema=ServiceSchema(many=True),
+        empty=[],
+        description='[{"key": "matomo", "name": "Matomo", "provider": "...", "cookies": []}]',
+    )
+
+    def validate_key(self, field):
+        if not PURPOSE_KEY_PATTERN.match(field.data or ""):
+            raise FieldError("Use lower-case letters, digits, '-' or '_'.")
+
+    def validate_services(self, field):
+        keys = [service["key"] for service in field.data or []]
+        bad = [key for key in keys if not PURPOSE_KEY_PATTERN.match(key)]
+        if bad:
+            raise FieldError(f"Service key {bad[0]!r}: use lower-case letters, digits, - or _.")
+        if len(set(keys)) != len(keys):
+            raise FieldError("Each service key may appear only once.")
+
+
+class PolicyForm(FlaskForm):
+    version = StringField(
+        "Version",
+        [DataRequired(), Length(max=64)],
+        description='The label people see, e.g. "2026-11-01" or "v3".',
+    )
+    url = StringField("Policy URL", [Optional(), URL(require_tld=False), Length(max=2000)])
+    published_at = DateTimeLocalField(
+        "Published at (UTC)", [Optional()], description="Leave empty for now."
+    )
+    is_material = BooleanField(
+        "Material change: earlier decisions become stale and the banner asks again"
+    )
+
+    def validate_published_at(self, field):
+        if field.data is not None and field.data.replace(tzinfo=UTC) > datetime.now(UTC):
+            raise FieldError("A version cannot be published in the future.")
+
+
+class KeyForm(FlaskForm):
+    name = StringField(
+        "Name",
+        [DataRequired(), Length(max=200)],
+        description="Who or what uses it, e.g. newsletter backend.",
+    )
+    scopes = MultiCheckboxField(
+        "Scopes",
+        [DataRequired("Choose at least one scope.")],
+        choices=list(API_SCOPES),
+    )
+
+
+class DateRangeForm(FlaskForm):
+    """A date range read from the query string; filters change nothing, so no CSRF."""
+
+    class Meta:
+        csrf = False
+
+    start = DateField("From", [Optional()])
+    end = DateField("To", [Optional()])
+
+    def validate_end(self, field):
+        if self.start.data and field.data and field.data < self.start.data:
+            raise FieldError("The end comes before the start.")
+
+
+class RatesForm(DateRangeForm):
+    period = SelectField("Per", choices=["day", "week"], default="day")
+
+
+class RecordFilterForm(DateRangeForm):
+    purpose = SelectField("Purpose", choices=[ANY], default="")
+    decision = SelectField(
+        "Decision",
+        choices=[ANY, "granted", "denied"],
+        default="",
+    )
+    source = SelectField("Source", choices=[ANY, *RECORD_SOURCES], default="")
+    subject = StringField("Subject pseudonym", [Optional(), Length(max=40)])
+
+
+class LookupForm(FlaskForm):
+    kind = RadioField(
+        "Find by",
+        choices=[
+            SelectChoice("email", "email"),
+            SelectChoice("user_id", "site user id"),
+            SelectChoice("visitor_id", "visitor id"),
+        ],
+        default="email",
+    )
+    value = StringField("Value", [DataRequired(), Length(max=320)])
+
+
+class PersonForm(FlaskForm):
+    pseudonym = HiddenField(validators=[DataRequired(), Length(max=40)])
+
+
+class ExportForm(PersonForm):
+    format = SelectField(
+        "Format", choices=[SelectChoice("json", "JSON"), SelectChoice("csv", "CSV")], default="json"
+    )
+
+
+class EraseForm(PersonForm):
+    confirmed = BooleanField(
+        "I understand: this person's email and user id are removed for good.",
+        [DataRequired("Tick the box to confirm the erasure.")],
+    )
+
+
+def utc_datetime(value: datetime | None) -> datetime | None:
+    """A naive value typed into a form, read as UTC."""
+    return value.replace(tzinfo=UTC) if value is not None else None
+
+
+def start_of(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
