@@ -12,6 +12,7 @@ from consent.api import init_api
 from consent.cli import register_cli
 from consent.config import load_config
 from consent.db import db, init_db, migrate
+from consent.limits import init_limits
 from consent.security import exempt_from_https_redirect, init_security
 from consent.unsubscribe import bp as unsubscribe_bp
 from consent.widget import bp as widget_bp
@@ -46,5 +47,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(unsubscribe_bp)
     app.register_blueprint(admin_bp)
 
+    init_limits(app)  # limits views by endpoint, so after the blueprints
     exempt_from_https_redirect(app)
     return app

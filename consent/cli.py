@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import functools
 import json
+import secrets
 from datetime import UTC, datetime
 
 import click
 from flask import Flask
 from flask_migrate import upgrade
+from sqlalchemy.exc import DBAPIError
 
 from consent import keys, ledger, retention, rights, sites, subjects
 from consent.admin.auth import set_admin_password
+from consent.admin.models import AdminUser
 from consent.admin.records import record_verification
-from consent.db import db
+from consent.db import db, describe_database_error
 from consent.demo import seed_demo_site
 from consent.errors import InvalidRequest
 from consent.models import API_SCOPES, Site
@@ -26,13 +29,16 @@ def in_transaction(command):
     def wrapper(*args, **kwargs):
         try:
             result = command(*args, **kwargs)
+            db.session.commit()
         except InvalidRequest as error:
             db.session.rollback()
             raise click.ClickException(f"{error.field}: {error.message}") from None
+        except DBAPIError as error:
+            db.session.rollback()
+            raise click.ClickException(describe_database_error(error)[1]) from None
         except Exception:
             db.session.rollback()
             raise
-        db.session.commit()
         return result
 
     return wrapper
@@ -54,11 +60,22 @@ def init_db_command():
 
 @click.command("seed-demo")
 @click.option("--origin", "origins", multiple=True, help="Extra allowed origin (repeatable).")
+@click.option(
+    "--admin/--no-admin",
+    "with_admin",
+    default=True,
+    show_default=True,
+    help="Create the admin 'demo' with a random password, once, if there is no admin yet.",
+)
 @in_transaction
-def seed_demo_command(origins):
+def seed_demo_command(origins, with_admin):
     """Create or update the demo site with its purposes and policy."""
     site = seed_demo_site(list(origins) or None)
     click.echo(f"Demo site {site.key!r} ready: {', '.join(p.key for p in site.purposes)}.")
+    if with_admin and db.session.scalar(db.select(db.func.count(AdminUser.id))) == 0:
+        password = secrets.token_urlsafe(12)
+        set_admin_password("demo", password)
+        click.echo(f"Admin console: /admin/ as 'demo', password {password} (shown once).")
 
 
 @click.command("create-site")
@@ -166,15 +183,17 @@ def verify_command(site_key):
 
     Each result is kept, and shown in the admin console.
     """
-    targets = (
-        [site_by_key(site_key)]
-        if site_key
-        else db.session.scalars(db.select(Site).order_by(Site.key)).all()
-    )
+    try:
+        targets = (
+            [site_by_key(site_key)]
+            if site_key
+            else db.session.scalars(db.select(Site).order_by(Site.key)).all()
+        )
+        reports = [(site, ledger.verify_chain(site)) for site in targets]
+    except DBAPIError as error:
+        raise click.ClickException(describe_database_error(error)[1]) from None
     broken = 0
-    for site in targets:
-        report = ledger.verify_chain(site)
-        record_verification(site, report, "cli")
+    for site, report in reports:
         if report.is_intact:
             click.echo(f"{site.key}: OK, {report.records_checked} records.")
         else:
@@ -186,7 +205,13 @@ def verify_command(site_key):
                 f"{site.key}: BROKEN at {where}: {report.problem}. "
                 f"{report.records_checked} records before it are intact."
             )
-    db.session.commit()
+    try:
+        for site, report in reports:
+            record_verification(site, report, "cli")
+        db.session.commit()
+    except DBAPIError as error:  # a read-only database can still be verified
+        db.session.rollback()
+        click.echo(f"The results were not kept: {describe_database_error(error)[1]}", err=True)
     if broken:
         raise SystemExit(1)
 

@@ -38,6 +38,19 @@ class Config:
     CONFIG_MAX_AGE = 300
     #: How many records the visitor's own history endpoint returns at most.
     HISTORY_LIMIT = 200
+    #: Refuse too many requests from one client address (429); see consent/limits.py.
+    RATELIMIT_ENABLED = True
+    #: Where the counts live: memory:// (per worker process) or redis://host:6379/0.
+    RATELIMIT_STORAGE_URL = "memory://"
+    #: Prefix of every count's key in the storage, so services can share one Redis.
+    RATELIMIT_KEY_PREFIX = "consent"
+    # The limits: "N/second", "N/minute", "N/hour", "N/day", or several: "5/second;60/minute".
+    #: Recording a decision, per client address and site.
+    RATELIMIT_RECORD = "60/minute"
+    #: Each check route (public per site, server, bulk), per client address.
+    RATELIMIT_CHECK = "600/minute"
+    #: Admin sign-in attempts per client address, on top of the per-name lockout.
+    RATELIMIT_SIGN_IN = "10/minute"
 
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     API_TITLE = "Consent service"

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import os
+import unicodedata
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -54,6 +55,17 @@ def keyring() -> list[DataKey]:
     ]
 
 
+def is_storable_text(value: str) -> bool:
+    """Whether both databases can store and compare ``value``: no NUL, valid UTF-8."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate, as JSON's \ud800 escape can carry
+        return False
+    return True
+
+
 def normalise_email(email: str, field: str = "email") -> str:
     """Return the email trimmed and lower-cased, or refuse one that is not an address."""
     value = email.strip().lower()
@@ -67,7 +79,11 @@ def normalise_email(email: str, field: str = "email") -> str:
         or domain.endswith(".")
         or ".." in domain
         or len(value) > MAX_EMAIL_LENGTH
-        or any(ch.isspace() or ord(ch) < 32 or ch in "<>,;\"()[]\\" for ch in value)
+        or not is_storable_text(value)
+        # Invisible characters (controls, bidi overrides, zero-width spaces) would make a
+        # second address that reads as the first, and escape the first one's opt-out.
+        or any(ch.isspace() or unicodedata.category(ch).startswith("C") or ch in "<>,;\"()[]\\"
+               for ch in value)
     ):
         raise InvalidRequest(field, "Not a valid email address.")
     return value
@@ -76,8 +92,8 @@ def normalise_email(email: str, field: str = "email") -> str:
 def normalise_user_id(user_id: str, field: str = "user_id") -> str:
     """Return the site's user id as given, refusing empty or oversized ones."""
     value = user_id.strip()
-    if not value or len(value) > MAX_USER_ID_LENGTH or "\x00" in value:
-        raise InvalidRequest(field, f"Must be 1 to {MAX_USER_ID_LENGTH} characters.")
+    if not value or len(value) > MAX_USER_ID_LENGTH or not is_storable_text(value):
+        raise InvalidRequest(field, f"Must be 1 to {MAX_USER_ID_LENGTH} characters of text.")
     return value
 
 

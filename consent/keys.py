@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 
 from sqlalchemy import select
@@ -13,6 +14,8 @@ from consent.errors import InvalidRequest
 from consent.models import API_SCOPES, ApiKey, Site
 
 KEY_PREFIX = "ck_"
+#: What issue_key makes: the prefix and 6 random bytes in hex.
+PREFIX_PATTERN = re.compile(r"ck_[0-9a-f]{12}")
 
 
 def _hash_secret(secret: str) -> str:
@@ -54,8 +57,8 @@ def revoke_key(prefix: str) -> ApiKey:
 def authenticate_key(presented: str) -> ApiKey | None:
     """Return the live key matching ``prefix.secret``, or None."""
     prefix, dot, secret = presented.partition(".")
-    if not dot:
-        return None
+    if not dot or not PREFIX_PATTERN.fullmatch(prefix):
+        return None  # not worth a query, and PostgreSQL cannot compare a NUL at all
     api_key = db.session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).first()
     if api_key is None or api_key.revoked_at is not None:
         return None

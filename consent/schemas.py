@@ -9,10 +9,28 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from consent.identifiers import is_storable_text
 from consent.models import RECORD_SOURCES
 
-KEY = validate.Regexp(r"^[a-z0-9][a-z0-9_.-]{0,63}$", error="Use up to 64 a-z, 0-9, '_', '-', '.'.")
-HEX_HASH = validate.Regexp(r"^[0-9a-f]{64}$", error="Must be 64 lower-case hex digits.")
+# \Z, not $: "$" also matches before a final newline, which would then be stored.
+KEY = validate.Regexp(
+    r"^[a-z0-9][a-z0-9_.-]{0,63}\Z", error="Use up to 64 a-z, 0-9, '_', '-', '.'."
+)
+HEX_HASH = validate.Regexp(r"^[0-9a-f]{64}\Z", error="Must be 64 lower-case hex digits.")
+#: The largest row id: ids are INTEGER columns, 32-bit on PostgreSQL.
+MAX_ID = 2**31 - 1
+
+
+class Text(fields.String):
+    """A string the databases can store and compare: no NUL, no lone surrogate."""
+
+    default_error_messages = {"unstorable": "Must be text without NUL or unpaired surrogates."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not is_storable_text(text):
+            raise self.make_error("unstorable")
+        return text
 
 
 class StrictBoolean(fields.Boolean):
@@ -39,17 +57,17 @@ class _SubmissionArgs(ma.Schema):
     decisions = fields.List(
         fields.Nested(DecisionArgs), required=True, validate=validate.Length(min=1, max=50)
     )
-    policy_version = fields.String(validate=validate.Length(min=1, max=64))
+    policy_version = Text(validate=validate.Length(min=1, max=64))
     config_hash = fields.String(validate=HEX_HASH)
-    language = fields.String(validate=validate.Regexp(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"))
+    language = fields.String(validate=validate.Regexp(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z"))
 
 
 class IdentityArgs(ma.Schema):
     """Who a server call is about: exactly one of user_id, email, visitor_token."""
 
-    user_id = fields.String(validate=validate.Length(min=1, max=200))
-    email = fields.String(validate=validate.Length(min=3, max=254))
-    visitor_token = fields.String(validate=validate.Length(min=1, max=500))
+    user_id = Text(validate=validate.Length(min=1, max=200))
+    email = Text(validate=validate.Length(min=3, max=254))
+    visitor_token = Text(validate=validate.Length(min=1, max=500))
 
     @ma.validates_schema
     def _one_identity(self, data, **kwargs):
@@ -94,8 +112,8 @@ class RecordResultSchema(ma.Schema):
 
 
 class CheckArgs(ma.Schema):
-    purpose = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    service = fields.String(validate=validate.Length(min=1, max=64))
+    purpose = Text(required=True, validate=validate.Length(min=1, max=64))
+    service = Text(validate=validate.Length(min=1, max=64))
 
 
 class ServerCheckArgs(CheckArgs, IdentityArgs):
@@ -179,8 +197,8 @@ class BannerConfigSchema(ma.Schema):
 
 
 class LinkArgs(ma.Schema):
-    visitor_token = fields.String(required=True, validate=validate.Length(min=1, max=500))
-    user_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    visitor_token = Text(required=True, validate=validate.Length(min=1, max=500))
+    user_id = Text(required=True, validate=validate.Length(min=1, max=200))
 
 
 class LinkResultSchema(ma.Schema):
@@ -189,7 +207,7 @@ class LinkResultSchema(ma.Schema):
 
 
 class BulkCheckArgs(ma.Schema):
-    purpose = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    purpose = Text(required=True, validate=validate.Length(min=1, max=64))
     emails = fields.List(fields.String(validate=validate.Length(max=320)),
                          validate=validate.Length(min=1, max=10_000))
     user_ids = fields.List(fields.String(validate=validate.Length(max=200)),
@@ -215,8 +233,8 @@ class BulkCheckSchema(ma.Schema):
 
 
 class SuppressionArgs(ma.Schema):
-    purpose = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    after = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    purpose = Text(required=True, validate=validate.Length(min=1, max=64))
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
     limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10_000))
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
 
@@ -235,7 +253,7 @@ class SuppressionPageSchema(ma.Schema):
 
 
 class UnsubscribeLinksArgs(ma.Schema):
-    purpose = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    purpose = Text(required=True, validate=validate.Length(min=1, max=64))
     emails = fields.List(fields.String(validate=validate.Length(max=320)), required=True,
                          validate=validate.Length(min=1, max=1000))
 
@@ -257,15 +275,63 @@ class ExportArgs(IdentityArgs):
 
 class CorrectionArgs(IdentityArgs):
     field = fields.String(required=True, validate=validate.OneOf(["email", "user_id"]))
-    value = fields.String(required=True, allow_none=True,
-                          validate=validate.Length(min=1, max=254),
-                          metadata={"description": "The new value, or null to remove it."})
+    value = Text(required=True, allow_none=True, validate=validate.Length(min=1, max=254),
+                 metadata={"description": "The new value, or null to remove it."})
 
 
 class RightsResultSchema(ma.Schema):
     subject = fields.String()
     erased = fields.Boolean()
     record = fields.Nested(RecordSchema, allow_none=True)
+
+
+class ExportedSubjectSchema(ma.Schema):
+    pseudonym = fields.String()
+    email = fields.String(allow_none=True)
+    user_id = fields.String(allow_none=True)
+    visitor_ids = fields.List(fields.String())
+    created_at = fields.DateTime()
+    erased_at = fields.DateTime(allow_none=True)
+
+
+class SubjectExportSchema(ma.Schema):
+    site = fields.String()
+    exported_at = fields.DateTime()
+    subject = fields.Nested(ExportedSubjectSchema)
+    state = fields.Dict(keys=fields.String(), values=fields.Nested(PurposeStateSchema))
+    history = fields.List(fields.Nested(RecordSchema))
+
+
+class ReceiptControllerSchema(ma.Schema):
+    pii_controller = fields.String()
+    contact = fields.String(allow_none=True)
+
+
+class ReceiptPurposeSchema(ma.Schema):
+    purpose = fields.String()
+    purpose_category = fields.String(allow_none=True)
+    consent_type = fields.String()
+    state = fields.String(validate=validate.OneOf(["granted", "refused"]))
+    services = fields.Dict(keys=fields.String(), values=fields.Boolean())
+
+
+class ConsentReceiptSchema(ma.Schema):
+    """One record as a consent receipt (ISO/IEC TS 27560, Kantara CR 1.1)."""
+
+    version = fields.String()
+    receipt_id = fields.String()
+    record_id = fields.Integer()
+    consent_timestamp = fields.DateTime()
+    collection_method = fields.String()
+    event_type = fields.String()
+    language = fields.String(allow_none=True)
+    pii_principal_id = fields.String()
+    pii_controllers = fields.List(fields.Nested(ReceiptControllerSchema))
+    policy_url = fields.String(allow_none=True)
+    policy_version = fields.String(allow_none=True)
+    purposes = fields.List(fields.Nested(ReceiptPurposeSchema))
+    gpc = fields.Boolean()
+    previous_receipt_id = fields.String()
 
 
 class ErrorSchema(ma.Schema):

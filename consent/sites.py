@@ -23,8 +23,9 @@ from consent.models import (
     Site,
 )
 
-SITE_KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{1,63}$")
-ORIGIN_PATTERN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+# \Z, not $: "$" also matches before a final newline.
+SITE_KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{1,63}\Z")
+ORIGIN_PATTERN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?\Z")
 
 #: Banner texts used where a site gives none; sites override them per language.
 DEFAULT_TEXTS = {
@@ -105,7 +106,14 @@ STANDARD_PURPOSES = [
 ]
 
 
+def is_site_key(value: str) -> bool:
+    """Whether a site could have this key (so a URL with any other is not worth a query)."""
+    return SITE_KEY_PATTERN.match(value) is not None
+
+
 def get_site_by_key(site_key: str) -> Site | None:
+    if not is_site_key(site_key):
+        return None  # PostgreSQL cannot even compare a NUL or a lone surrogate
     return db.session.scalars(select(Site).where(Site.key == site_key)).first()
 
 
@@ -117,7 +125,7 @@ def validate_site_settings(
     retention_days: int | None = None,
 ) -> None:
     """Refuse settings no site may have, naming the field."""
-    if key is not None and not SITE_KEY_PATTERN.match(key):
+    if key is not None and not is_site_key(key):
         raise InvalidRequest("key", "Use 2-64 lower-case letters, digits, '-' or '_'.")
     for origin in origins or []:
         if not ORIGIN_PATTERN.match(origin):

@@ -92,8 +92,8 @@ def record_submission(
     ledger.lock_chain_head(site)
     request_digest = None
     if idempotency_key is not None:
-        if not 1 <= len(idempotency_key) <= 200:
-            raise InvalidRequest("Idempotency-Key", "Must be 1 to 200 characters.")
+        if not 1 <= len(idempotency_key) <= 200 or not idempotency_key.isprintable():
+            raise InvalidRequest("Idempotency-Key", "Must be 1 to 200 printable characters.")
         request_digest = hashlib.sha256(
             json.dumps([visitor_id, args], sort_keys=True, default=str).encode()
         ).hexdigest()

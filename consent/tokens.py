@@ -18,16 +18,21 @@ def make_visitor_token(site_key: str, visitor_id: str) -> str:
     return _visitor_serializer().dumps({"site": site_key, "visitor": visitor_id})
 
 
-def read_visitor_token(token: str, site_key: str) -> str:
-    """Return the visitor id in ``token``; 401 if forged, 403 if made for another site."""
+def read_visitor_token(token: str, site_key: str, field: str = "visitor_token") -> str:
+    """Return the visitor id in ``token``; 401 if forged, 403 if made for another site.
+
+    ``field`` names where the token came from in the error (a body field or a header).
+    """
     try:
         payload = _visitor_serializer().loads(token)
     except BadSignature:
-        abort(401, message="The visitor token is invalid.")
+        payload = None
     if not isinstance(payload, dict) or not isinstance(payload.get("visitor"), str):
-        abort(401, message="The visitor token is invalid.")
+        message = "The visitor token is invalid."
+        abort(401, message=message, errors={field: [message]})
     if payload.get("site") != site_key:
-        abort(403, message="The visitor token belongs to another site.")
+        message = "The visitor token belongs to another site."
+        abort(403, message=message, errors={field: [message]})
     return payload["visitor"]
 
 

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import rcssmin
 import rjsmin
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, abort, current_app, render_template, request
 from markupsafe import Markup, escape
 
+from consent.ledger import latest_policy
 from consent.security import CONTENT_SECURITY_POLICY, talisman
 from consent.sites import banner_config, get_site_by_key
 
@@ -171,6 +172,20 @@ def demo():
     language = request.args.get("lang") if request.args.get("lang") in ("en", "fr") else "en"
     return render_template(
         "demo.html", site_key="demo", language=language, bundle=bool(request.args.get("bundle"))
+    )
+
+
+@bp.get("/privacy")
+def demo_privacy():
+    """Show the demo site's privacy policy, where its banner links."""
+    site = get_site_by_key("demo")
+    if site is None:
+        abort(404)
+    policy = latest_policy(site)
+    return render_template(
+        "demo_privacy.html",
+        purposes=site.purposes,
+        version=policy.version if policy else "draft",
     )
 
 

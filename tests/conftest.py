@@ -11,6 +11,7 @@ import base64
 import os
 import shutil
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +40,9 @@ TEST_SECRETS = {
     "SECRET_KEY": "test-secret-key-not-for-production",
     "DATA_KEY": base64.b64encode(b"k" * 32).decode(),
 }
+#: The limiter stays on, but out of reach of tests that record or check many times from
+#: one address (threads, fuzzing); tests/test_limits.py sets low limits of its own.
+TEST_LIMITS = {"RATELIMIT_RECORD": "100000/minute", "RATELIMIT_CHECK": "100000/minute"}
 
 
 def _postgres_url(database: str) -> str:
@@ -103,6 +107,7 @@ def app(database_url, tmp_path):
             "TESTING": True,
             "DATABASE_URL": database_url,
             **TEST_SECRETS,
+            **TEST_LIMITS,
         }
     )
     app.instance_path = str(tmp_path / "instance")
@@ -172,3 +177,21 @@ def record_count(app) -> Callable[[], int]:
             return db.session.scalar(select(func.count()).select_from(ConsentRecord))
 
     return count
+
+
+#: What the hardening tests tried (fuzz examples, bad inputs, routes walked), by name.
+TALLY = pytest.StashKey[Counter]()
+
+
+@pytest.fixture
+def tally(request) -> Counter:
+    """Count what a test tried; the totals are printed at the end of the run."""
+    return request.config.stash.setdefault(TALLY, Counter())
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    counts = config.stash.get(TALLY, None)
+    if counts:
+        terminalreporter.section("what the hardening tests tried")
+        for name, count in sorted(counts.items()):
+            terminalreporter.write_line(f"{name}: {count}")

@@ -752,3 +752,14 @@ def test_purposes_keep_positions_in_order(app, admin, site_key):
     positions = in_app(app, lambda: sorted(
         (p.position, p.key) for p in db.session.scalars(select(Purpose))))
     assert [position for position, _ in positions] == [0, 1, 2, 3]
+
+
+def test_seed_demo_creates_one_demo_admin_who_can_sign_in(app, runner, client):
+    with app.app_context():
+        first = runner.invoke(args=["seed-demo"])
+        second = runner.invoke(args=["seed-demo"])
+    password = re.search(r"as 'demo', password (\S+) ", first.output)
+    assert first.exit_code == 0 and password, first.output
+    assert "password" not in second.output
+    assert sign_in(client, "demo", "wrong password").status_code == 200
+    assert sign_in(client, "demo", password.group(1)).status_code == 302

@@ -106,6 +106,22 @@ def test_suppression_list_streams_as_csv(server):
     assert [(row["email"], row["reason"]) for row in rows] == [("out@example.com", "denied")]
 
 
+class TestInProductionContexts:
+    """Each request in its own app context, as in production, where a streamed body is
+    sent after the request's database session has closed."""
+
+    @pytest.fixture(autouse=True)
+    def _push_request_context(self):
+        """Override pytest-flask's one app context for the whole test."""
+
+    def test_suppression_list_streams_as_csv(self, server):
+        opt(server, "out@example.com", OPT_OUT)
+        response = server("get", "/v1/server/suppression",
+                          query_string={"purpose": "email_marketing", "format": "csv"})
+        rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+        assert [(row["email"], row["reason"]) for row in rows] == [("out@example.com", "denied")]
+
+
 def test_unsubscribe_link_carries_rfc8058_headers(server):
     link = link_for(server, "reader@example.com")
     assert link["headers"]["List-Unsubscribe"] == f"<{link['url']}>"

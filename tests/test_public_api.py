@@ -363,3 +363,12 @@ def test_openapi_document_describes_every_route(client, app):
         "/v1/server/records",
         "/v1/server/links",
     }
+
+
+def test_demo_policy_link_leads_to_the_demo_policy(client, demo_site):
+    config = client.get(f"/v1/sites/{demo_site}/config").get_json()
+    page = client.get(config["policy"]["url"])
+    assert page.status_code == 200
+    assert f"version {config['policy']['version']}" in page.text
+    assert "analytics" in page.text
+    assert "'unsafe-inline'" not in page.headers["Content-Security-Policy"]

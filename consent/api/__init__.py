@@ -12,7 +12,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from consent.api import public, server, wellknown
 from consent.api.common import is_allowed_origin
-from consent.db import db
+from consent.db import db, describe_database_error
 from consent.errors import Conflict, InvalidRequest
 from consent.schemas import ErrorSchema
 from consent.sites import get_site_by_key
@@ -31,7 +31,8 @@ class ConsentApi(Api):
 
     def handle_http_exception(self, error: HTTPException):
         """Answer API errors as JSON; leave pages to Flask's HTML error pages."""
-        if request.blueprint not in API_BLUEPRINTS:
+        # Under /v1/ even a URL that matches no route (404, 405) is answered as JSON.
+        if request.blueprint not in API_BLUEPRINTS and not request.path.startswith("/v1/"):
             return error
         data = getattr(error, "data", None) or {}
         messages = data.get("errors") or data.get("messages")
@@ -57,7 +58,8 @@ def error_response(
         payload["errors"] = errors
     if request.endpoint in CHECK_ENDPOINTS:
         # A check that could not be answered still answers: not allowed.
-        payload.update(allowed=False, reason="unavailable" if code >= 500 else "error")
+        reason = {429: "rate_limited"}.get(code, "unavailable" if code >= 500 else "error")
+        payload.update(allowed=False, reason=reason)
     headers = dict(headers or {})
     if code == 503:
         headers.setdefault("Retry-After", "5")
@@ -74,7 +76,8 @@ def _flatten(messages: dict, prefix: str = "") -> dict[str, list[str]]:
         return merged
     flat: dict[str, list[str]] = {}
     for key, value in messages.items():
-        name = f"{prefix}{key}"
+        # marshmallow's "_schema" is the object itself: the body, or the item holding it.
+        name = (prefix[:-1] or "body") if key == "_schema" else f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(_flatten(value, f"{name}."))
         else:
@@ -85,6 +88,10 @@ def _flatten(messages: dict, prefix: str = "") -> dict[str, list[str]]:
 def init_api(app: Flask) -> ConsentApi:
     """Attach the API, its blueprints and its error handling to the app."""
     api = ConsentApi(app)
+    api.spec.components.security_scheme(
+        server.API_KEY_SCHEME,
+        {"type": "http", "scheme": "bearer", "description": "prefix.secret from issue-key"},
+    )
     api.register_blueprint(public.blp)
     api.register_blueprint(server.blp)
     app.register_blueprint(wellknown.bp)
@@ -102,7 +109,7 @@ def init_api(app: Flask) -> ConsentApi:
         # Fail closed: log the fault, tell the client to retry, never a stack trace.
         log.error("database error on %s: %s", request.endpoint, error.__class__.__name__)
         db.session.rollback()
-        return error_response(503, "The database cannot be reached.")
+        return error_response(*describe_database_error(error))
 
     app.before_request(_require_json_body)
     app.after_request(_add_cors_headers)
@@ -128,11 +135,15 @@ def _add_cors_headers(response):
     allowed_origins = g.get("allowed_origins")
     if allowed_origins is None:  # a preflight, or an error before the site was read
         site_key = (request.view_args or {}).get("site_key")
-        site = get_site_by_key(site_key) if site_key else None
+        try:
+            site = get_site_by_key(site_key) if site_key else None
+        except DBAPIError:  # the database is down: the answer goes out, without CORS
+            db.session.rollback()
+            site = None
         allowed_origins = site.allowed_origins if site else []
     if is_allowed_origin(allowed_origins, origin):
         response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Expose-Headers"] = "ETag, Idempotent-Replayed"
+        response.headers["Access-Control-Expose-Headers"] = "ETag, Idempotent-Replayed, Retry-After"
         if request.method == "OPTIONS":
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = (

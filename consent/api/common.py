@@ -5,6 +5,24 @@ from __future__ import annotations
 import ipaddress
 
 from flask import request
+from flask_smorest import Blueprint, abort
+from webargs.flaskparser import FlaskParser
+
+
+class JsonParser(FlaskParser):
+    """webargs' parser, with a 400 (not a 500) for JSON nested too deeply to decode."""
+
+    def load_json(self, req, schema):
+        try:
+            return super().load_json(req, schema)
+        except RecursionError:
+            abort(400, messages={"json": ["The JSON body is nested too deeply."]})
+
+
+class ApiBlueprint(Blueprint):
+    """A flask-smorest blueprint that reads request bodies with :class:`JsonParser`."""
+
+    ARGUMENTS_PARSER = JsonParser()
 
 
 def is_allowed_origin(allowed_origins: list[str], origin: str) -> bool:

@@ -7,11 +7,11 @@ import json
 
 from flask import Response, current_app, g, jsonify, request
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from sqlalchemy import select
 
 from consent import ledger
-from consent.api.common import is_allowed_origin, truncated_client_ip
+from consent.api.common import ApiBlueprint, is_allowed_origin, truncated_client_ip
 from consent.db import db
 from consent.models import ConsentRecord, Site, Subject
 from consent.schemas import (
@@ -22,11 +22,11 @@ from consent.schemas import (
     RecordResultSchema,
     VisitorDataSchema,
 )
-from consent.sites import banner_config, count_banner_shown, get_site_by_key
+from consent.sites import banner_config, count_banner_shown, get_site_by_key, is_site_key
 from consent.subjects import record_submission
 from consent.tokens import read_visitor_token
 
-blp = Blueprint(
+blp = ApiBlueprint(
     "public",
     __name__,
     url_prefix="/v1/sites/<string:site_key>",
@@ -60,13 +60,15 @@ def current_subject(site: Site, *, required: bool) -> Subject | None:
         if required:
             abort(401, message=f"Send the visitor token in the {TOKEN_HEADER} header.")
         return None
-    visitor = ledger.find_visitor(site, read_visitor_token(token, site.key))
+    visitor = ledger.find_visitor(site, read_visitor_token(token, site.key, TOKEN_HEADER))
     return visitor.subject if visitor else None
 
 
 @blp.route("/config")
 class BannerConfig(MethodView):
     @blp.response(200, BannerConfigSchema)
+    @blp.alt_response(304, response="NOT_MODIFIED")
+    @blp.alt_response(404, response="NOT_FOUND")
     def get(self, site_key):
         """Return what the banner shows, cacheable with an ETag."""
         site = load_site(site_key)
@@ -87,6 +89,10 @@ def _config_cache_control() -> str:
 class Records(MethodView):
     @blp.arguments(RecordArgs)
     @blp.response(201, RecordResultSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @blp.doc(
         parameters=[
             {"in": "header", "name": TOKEN_HEADER, "schema": {"type": "string"}},
@@ -97,7 +103,7 @@ class Records(MethodView):
         """Record one submission of the visitor's decisions."""
         site = load_site(site_key)
         token = request.headers.get(TOKEN_HEADER)
-        visitor_id = read_visitor_token(token, site.key) if token else None
+        visitor_id = read_visitor_token(token, site.key, TOKEN_HEADER) if token else None
         result, is_replay = record_submission(
             site,
             visitor_id,
@@ -117,6 +123,9 @@ class Records(MethodView):
 @blp.route("/me")
 class VisitorData(MethodView):
     @blp.response(200, VisitorDataSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
     @blp.doc(
         parameters=[
             {"in": "header", "name": TOKEN_HEADER, "required": True, "schema": {"type": "string"}}
@@ -128,7 +137,7 @@ class VisitorData(MethodView):
         token = request.headers.get(TOKEN_HEADER)
         if not token:
             abort(401, message=f"Send the visitor token in the {TOKEN_HEADER} header.")
-        visitor_id = read_visitor_token(token, site.key)
+        visitor_id = read_visitor_token(token, site.key, TOKEN_HEADER)
         subject = current_subject(site, required=True)
         if subject is None:
             return {"visitor_id": visitor_id, "erased": False, "state": {}, "history": []}
@@ -157,12 +166,18 @@ class VisitorData(MethodView):
 class Check(MethodView):
     @blp.arguments(CheckArgs, location="query")
     @blp.response(200, CheckSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     @blp.doc(parameters=[{"in": "header", "name": TOKEN_HEADER, "schema": {"type": "string"}}])
     def get(self, args, site_key):
         """Answer whether a purpose (or one service in it) is allowed for this visitor."""
         token = request.headers.get(TOKEN_HEADER)
-        visitor_id = read_visitor_token(token, site_key) if token else None
-        found = ledger.check_visitor(site_key, visitor_id, args["purpose"], args.get("service"))
+        visitor_id = read_visitor_token(token, site_key, TOKEN_HEADER) if token else None
+        found = None
+        if is_site_key(site_key):
+            found = ledger.check_visitor(site_key, visitor_id, args["purpose"], args.get("service"))
         if found is None:
             abort(404, message=f"No site with key {site_key!r}.")
         g.allowed_origins = found.allowed_origins
@@ -183,6 +198,9 @@ def _verdict_body(verdict: ledger.Verdict, args: dict) -> dict:
 @blp.route("/shown")
 class Shown(MethodView):
     @blp.response(204)
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     def post(self, site_key):
         """Count one display of the banner's first layer, with no identifier at all."""
         site = load_site(site_key)

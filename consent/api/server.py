@@ -8,15 +8,18 @@ from functools import wraps
 
 from flask import Response, current_app, g, jsonify, request, stream_with_context
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 
 from consent import ledger, marketing, rights
+from consent.api.common import ApiBlueprint
+from consent.db import db
 from consent.keys import authenticate_key
 from consent.models import Site, Subject
 from consent.schemas import (
     BulkCheckArgs,
     BulkCheckSchema,
     CheckSchema,
+    ConsentReceiptSchema,
     CorrectionArgs,
     ExportArgs,
     IdentityArgs,
@@ -26,6 +29,7 @@ from consent.schemas import (
     RightsResultSchema,
     ServerCheckArgs,
     ServerRecordArgs,
+    SubjectExportSchema,
     SuppressionArgs,
     SuppressionPageSchema,
     UnsubscribeLinksArgs,
@@ -39,13 +43,12 @@ from consent.subjects import (
 )
 from consent.tokens import read_visitor_token
 
-blp = Blueprint(
+blp = ApiBlueprint(
     "server",
     __name__,
     url_prefix="/v1/server",
     description="Called by the site's backend with an API key (Authorization: Bearer).",
 )
-blp.DEFAULT_ERROR_RESPONSE_NAME = None
 
 #: Routes that take lists of up to 10,000 addresses get a larger body limit.
 LIST_ENDPOINTS = {"server.BulkCheck", "server.UnsubscribeLinks"}
@@ -55,6 +58,10 @@ LIST_ENDPOINTS = {"server.BulkCheck", "server.UnsubscribeLinks"}
 def _allow_larger_list_bodies():
     if request.endpoint in LIST_ENDPOINTS:
         request.max_content_length = current_app.config["LIST_MAX_CONTENT_LENGTH"]
+
+
+#: The OpenAPI security scheme every server route requires (registered in consent.api).
+API_KEY_SCHEME = "ApiKey"
 
 
 def require_key(scope: str):
@@ -77,7 +84,9 @@ def require_key(scope: str):
             g.site = api_key.site
             return view(*args, **kwargs)
 
-        return wrapper
+        wrapper = blp.doc(security=[{API_KEY_SCHEME: []}])(wrapper)
+        wrapper = blp.alt_response(401, response="UNAUTHORIZED")(wrapper)
+        return blp.alt_response(403, response="FORBIDDEN")(wrapper)
 
     return decorator
 
@@ -111,6 +120,7 @@ def actor() -> str:
 class ServerCheck(MethodView):
     @blp.arguments(ServerCheckArgs, location="query")
     @blp.response(200, CheckSchema)
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     @require_key("read")
     def get(self, args):
         """Answer whether a purpose is allowed for a user id, email or visitor."""
@@ -133,6 +143,9 @@ class ServerCheck(MethodView):
 class ServerRecords(MethodView):
     @blp.arguments(ServerRecordArgs)
     @blp.response(201, RecordResultSchema)
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
+                          "description": "With visitor_token: a retry records nothing new."}])
     @require_key("write")
     def post(self, args):
         """Record decisions on behalf of a logged-in user (or a known visitor)."""
@@ -170,6 +183,7 @@ class ServerRecords(MethodView):
 class Links(MethodView):
     @blp.arguments(LinkArgs)
     @blp.response(201, LinkResultSchema)
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @require_key("write")
     def post(self, args):
         """Link a visitor to the site's user id so consent follows them across devices."""
@@ -184,6 +198,7 @@ class Links(MethodView):
 class BulkCheck(MethodView):
     @blp.arguments(BulkCheckArgs)
     @blp.response(200, BulkCheckSchema)
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @require_key("read")
     def post(self, args):
         """Before a send: which of up to 10,000 emails or user ids may be contacted."""
@@ -204,23 +219,23 @@ SUPPRESSION_COLUMNS = ["email", "user_id", "reason", "decided_at"]
 class Suppression(MethodView):
     @blp.arguments(SuppressionArgs, location="query")
     @blp.response(200, SuppressionPageSchema)
-    @blp.alt_response(200, description="format=csv: every entry, streamed", content_type="text/csv")
+    @blp.alt_response(200, schema={"type": "string"}, content_type="text/csv",
+                      description="format=json: a page; format=csv: every entry, streamed")
     @require_key("read")
     def get(self, args):
         """Everyone who must not be contacted for a purpose: paged JSON or streamed CSV."""
         site = g.site
         marketing.purpose_of(site, args["purpose"])
-        rows = marketing.suppression_rows(site, args["purpose"], after=args["after"])
         if args["format"] == "csv":
             return Response(
-                stream_with_context(_suppression_csv(rows)),
+                stream_with_context(_suppression_csv(site.id, args["purpose"], args["after"])),
                 mimetype="text/csv",
                 headers={"Content-Disposition":
                          f'attachment; filename="suppression-{site.key}-{args["purpose"]}.csv"',
                          "Cache-Control": "no-store"},
             )
         items = []
-        for row in rows:
+        for row in marketing.suppression_rows(site, args["purpose"], after=args["after"]):
             items.append(row)
             if len(items) == args["limit"]:
                 break
@@ -228,7 +243,9 @@ class Suppression(MethodView):
         return {"items": items, "next_after": next_after}, 200, {"Cache-Control": "no-store"}
 
 
-def _suppression_csv(rows):
+def _suppression_csv(site_id: int, purpose: str, after: int):
+    # The body streams once the request's session is gone: read the site afresh.
+    rows = marketing.suppression_rows(db.session.get(Site, site_id), purpose, after=after)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(SUPPRESSION_COLUMNS)
@@ -246,6 +263,7 @@ def _suppression_csv(rows):
 class UnsubscribeLinks(MethodView):
     @blp.arguments(UnsubscribeLinksArgs)
     @blp.response(201, UnsubscribeLinksSchema)
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @require_key("write")
     def post(self, args):
         """Mint a signed one-click unsubscribe link, with its mail headers, per email."""
@@ -259,10 +277,20 @@ def subject_or_404(site: Site, args: dict) -> Subject:
     return subject
 
 
+EXPORT_FORMATS = "format=json: the export; format=receipts: one receipt per record; format=csv"
+
+
 @blp.route("/subjects/export")
 class SubjectExport(MethodView):
     @blp.arguments(ExportArgs, location="query")
-    @blp.response(200, description="JSON export, a CSV (format=csv) or receipts")
+    @blp.response(
+        200,
+        {"oneOf": [SubjectExportSchema, {"type": "array", "items": ConsentReceiptSchema}]},
+        description=EXPORT_FORMATS,
+    )
+    @blp.alt_response(200, schema={"type": "string"}, content_type="text/csv",
+                      description=EXPORT_FORMATS)
+    @blp.alt_response(404, response="NOT_FOUND")
     @require_key("rights")
     def get(self, args):
         """Export everything held about one person: JSON, CSV or consent receipts."""
@@ -284,6 +312,9 @@ class SubjectExport(MethodView):
 class SubjectCorrection(MethodView):
     @blp.arguments(CorrectionArgs)
     @blp.response(200, RightsResultSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @require_key("rights")
     def post(self, args):
         """Change or remove a person's email or user id; the change is recorded."""
@@ -298,6 +329,8 @@ class SubjectCorrection(MethodView):
 class SubjectErasure(MethodView):
     @blp.arguments(IdentityArgs)
     @blp.response(200, RightsResultSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @require_key("rights")
     def post(self, args):
         """Erase a person: forget their identifiers, deny every check, keep the chain."""

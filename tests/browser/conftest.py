@@ -45,6 +45,9 @@ def live_app(tmp_path_factory):
             "DATABASE_URL": f"sqlite:///{folder / 'consent.sqlite'}",
             "SECRET_KEY": "browser-test-secret",
             "DATA_KEY": base64.b64encode(b"b" * 32).decode(),
+            # One app serves every test from one address: keep its limits out of reach.
+            "RATELIMIT_RECORD": "100000/minute",
+            "RATELIMIT_CHECK": "100000/minute",
         }
     )
     app.instance_path = str(folder / "instance")
