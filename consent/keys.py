@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -16,6 +17,7 @@ from consent.models import API_SCOPES, ApiKey, Site
 KEY_PREFIX = "ck_"
 #: What issue_key makes: the prefix and 6 random bytes in hex.
 PREFIX_PATTERN = re.compile(r"ck_[0-9a-f]{12}")
+LAST_USED_PRECISION = timedelta(minutes=1)
 
 
 def _hash_secret(secret: str) -> str:
@@ -64,4 +66,8 @@ def authenticate_key(presented: str) -> ApiKey | None:
         return None
     if not hmac.compare_digest(api_key.secret_hash, _hash_secret(secret)):
         return None
+    now = now_utc()
+    # To the minute is enough to see which keys are in use: most calls write nothing.
+    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_PRECISION:
+        api_key.last_used_at = now
     return api_key

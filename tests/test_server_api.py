@@ -6,7 +6,13 @@ site's people, on every server route: tests/test_access_control.py.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from helpers import ACCEPT_ALL, REJECT_ALL, bearer, check, submit
+from sqlalchemy import select
+
+from consent.db import db, now_utc
+from consent.models import ApiKey
 
 
 def test_record_for_user_then_check_by_user_id(client, make_site, make_key):
@@ -129,3 +135,14 @@ def test_linking_does_not_let_an_older_choice_win(client, make_site, make_key):
     client.post("/v1/server/links", json={"visitor_token": phone, "user_id": "u5"},
                 headers=bearer(secret))
     assert check(client, site, "analytics", token=phone).get_json()["allowed"] is True
+
+
+def test_a_keys_last_use_is_kept(app, client, make_site, make_key):
+    site = make_site()
+    secret = make_key(site, "read")
+    with app.app_context():
+        assert db.session.scalars(select(ApiKey)).one().last_used_at is None
+    client.get("/v1/server/check?purpose=analytics&user_id=u-1", headers=bearer(secret))
+    with app.app_context():
+        used_at = db.session.scalars(select(ApiKey)).one().last_used_at
+    assert used_at is not None and now_utc() - used_at < timedelta(minutes=1)
