@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import uuid
 
 import pytest
@@ -252,3 +253,15 @@ def test_unreachable_storage_falls_back_to_counting_in_memory(limited_app, demo_
     client = client_at(app)
     assert check(client, demo_site, "analytics").status_code == 200
     assert check(client, demo_site, "analytics").status_code == 429
+
+
+def test_counting_in_memory_starts_no_thread_per_request(limited_app, demo_site, monkeypatch):
+    # The library's own memory storage starts a timer thread on nearly every hit, which
+    # cost the check most of its throughput under gunicorn (bench/check_throughput.py).
+    client = client_at(limited_app(RATELIMIT_CHECK="1000/minute"))
+    check(client, demo_site, "analytics")
+    started = []
+    monkeypatch.setattr(threading.Thread, "start", lambda thread: started.append(thread))
+    for _ in range(20):
+        assert check(client, demo_site, "analytics").status_code == 200
+    assert started == []
