@@ -90,24 +90,9 @@ def record_submission(
     # Take the chain lock before looking for an earlier answer: a concurrent retry
     # with the same key then waits here and finds the first one's answer.
     ledger.lock_chain_head(site)
-    request_digest = None
-    if idempotency_key is not None:
-        if not 1 <= len(idempotency_key) <= 200 or not idempotency_key.isprintable():
-            raise InvalidRequest("Idempotency-Key", "Must be 1 to 200 printable characters.")
-        request_digest = hashlib.sha256(
-            json.dumps([visitor_id, args], sort_keys=True, default=str).encode()
-        ).hexdigest()
-        earlier = db.session.scalars(
-            select(IdempotentRequest).where(
-                IdempotentRequest.site_id == site.id, IdempotentRequest.key == idempotency_key
-            )
-        ).first()
-        if earlier is not None:
-            if earlier.request_digest != request_digest:
-                raise InvalidRequest(
-                    "Idempotency-Key", "This key was used for a different submission."
-                )
-            return earlier.response, True
+    request_digest, earlier = find_earlier_answer(site, idempotency_key, [visitor_id, args])
+    if earlier is not None:
+        return earlier, True
 
     visitor, _ = subject_for_visitor(site, visitor_id)
     record = ledger.record_decision(
@@ -128,17 +113,50 @@ def record_submission(
             "record": record,
         }
     )
-    if idempotency_key is not None:
-        db.session.add(
-            IdempotentRequest(
-                site_id=site.id,
-                key=idempotency_key,
-                request_digest=request_digest,
-                response=response,
-            )
-        )
-        db.session.flush()
+    remember_answer(site, idempotency_key, request_digest, response)
     return response, False
+
+
+def find_earlier_answer(
+    site: Site, idempotency_key: str | None, request: Any
+) -> tuple[str | None, dict[str, Any] | None]:
+    """The request's digest and the answer given to an earlier request with this key.
+
+    Call with the site's chain head locked, so a concurrent retry waits for the first.
+    The same key with a different request is refused.
+    """
+    if idempotency_key is None:
+        return None, None
+    if not 1 <= len(idempotency_key) <= 200 or not idempotency_key.isprintable():
+        raise InvalidRequest("Idempotency-Key", "Must be 1 to 200 printable characters.")
+    request_digest = hashlib.sha256(
+        json.dumps(request, sort_keys=True, default=str).encode()
+    ).hexdigest()
+    earlier = db.session.scalars(
+        select(IdempotentRequest).where(
+            IdempotentRequest.site_id == site.id, IdempotentRequest.key == idempotency_key
+        )
+    ).first()
+    if earlier is None:
+        return request_digest, None
+    if earlier.request_digest != request_digest:
+        raise InvalidRequest("Idempotency-Key", "This key was used for a different submission.")
+    return request_digest, earlier.response
+
+
+def remember_answer(
+    site: Site, idempotency_key: str | None, request_digest: str | None, response: dict
+) -> None:
+    """Keep the answer to a request sent with an ``Idempotency-Key`` for its retries."""
+    if idempotency_key is None:
+        return
+    db.session.add(
+        IdempotentRequest(
+            site_id=site.id, key=idempotency_key, request_digest=request_digest,
+            response=response,
+        )
+    )
+    db.session.flush()
 
 
 def link_visitor(site: Site, visitor_id: str, user_id: str):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from helpers import ACCEPT_ALL, REJECT_ALL, bearer, check, submit
 from sqlalchemy import select
 
@@ -146,3 +147,22 @@ def test_a_keys_last_use_is_kept(app, client, make_site, make_key):
     with app.app_context():
         used_at = db.session.scalars(select(ApiKey)).one().last_used_at
     assert used_at is not None and now_utc() - used_at < timedelta(minutes=1)
+
+
+@pytest.mark.parametrize("identity", [{"user_id": "u-42"}, {"email": "Ada@Example.com"}])
+def test_server_record_retried_with_idempotency_key_records_once(
+    client, make_site, make_key, record_count, identity
+):
+    site = make_site()
+    headers = {**bearer(make_key(site, "write")), "Idempotency-Key": "crm-sync-17"}
+    body = {**identity, "decisions": ACCEPT_ALL}
+    first = client.post("/v1/server/records", json=body, headers=headers)
+    second = client.post("/v1/server/records", json=body, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert second.get_json() == first.get_json()
+    assert record_count() == 1
+    other = client.post("/v1/server/records", headers=headers,
+                        json={**identity, "decisions": REJECT_ALL})
+    assert other.status_code == 422 and "Idempotency-Key" in other.get_json()["errors"]
+    assert record_count() == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from flask import request
+from flask import Response, jsonify, request
 from flask_smorest import Blueprint, abort
 from webargs.flaskparser import FlaskParser
 
@@ -42,3 +42,12 @@ def truncated_client_ip() -> str | None:
         return None
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+
+
+def created(body: dict, *, is_replay: bool = False) -> Response:
+    """A 201 with an already serialised record answer (first time, or a replay of it)."""
+    response = jsonify(body)
+    response.status_code = 201
+    if is_replay:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response

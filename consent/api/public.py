@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Response, current_app, g, request
 from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import select
 
 from consent import ledger
-from consent.api.common import ApiBlueprint, is_allowed_origin, truncated_client_ip
+from consent.api.common import ApiBlueprint, created, is_allowed_origin, truncated_client_ip
 from consent.db import db
 from consent.models import ConsentRecord, Site, Subject
 from consent.schemas import (
@@ -113,11 +113,7 @@ class Records(MethodView):
             ip_truncated=truncated_client_ip(),
         )
         # Already dumped: it is the stored answer on a replay, so send it as it is.
-        response = jsonify(result)
-        response.status_code = 201
-        if is_replay:
-            response.headers["Idempotent-Replayed"] = "true"
-        return response
+        return created(result, is_replay=is_replay)
 
 
 @blp.route("/me")

@@ -11,7 +11,7 @@ from flask.views import MethodView
 from flask_smorest import abort
 
 from consent import ledger, marketing, rights
-from consent.api.common import ApiBlueprint
+from consent.api.common import ApiBlueprint, created
 from consent.db import db
 from consent.keys import authenticate_key
 from consent.models import Site, Subject
@@ -36,10 +36,13 @@ from consent.schemas import (
     UnsubscribeLinksSchema,
 )
 from consent.subjects import (
+    RECORD_RESULT,
+    find_earlier_answer,
     find_or_create_subject_by,
     find_subject_by,
     link_visitor,
     record_submission,
+    remember_answer,
 )
 from consent.tokens import read_visitor_token
 
@@ -145,7 +148,7 @@ class ServerRecords(MethodView):
     @blp.response(201, RecordResultSchema)
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
-                          "description": "With visitor_token: a retry records nothing new."}])
+                          "description": "A retry with the same key records nothing new."}])
     @require_key("write")
     def post(self, args):
         """Record decisions on behalf of a logged-in user (or a known visitor)."""
@@ -160,13 +163,17 @@ class ServerRecords(MethodView):
                 is_gpc=False,
                 ip_truncated=None,
             )
-            response = jsonify(result)
-            response.status_code = 201
-            if is_replay:
-                response.headers["Idempotent-Replayed"] = "true"
-            return response
+            return created(result, is_replay=is_replay)
         ledger.lock_chain_head(site)
         subject, _ = subject_from_args(site, args, create=True)
+        # The digest names the person by pseudonym: no email or user id is kept with it.
+        decisions = {key: value for key, value in args.items() if key not in ("user_id", "email")}
+        idempotency_key = request.headers.get("Idempotency-Key")
+        digest, earlier = find_earlier_answer(
+            site, idempotency_key, [subject.pseudonym, decisions]
+        )
+        if earlier is not None:
+            return created(earlier, is_replay=True)
         record = ledger.record_decision(
             site,
             subject,
@@ -176,7 +183,9 @@ class ServerRecords(MethodView):
             config_hash=args.get("config_hash"),
             language=args.get("language"),
         )
-        return {"record": record}, 201
+        result = RECORD_RESULT.dump({"record": record})
+        remember_answer(site, idempotency_key, digest, result)
+        return created(result)
 
 
 @blp.route("/links")
