@@ -32,3 +32,24 @@ REJECT_ALL = [{**decision, "granted": False} for decision in ACCEPT_ALL]
 def bearer(secret: str) -> dict[str, str]:
     """The Authorization header for a server API key."""
     return {"Authorization": f"Bearer {secret}"}
+
+
+PERSON_EMAIL = "ada@example.com"
+PERSON_USER_ID = "ada-1"
+
+
+def make_person(client, site_key, key, *, email_marketing: bool) -> str:
+    """Ada on a site: a visitor linked to her user id and email, with choices recorded.
+
+    Returns her visitor token; ``key`` needs the read, write and rights scopes.
+    """
+    token = submit(client, site_key, ACCEPT_ALL).get_json()["visitor_token"]
+    for url, body in [
+        ("/v1/server/links", {"visitor_token": token, "user_id": PERSON_USER_ID}),
+        ("/v1/server/subjects/correct",
+         {"user_id": PERSON_USER_ID, "field": "email", "value": PERSON_EMAIL}),
+        ("/v1/server/records", {"email": PERSON_EMAIL, "decisions": [
+            {"purpose": "email_marketing", "granted": email_marketing}]}),
+    ]:
+        assert client.post(url, json=body, headers=bearer(key)).status_code in (200, 201)
+    return token

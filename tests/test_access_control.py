@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from helpers import ACCEPT_ALL, bearer, submit
+from helpers import PERSON_EMAIL, PERSON_USER_ID, bearer, make_person
 from sqlalchemy import func, select
 
 from consent import create_app
@@ -29,8 +29,6 @@ from consent.models import (
 )
 from consent.sites import get_site_by_key, set_purpose
 
-PERSON_EMAIL = "ada@example.com"
-PERSON_USER_ID = "ada-1"
 DECISION = [{"purpose": "email_marketing", "granted": True}]
 
 #: Per endpoint: the scope it needs, and a valid request about the person ``who``
@@ -106,15 +104,7 @@ def test_openapi_document_declares_the_api_key_on_every_server_route():
 def person(client, demo_site, make_key) -> dict:
     """Ada on the demo site: visitor token, user id and email, with recorded choices."""
     key = make_key(demo_site, *API_SCOPES)
-    token = submit(client, demo_site, ACCEPT_ALL).get_json()["visitor_token"]
-    for url, body in [
-        ("/v1/server/links", {"visitor_token": token, "user_id": PERSON_USER_ID}),
-        ("/v1/server/subjects/correct",
-         {"user_id": PERSON_USER_ID, "field": "email", "value": PERSON_EMAIL}),
-        ("/v1/server/records", {"email": PERSON_EMAIL, "decisions": [
-            {"purpose": "email_marketing", "granted": False}]}),
-    ]:
-        assert client.post(url, json=body, headers=bearer(key)).status_code in (200, 201)
+    token = make_person(client, demo_site, key, email_marketing=False)
     return {"site": demo_site, "key": key, "token": token,
             "who": {"email": PERSON_EMAIL}}
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import ACCEPT_ALL, bearer, submit
+from helpers import ACCEPT_ALL, PERSON_EMAIL, PERSON_USER_ID, bearer, make_person, submit
 from itsdangerous import URLSafeSerializer
 from sqlalchemy import func, select
 
@@ -37,8 +37,6 @@ WRITABLE_TABLES = (ConsentRecord, Subject, Visitor, CurrentState, IdempotentRequ
 ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                413: "request_entity_too_large", 415: "unsupported_media_type",
                422: "unprocessable_entity"}
-PERSON_EMAIL = "ada@example.com"
-PERSON_USER_ID = "ada-1"
 DECISION = [{"purpose": "analytics", "granted": True}]
 
 #: Every JSON body route: (path with {site}, what a valid body looks like).
@@ -79,15 +77,7 @@ def rows(app):
 def person(client, demo_site, make_key) -> dict:
     """Ada on the demo site: a visitor token, a user id and an email, all recorded."""
     key = make_key(demo_site, "read", "write", "rights")
-    token = submit(client, demo_site, ACCEPT_ALL).get_json()["visitor_token"]
-    for url, body in [
-        ("/v1/server/links", {"visitor_token": token, "user_id": PERSON_USER_ID}),
-        ("/v1/server/subjects/correct",
-         {"user_id": PERSON_USER_ID, "field": "email", "value": PERSON_EMAIL}),
-        ("/v1/server/records", {"email": PERSON_EMAIL, "decisions": [
-            {"purpose": "email_marketing", "granted": True}]}),
-    ]:
-        assert client.post(url, json=body, headers=bearer(key)).status_code in (200, 201)
+    token = make_person(client, demo_site, key, email_marketing=True)
     return {"site": demo_site, "key": key, "token": token}
 
 
