@@ -9,11 +9,12 @@ from flask import Flask
 
 from consent.admin import bp as admin_bp
 from consent.api import init_api
+from consent.api.fastcheck import install_fast_check
 from consent.cli import register_cli
 from consent.config import load_config
 from consent.db import db, init_db, migrate
 from consent.limits import init_limits
-from consent.security import exempt_from_https_redirect, init_security
+from consent.security import exempt_from_https_redirect, init_security, trust_proxies
 from consent.unsubscribe import bp as unsubscribe_bp
 from consent.widget import bp as widget_bp
 
@@ -47,6 +48,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(unsubscribe_bp)
     app.register_blueprint(admin_bp)
 
-    init_limits(app)  # limits views by endpoint, so after the blueprints
+    limiter = init_limits(app)  # limits views by endpoint, so after the blueprints
     exempt_from_https_redirect(app)
+    install_fast_check(app, limiter)
+    trust_proxies(app)  # outermost: every layer within sees the real client
     return app

@@ -52,6 +52,9 @@ class Config:
     #: Admin sign-in attempts per client address, on top of the per-name lockout.
     RATELIMIT_SIGN_IN = "10/minute"
 
+    #: Answer well-formed public checks before Flask runs (consent/api/fastcheck.py).
+    FAST_CHECK = True
+
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     API_TITLE = "Consent service"
     API_VERSION = "v1"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from flask import after_this_request, current_app, has_request_context, request
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
@@ -88,6 +88,21 @@ def _configure_sqlite(dbapi_connection, connection_record):
     cursor.close()
 
 
+#: Execution option marking an ``autocommit_engine``'s connections.
+AUTOCOMMIT_READS = "consent_autocommit_reads"
+
+
+def autocommit_engine(url) -> Engine:
+    """A pool for single-statement reads: autocommit, so no BEGIN, ROLLBACK or ping.
+
+    A dropped connection fails its statement and invalidates the pool; the caller
+    retries elsewhere (the check's fast path leaves the request to Flask).
+    """
+    return create_engine(
+        url, isolation_level="AUTOCOMMIT", execution_options={AUTOCOMMIT_READS: True}
+    )
+
+
 @event.listens_for(Engine, "begin")
 def _begin_sqlite(connection):
     """Take SQLite's write lock up front for any transaction that may write.
@@ -99,6 +114,9 @@ def _begin_sqlite(connection):
     """
     if connection.dialect.name != "sqlite":
         return
+    options = connection.get_execution_options()
+    if options.get("isolation_level") == "AUTOCOMMIT" or options.get(AUTOCOMMIT_READS):
+        return  # one statement (the check), in SQLite's own implicit read transaction
     is_read_only = has_request_context() and request.method in ("GET", "HEAD", "OPTIONS")
     connection.exec_driver_sql("BEGIN" if is_read_only else "BEGIN IMMEDIATE")
 

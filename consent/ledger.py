@@ -11,12 +11,14 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections import namedtuple
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import bindparam, event, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, joinedload
 
 from consent.db import db, now_utc
@@ -505,6 +507,47 @@ def _visitor_check_statement():
     )
 
 
+
+@functools.cache
+def _check_on_driver(dialect) -> tuple[str, dict, tuple[str, ...] | None, list, type]:
+    """The check compiled once for a dialect: SQL, fixed parameters, their order, types."""
+    statement = _visitor_check_statement()
+    compiled = statement.compile(dialect=dialect)
+    processors = [
+        column.type.dialect_impl(dialect).result_processor(dialect, None)
+        for column in statement.selected_columns
+    ]
+    row_type = namedtuple("CheckRow", [column.key for column in statement.selected_columns])
+    order = tuple(compiled.positiontup) if compiled.positional else None
+    return str(compiled), compiled.params, order, processors, row_type
+
+
+def _check_rows_on_driver(engine: Engine, params: dict) -> list:
+    """Run the check on a pooled driver connection: the hot path, without the Core.
+
+    The statement and its type conversions are SQLAlchemy's, compiled once; each call
+    is one ``cursor.execute``. A connection that fails is discarded, not reused.
+    """
+    sql, fixed, order, processors, row_type = _check_on_driver(engine.dialect)
+    params = {**fixed, **params}
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute(sql, [params[name] for name in order] if order else params)
+        fetched = cursor.fetchall()
+        cursor.close()
+    except BaseException:
+        connection.invalidate()
+        raise
+    finally:
+        connection.close()
+    return [
+        row_type(*(process(value) if process else value
+                   for process, value in zip(processors, row, strict=True)))
+        for row in fetched
+    ]
+
+
 def check_visitor(
     site_key: str,
     visitor_id: str | None,
@@ -512,22 +555,24 @@ def check_visitor(
     service: str | None = None,
     *,
     now: datetime | None = None,
+    engine: Engine | None = None,
 ) -> VisitorCheck | None:
     """The public check in one SQL statement, whatever the size of the history.
 
     Returns None for an unknown site. Reads the site, the purpose, the visitor's
     subject, its current state (purpose and service rows) and the latest material
-    policy date together.
+    policy date together. ``engine``, if given, is an ``autocommit_engine``.
     """
-    # Straight on a pooled connection in autocommit, not through the ORM session: one
-    # statement reads consistently on its own, and on PostgreSQL this saves the BEGIN and
-    # ROLLBACK round trips and the unit of work, half of the check's time.
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        rows = connection.execute(
-            _visitor_check_statement(),
-            {"site_key": site_key, "visitor_id": visitor_id, "purpose_key": purpose_key,
-             "service": service or ""},
-        ).all()
+    params = {"site_key": site_key, "visitor_id": visitor_id, "purpose_key": purpose_key,
+              "service": service or ""}
+    if engine is not None:
+        rows = _check_rows_on_driver(engine, params)
+    else:
+        # Straight on a pooled connection in autocommit, not through the ORM session: one
+        # statement reads consistently on its own, and on PostgreSQL this saves the BEGIN
+        # and ROLLBACK round trips and the unit of work.
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            rows = connection.execute(_visitor_check_statement(), params).all()
     if not rows:
         return None
     first = rows[0]

@@ -94,6 +94,33 @@ def init_limits(app: Flask) -> Limiter | None:
     return limiter
 
 
+class LimitCounter:
+    """Count requests to one limited endpoint outside Flask, on Flask-Limiter's counters.
+
+    The public check's fast path (``consent.api.fastcheck``) answers before Flask runs;
+    it counts here under the storage key Flask-Limiter uses (prefix, key, endpoint), so a
+    client has one allowance whichever path answers it. A refusal is left to Flask,
+    which counts once more, still over the limit, and answers 429 as always.
+    """
+
+    def __init__(self, limiter: Limiter, app: Flask, endpoint: str) -> None:
+        setting = LIMITED_ENDPOINTS[endpoint][0]
+        self.limiter = limiter
+        self.items = sorted(parse_many(_checked_limit(app, setting)))
+        self.scope = endpoint
+        self.prefix = app.config.get("RATELIMIT_KEY_PREFIX") or ""
+
+    def hit(self, key: str) -> bool:
+        """Count one request from ``key``; False once any limit is exceeded.
+
+        Raises what the storage raises (Redis down): the caller then leaves the
+        request to Flask-Limiter, which falls back to memory.
+        """
+        args = [self.prefix, key, self.scope] if self.prefix else [key, self.scope]
+        strategy = self.limiter.limiter
+        return all(strategy.hit(item, *args) for item in self.items)
+
+
 def _checked_limit(app: Flask, setting: str) -> str:
     """The limit a setting holds; a mistyped one stops the start, not the limiting."""
     value = str(app.config[setting])

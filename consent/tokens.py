@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from flask import current_app
 from flask_smorest import abort
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -9,8 +11,25 @@ from itsdangerous import BadSignature, URLSafeSerializer
 VISITOR_SALT = "consent.visitor-token"
 
 
+@functools.lru_cache(maxsize=8)
+def visitor_serializer(secret_key: str) -> URLSafeSerializer:
+    """One serializer per secret: building one costs more than checking a token."""
+    return URLSafeSerializer(secret_key, salt=VISITOR_SALT)
+
+
 def _visitor_serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=VISITOR_SALT)
+    return visitor_serializer(current_app.config["SECRET_KEY"])
+
+
+def open_visitor_token(serializer: URLSafeSerializer, token: str) -> dict | None:
+    """The token's ``{"site", "visitor"}`` if we signed it, else None."""
+    try:
+        payload = serializer.loads(token)
+    except BadSignature:
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("visitor"), str):
+        return None
+    return payload
 
 
 def make_visitor_token(site_key: str, visitor_id: str) -> str:
@@ -23,11 +42,8 @@ def read_visitor_token(token: str, site_key: str, field: str = "visitor_token") 
 
     ``field`` names where the token came from in the error (a body field or a header).
     """
-    try:
-        payload = _visitor_serializer().loads(token)
-    except BadSignature:
-        payload = None
-    if not isinstance(payload, dict) or not isinstance(payload.get("visitor"), str):
+    payload = open_visitor_token(_visitor_serializer(), token)
+    if payload is None:
         message = "The visitor token is invalid."
         abort(401, message=message, errors={field: [message]})
     if payload.get("site") != site_key:

@@ -118,6 +118,31 @@ def app(database_url, tmp_path):
 
 
 @pytest.fixture
+def app_with(app):
+    """Build another app on the test database with these settings (limits on)."""
+    built = []
+
+    def build(**settings):
+        other = create_app(
+            {
+                "TESTING": True,
+                "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+                "SECRET_KEY": app.config["SECRET_KEY"],
+                "DATA_KEY": app.config["DATA_KEY"],
+                **settings,
+            }
+        )
+        built.append(other)
+        return other
+
+    yield build
+    for other in built:
+        with other.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
 def runner(app):
     return app.test_cli_runner()
 

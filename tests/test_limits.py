@@ -16,9 +16,6 @@ import pytest
 import redis
 from helpers import ACCEPT_ALL, bearer, check, submit
 
-from consent import create_app
-from consent.db import db
-
 REDIS_URL = os.environ.get("CONSENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLIENT = "192.0.2.10"
 PROXY = "10.0.0.1"
@@ -26,30 +23,6 @@ CSRF_TOKEN = re.compile(
     r'name="csrf_token" type="hidden" value="([^"]+)"|'
     r'type="hidden" name="csrf_token" value="([^"]+)"'
 )
-
-
-@pytest.fixture
-def limited_app(app):
-    """Build another app on the test database with these settings (limits on)."""
-    built = []
-
-    def build(**settings):
-        other = create_app(
-            {
-                "TESTING": True,
-                "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-                "SECRET_KEY": app.config["SECRET_KEY"],
-                "DATA_KEY": app.config["DATA_KEY"],
-                **settings,
-            }
-        )
-        built.append(other)
-        return other
-
-    yield build
-    for other in built:
-        with other.app_context():
-            db.engine.dispose()
 
 
 @pytest.fixture
@@ -91,8 +64,8 @@ def assert_refused(response) -> None:
 # --- recording and checking -------------------------------------------------------------
 
 
-def test_record_over_the_limit_gets_429_in_the_api_error_shape(limited_app, demo_site):
-    client = client_at(limited_app(RATELIMIT_RECORD="2/minute"))
+def test_record_over_the_limit_gets_429_in_the_api_error_shape(app_with, demo_site):
+    client = client_at(app_with(RATELIMIT_RECORD="2/minute"))
     assert [submit(client, demo_site, ACCEPT_ALL).status_code for _ in range(2)] == [201, 201]
     response = submit(client, demo_site, ACCEPT_ALL)
     assert_refused(response)
@@ -102,16 +75,16 @@ def test_record_over_the_limit_gets_429_in_the_api_error_shape(limited_app, demo
     assert "allowed" not in body
 
 
-def test_refused_record_writes_nothing(limited_app, demo_site, record_count):
-    client = client_at(limited_app(RATELIMIT_RECORD="1/minute"))
+def test_refused_record_writes_nothing(app_with, demo_site, record_count):
+    client = client_at(app_with(RATELIMIT_RECORD="1/minute"))
     assert submit(client, demo_site, ACCEPT_ALL).status_code == 201
     before = record_count()
     assert submit(client, demo_site, ACCEPT_ALL).status_code == 429
     assert record_count() == before == 1
 
 
-def test_check_over_the_limit_still_answers_not_allowed(limited_app, demo_site):
-    client = client_at(limited_app(RATELIMIT_CHECK="2/minute"))
+def test_check_over_the_limit_still_answers_not_allowed(app_with, demo_site):
+    client = client_at(app_with(RATELIMIT_CHECK="2/minute"))
     for _ in range(2):
         assert check(client, demo_site, "analytics").status_code == 200
     response = check(client, demo_site, "analytics")
@@ -121,8 +94,8 @@ def test_check_over_the_limit_still_answers_not_allowed(limited_app, demo_site):
     assert body["error"] == "too_many_requests"
 
 
-def test_check_answers_stay_uncached_under_the_limit(limited_app, demo_site):
-    client = client_at(limited_app(RATELIMIT_CHECK="2/minute"))
+def test_check_answers_stay_uncached_under_the_limit(app_with, demo_site):
+    client = client_at(app_with(RATELIMIT_CHECK="2/minute"))
     response = check(client, demo_site, "analytics")
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
@@ -137,8 +110,8 @@ def test_check_answers_stay_uncached_under_the_limit(limited_app, demo_site):
     ],
     ids=["check", "bulk-check"],
 )
-def test_server_checks_are_limited(limited_app, demo_site, make_key, method, path, body):
-    client = client_at(limited_app(RATELIMIT_CHECK="1/minute"))
+def test_server_checks_are_limited(app_with, demo_site, make_key, method, path, body):
+    client = client_at(app_with(RATELIMIT_CHECK="1/minute"))
     headers = bearer(make_key(demo_site, "read"))
     assert getattr(client, method)(path, json=body, headers=headers).status_code == 200
     response = getattr(client, method)(path, json=body, headers=headers)
@@ -146,17 +119,17 @@ def test_server_checks_are_limited(limited_app, demo_site, make_key, method, pat
     assert response.get_json()["error"] == "too_many_requests"
 
 
-def test_each_site_counts_apart(limited_app, demo_site, make_site):
-    client = client_at(limited_app(RATELIMIT_RECORD="1/minute"))
+def test_each_site_counts_apart(app_with, demo_site, make_site):
+    client = client_at(app_with(RATELIMIT_RECORD="1/minute"))
     other_site = make_site()
     assert submit(client, demo_site, ACCEPT_ALL).status_code == 201
     assert submit(client, demo_site, ACCEPT_ALL).status_code == 429
     assert submit(client, other_site, ACCEPT_ALL).status_code == 201
 
 
-def test_refusal_is_readable_by_the_sites_own_pages(limited_app, make_site):
+def test_refusal_is_readable_by_the_sites_own_pages(app_with, make_site):
     site = make_site(origins=["https://shop.example"])
-    client = client_at(limited_app(RATELIMIT_RECORD="1/minute"))
+    client = client_at(app_with(RATELIMIT_RECORD="1/minute"))
     origin = {"Origin": "https://shop.example"}
     assert submit(client, site, ACCEPT_ALL, headers=origin).status_code == 201
     response = submit(client, site, ACCEPT_ALL, headers=origin)
@@ -165,21 +138,21 @@ def test_refusal_is_readable_by_the_sites_own_pages(limited_app, make_site):
     assert "Retry-After" in response.headers["Access-Control-Expose-Headers"]
 
 
-def test_a_mistyped_limit_stops_the_app_from_starting(limited_app):
+def test_a_mistyped_limit_stops_the_app_from_starting(app_with):
     with pytest.raises(RuntimeError, match="CONSENT_RATELIMIT_CHECK"):
-        limited_app(RATELIMIT_CHECK="600 a minute")
+        app_with(RATELIMIT_CHECK="600 a minute")
 
 
-def test_limits_can_be_switched_off(limited_app, demo_site):
-    client = client_at(limited_app(RATELIMIT_ENABLED=False, RATELIMIT_RECORD="1/minute"))
+def test_limits_can_be_switched_off(app_with, demo_site):
+    client = client_at(app_with(RATELIMIT_ENABLED=False, RATELIMIT_RECORD="1/minute"))
     assert [submit(client, demo_site, ACCEPT_ALL).status_code for _ in range(3)] == [201] * 3
 
 
 # --- admin sign-in ----------------------------------------------------------------------
 
 
-def test_sign_in_over_the_limit_gets_a_readable_page(limited_app):
-    client = client_at(limited_app(RATELIMIT_SIGN_IN="2/minute"))
+def test_sign_in_over_the_limit_gets_a_readable_page(app_with):
+    client = client_at(app_with(RATELIMIT_SIGN_IN="2/minute"))
     form = client.get("/admin/sign-in")
     match = CSRF_TOKEN.search(form.text)
     attempt = {"csrf_token": match.group(1) or match.group(2), "name": "ada", "password": "guess"}
@@ -191,32 +164,32 @@ def test_sign_in_over_the_limit_gets_a_readable_page(limited_app):
     assert "Too Many Requests" in response.text and "Try again in" in response.text
 
 
-def test_showing_the_sign_in_form_is_not_counted(limited_app):
-    client = client_at(limited_app(RATELIMIT_SIGN_IN="1/minute"))
+def test_showing_the_sign_in_form_is_not_counted(app_with):
+    client = client_at(app_with(RATELIMIT_SIGN_IN="1/minute"))
     assert [client.get("/admin/sign-in").status_code for _ in range(3)] == [200] * 3
 
 
 # --- the client address -----------------------------------------------------------------
 
 
-def test_forwarded_for_is_ignored_without_trusted_proxies(limited_app, demo_site):
-    client = client_at(limited_app(RATELIMIT_RECORD="1/minute", TRUSTED_PROXIES=0))
+def test_forwarded_for_is_ignored_without_trusted_proxies(app_with, demo_site):
+    client = client_at(app_with(RATELIMIT_RECORD="1/minute", TRUSTED_PROXIES=0))
     first = submit(client, demo_site, ACCEPT_ALL, headers=forwarded_for("198.51.100.1"))
     assert first.status_code == 201
     second = submit(client, demo_site, ACCEPT_ALL, headers=forwarded_for("198.51.100.2"))
     assert second.status_code == 429
 
 
-def test_behind_a_trusted_proxy_each_real_client_counts_apart(limited_app, demo_site):
-    proxy = client_at(limited_app(RATELIMIT_RECORD="1/minute", TRUSTED_PROXIES=1), PROXY)
+def test_behind_a_trusted_proxy_each_real_client_counts_apart(app_with, demo_site):
+    proxy = client_at(app_with(RATELIMIT_RECORD="1/minute", TRUSTED_PROXIES=1), PROXY)
     alice, bob = forwarded_for("203.0.113.1"), forwarded_for("203.0.113.2")
     assert submit(proxy, demo_site, ACCEPT_ALL, headers=alice).status_code == 201
     assert submit(proxy, demo_site, ACCEPT_ALL, headers=alice).status_code == 429
     assert submit(proxy, demo_site, ACCEPT_ALL, headers=bob).status_code == 201
 
 
-def test_spoofed_leftmost_forwarded_for_does_not_dodge_the_limit(limited_app, demo_site):
-    proxy = client_at(limited_app(RATELIMIT_RECORD="1/minute", TRUSTED_PROXIES=1), PROXY)
+def test_spoofed_leftmost_forwarded_for_does_not_dodge_the_limit(app_with, demo_site):
+    proxy = client_at(app_with(RATELIMIT_RECORD="1/minute", TRUSTED_PROXIES=1), PROXY)
     real = "203.0.113.1"
     assert submit(proxy, demo_site, ACCEPT_ALL, headers=forwarded_for(real)).status_code == 201
     # The client wrote the first entry itself; the proxy appended the address it saw.
@@ -227,38 +200,38 @@ def test_spoofed_leftmost_forwarded_for_does_not_dodge_the_limit(limited_app, de
 # --- where the counts live --------------------------------------------------------------
 
 
-def test_limit_holds_across_apps_sharing_redis(limited_app, demo_site, redis_prefix):
+def test_limit_holds_across_apps_sharing_redis(app_with, demo_site, redis_prefix):
     settings = {
         "RATELIMIT_STORAGE_URL": REDIS_URL,
         "RATELIMIT_KEY_PREFIX": redis_prefix,
         "RATELIMIT_RECORD": "2/minute",
     }
-    first, second = client_at(limited_app(**settings)), client_at(limited_app(**settings))
+    first, second = client_at(app_with(**settings)), client_at(app_with(**settings))
     assert submit(first, demo_site, ACCEPT_ALL).status_code == 201
     assert submit(second, demo_site, ACCEPT_ALL).status_code == 201
     assert_refused(submit(first, demo_site, ACCEPT_ALL))
     assert_refused(submit(second, demo_site, ACCEPT_ALL))
 
 
-def test_memory_counts_are_per_app(limited_app, demo_site):
-    first = client_at(limited_app(RATELIMIT_RECORD="1/minute"))
-    second = client_at(limited_app(RATELIMIT_RECORD="1/minute"))
+def test_memory_counts_are_per_app(app_with, demo_site):
+    first = client_at(app_with(RATELIMIT_RECORD="1/minute"))
+    second = client_at(app_with(RATELIMIT_RECORD="1/minute"))
     assert submit(first, demo_site, ACCEPT_ALL).status_code == 201
     assert submit(second, demo_site, ACCEPT_ALL).status_code == 201
 
 
-def test_unreachable_storage_falls_back_to_counting_in_memory(limited_app, demo_site):
+def test_unreachable_storage_falls_back_to_counting_in_memory(app_with, demo_site):
     nothing_listens = "redis://127.0.0.1:1/0"
-    app = limited_app(RATELIMIT_STORAGE_URL=nothing_listens, RATELIMIT_CHECK="1/minute")
+    app = app_with(RATELIMIT_STORAGE_URL=nothing_listens, RATELIMIT_CHECK="1/minute")
     client = client_at(app)
     assert check(client, demo_site, "analytics").status_code == 200
     assert check(client, demo_site, "analytics").status_code == 429
 
 
-def test_counting_in_memory_starts_no_thread_per_request(limited_app, demo_site, monkeypatch):
+def test_counting_in_memory_starts_no_thread_per_request(app_with, demo_site, monkeypatch):
     # The library's own memory storage starts a timer thread on nearly every hit, which
     # cost the check most of its throughput under gunicorn (bench/check_throughput.py).
-    client = client_at(limited_app(RATELIMIT_CHECK="1000/minute"))
+    client = client_at(app_with(RATELIMIT_CHECK="1000/minute"))
     check(client, demo_site, "analytics")
     started = []
     monkeypatch.setattr(threading.Thread, "start", lambda thread: started.append(thread))

@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from consent.api import public, server, wellknown
-from consent.api.common import is_allowed_origin
+from consent.api.common import CORS_EXPOSED_HEADERS, is_allowed_origin
 from consent.db import db, describe_database_error
 from consent.errors import Conflict, InvalidRequest
 from consent.schemas import ErrorSchema
@@ -143,7 +143,7 @@ def _add_cors_headers(response):
         allowed_origins = site.allowed_origins if site else []
     if is_allowed_origin(allowed_origins, origin):
         response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Expose-Headers"] = "ETag, Idempotent-Replayed, Retry-After"
+        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
         if request.method == "OPTIONS":
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = (

@@ -25,9 +25,18 @@ class ApiBlueprint(Blueprint):
     ARGUMENTS_PARSER = JsonParser()
 
 
-def is_allowed_origin(allowed_origins: list[str], origin: str) -> bool:
-    """The site's listed origins, and the service's own pages (the demo)."""
-    own_origin = request.host_url.rstrip("/")
+#: Answer headers a page on an allowed origin may read.
+CORS_EXPOSED_HEADERS = "ETag, Idempotent-Replayed, Retry-After"
+
+
+def is_allowed_origin(
+    allowed_origins: list[str], origin: str, host_url: str | None = None
+) -> bool:
+    """The site's listed origins, and the service's own pages (the demo).
+
+    ``host_url`` is the request's (``request.host_url`` unless given).
+    """
+    own_origin = (host_url or request.host_url).rstrip("/")
     return origin in allowed_origins or origin == own_origin
 
 

@@ -1,0 +1,107 @@
+"""The check's fast path answers exactly as Flask would, and leaves it everything else.
+
+One database, two apps: the service as shipped and the same with ``FAST_CHECK`` off,
+so every answer below is compared with Flask's own, byte for byte (the CSP nonce aside).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from helpers import ACCEPT_ALL, check, submit
+
+#: As the test app: the limiter on, out of reach.
+HIGH_CHECK_LIMIT = {"RATELIMIT_CHECK": "100000/minute"}
+
+
+@pytest.fixture
+def flask_only(app_with):
+    """The same service on the same database, every check answered by Flask."""
+    return app_with(FAST_CHECK=False, **HIGH_CHECK_LIMIT)
+
+
+def _comparable(response) -> tuple:
+    headers = sorted(
+        (name, re.sub(r"'nonce-[^']+'", "'nonce-N'", value))
+        for name, value in response.headers.items()
+    )
+    return response.status_code, headers, response.get_data()
+
+
+def test_fast_and_flask_answers_are_the_same(app, client, flask_only, demo_site, make_site):
+    site = demo_site
+    decisions = [
+        {"purpose": "analytics", "granted": True, "services": {"matomo": False}},
+        {"purpose": "marketing", "granted": False},
+    ]
+    token = submit(client, site, decisions).get_json()["visitor_token"]
+    other_site = make_site()
+    foreign = submit(client, other_site, ACCEPT_ALL).get_json()["visitor_token"]
+    withdrawn = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    submit(client, site, [{"purpose": "marketing", "granted": False}], token=withdrawn)
+    slow = flask_only.test_client()
+    cases = [
+        ("analytics", None, token, {}),
+        ("analytics", "matomo", token, {}),
+        ("analytics", "unknown-service", token, {}),
+        ("marketing", None, token, {}),
+        ("marketing", None, withdrawn, {}),
+        ("necessary", None, token, {}),
+        ("preferences", None, token, {}),
+        ("nope", None, token, {}),
+        ("analytics", None, None, {}),
+        ("analytics", None, token, {"Origin": "http://localhost:5000"}),
+        ("analytics", None, token, {"Origin": "https://evil.example"}),
+        ("analytics", None, token, {"Origin": "http://localhost"}),  # the service's own
+        ("analytics", None, token, {"X-Forwarded-Proto": "https"}),
+        ("analytics", None, foreign, {}),  # 403, from Flask on both
+        ("analytics", None, "forged", {}),  # 401
+        ("Analytics", None, token, {}),  # not plain: Flask on both
+    ]
+    answered_fast = 0
+    for purpose, service, visitor_token, headers in cases:
+        query = {"purpose": purpose, **({"service": service} if service else {})}
+        request = {
+            "query_string": query,
+            "headers": {**headers, **({"X-Consent-Token": visitor_token} if visitor_token else {})},
+        }
+        for base_url in ("http://localhost/", "https://localhost/"):
+            fast = client.get(f"/v1/sites/{site}/check", base_url=base_url, **request)
+            flask = slow.get(f"/v1/sites/{site}/check", base_url=base_url, **request)
+            assert _comparable(fast) == _comparable(flask), (purpose, service, headers)
+            answered_fast += fast.status_code == 200
+    assert answered_fast >= 26
+    https = client.get(f"/v1/sites/{site}/check?purpose=analytics", base_url="https://localhost/")
+    assert https.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_unknown_site_and_odd_queries_go_to_flask(app, client, demo_site):
+    dispatched = []
+    app.before_request(lambda: dispatched.append(1))
+    for url, status in [
+        ("/v1/sites/no-such-site/check?purpose=analytics", 404),
+        ("/v1/sites/demo/check", 422),
+        ("/v1/sites/demo/check?purpose=", 422),
+        ("/v1/sites/demo/check?purpose=analytics&purpose=x", 200),
+        ("/v1/sites/demo/check?purpose=analytics&extra=1", 200),
+        ("/v1/sites/demo/check/?purpose=analytics", 404),
+    ]:
+        assert client.get(url).status_code == status, url
+    assert client.head("/v1/sites/demo/check?purpose=analytics").status_code == 200
+    assert client.post("/v1/sites/demo/check?purpose=analytics", json={}).status_code == 405
+    assert len(dispatched) == 8
+
+
+def test_one_allowance_whichever_path_answers(app_with, demo_site):
+    """Fast and Flask answers count on one counter: the fourth check is refused."""
+    client = app_with(RATELIMIT_CHECK="3/minute").test_client()
+    assert check(client, "demo", "analytics").status_code == 200  # fast
+    assert check(client, "demo", "Analytics").status_code == 200  # Flask
+    assert check(client, "demo", "analytics").status_code == 200  # fast
+    refused = check(client, "demo", "analytics")
+    assert refused.status_code == 429
+    assert refused.get_json()["allowed"] is False
+    assert refused.get_json()["reason"] == "rate_limited"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert check(client, "demo", "Analytics").status_code == 429
