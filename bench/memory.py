@@ -2,20 +2,31 @@
 
     python bench/memory.py [--checks 100000] [--databases sqlite,postgresql]
 
-One gunicorn sync worker (recycling off), a returning visitor's check sent by wrk
-until the count is reached; RSS read from /proc for the worker process.
+One gunicorn sync worker (recycling off), a returning visitor's check sent by wrk in
+10-second rounds until at least the count is reached (the table says how many); RSS
+read from /proc for the worker process after warm-up and at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from check_throughput import visitor_token
 from serving import database, gunicorn, print_table, rss_kib, wrk
 
-SCRIPT = Path(__file__).with_name("stop_after.lua")
+ROUND_SECONDS = 10
+
+
+def send_checks(target: str, token: str, count: int) -> tuple[int, int]:
+    """At least ``count`` checks in wrk rounds; returns (sent, errors)."""
+    sent = errors = 0
+    while sent < count:
+        result = wrk(target, seconds=ROUND_SECONDS, connections=4, threads=1,
+                     headers={"X-Consent-Token": token})
+        sent += result.requests
+        errors += result.errors
+    return sent, errors
 
 
 def main() -> None:
@@ -29,15 +40,13 @@ def main() -> None:
         with database(kind) as url, gunicorn("consent:create_app()", url, workers=1) as server:
             token = visitor_token(server.url)
             target = f"{server.url}/v1/sites/demo/check?purpose=analytics"
-            wrk(target, seconds=600, connections=4, threads=1, script=SCRIPT,
-                script_args=["1000", token])
+            send_checks(target, token, 1000)  # warm up
             worker, = server.worker_pids()
             before = rss_kib(worker)
-            result = wrk(target, seconds=600, connections=4, threads=1, script=SCRIPT,
-                         script_args=[str(options.checks), token])
+            sent, errors = send_checks(target, token, options.checks)
             after = rss_kib(worker)
-        rows.append([kind, f"{result.requests:,}", f"{before / 1024:.1f}", f"{after / 1024:.1f}",
-                     f"{(after - before) / 1024:+.1f}", result.errors])
+        rows.append([kind, f"{sent:,}", f"{before / 1024:.1f}", f"{after / 1024:.1f}",
+                     f"{(after - before) / 1024:+.1f}", errors])
     print()
     print_table(["database", "checks", "RSS after warm-up MiB", "RSS after MiB", "growth MiB",
                  "errors"], rows)
