@@ -355,6 +355,9 @@ def record_decision(
     policy = find_policy(site, policy_version)
     purposes = {purpose.key: purpose for purpose in site.purposes}
     decided_ids = [purposes[decision["purpose"]].id for decision in canonical]
+    # From here to the commit, the site's appends queue: the current state read next
+    # must be the one the previous append left (a withdrawal depends on it).
+    lock_chain_head(site)
     existing = {
         (state.purpose_id, state.service): state
         for state in db.session.scalars(

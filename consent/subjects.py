@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from consent import identifiers, ledger
 from consent.db import db
@@ -86,13 +87,20 @@ def record_submission(
     """Record a visitor's submission once, even when the client retries it.
 
     Returns the response body and whether it is a replay of an earlier answer.
+
+    The site's chain is locked from reading the subject to the commit; for a first-time
+    visitor (a subject nobody else can know yet) only from reading its current state
+    (``record_decision``), so one site's new visitors overlap until then. Two
+    concurrent retries with one key both get that far; the answer's unique key lets
+    only the first commit, and the second, rolled back whole, replays its answer.
     """
-    # Take the chain lock before looking for an earlier answer: a concurrent retry
-    # with the same key then waits here and finds the first one's answer.
-    ledger.lock_chain_head(site)
-    request_digest, earlier = find_earlier_answer(site, idempotency_key, [visitor_id, args])
+    request = [visitor_id, args]
+    request_digest, earlier = find_earlier_answer(site, idempotency_key, request)
     if earlier is not None:
         return earlier, True
+    if visitor_id is not None:
+        # A returning visitor's subject may be erased or decide meanwhile: read it locked.
+        ledger.lock_chain_head(site)
 
     visitor, _ = subject_for_visitor(site, visitor_id)
     record = ledger.record_decision(
@@ -113,7 +121,16 @@ def record_submission(
             "record": record,
         }
     )
-    remember_answer(site, idempotency_key, request_digest, response)
+    try:
+        remember_answer(site, idempotency_key, request_digest, response)
+    except IntegrityError:
+        # A concurrent retry with this key committed first (PostgreSQL made this insert
+        # wait for it): nothing of this attempt stays, the first answer is the answer.
+        db.session.rollback()
+        _, earlier = find_earlier_answer(site, idempotency_key, request)
+        if earlier is None:
+            raise
+        return earlier, True
     return response, False
 
 
@@ -122,8 +139,8 @@ def find_earlier_answer(
 ) -> tuple[str | None, dict[str, Any] | None]:
     """The request's digest and the answer given to an earlier request with this key.
 
-    Call with the site's chain head locked, so a concurrent retry waits for the first.
-    The same key with a different request is refused.
+    A concurrent retry may not see the first answer yet: ``remember_answer``'s unique
+    key then decides which one stays. The same key with a different request is refused.
     """
     if idempotency_key is None:
         return None, None
