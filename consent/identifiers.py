@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -66,6 +67,13 @@ def is_storable_text(value: str) -> bool:
     return True
 
 
+#: Characters no address we accept holds, besides spaces and invisible ones.
+NOT_IN_EMAIL = '<>,;"()[]\\'
+#: The same for an all-ASCII address (most of a mailing list), in one regex: spaces and
+#: controls are exactly what ``isspace`` and category C catch below 128.
+ASCII_NOT_IN_EMAIL = re.compile(r'[\x00-\x20\x7f<>,;"()\[\]\\]')
+
+
 def normalise_email(email: str, field: str = "email") -> str:
     """Return the email trimmed and lower-cased, or refuse one that is not an address."""
     value = email.strip().lower()
@@ -82,8 +90,10 @@ def normalise_email(email: str, field: str = "email") -> str:
         or not is_storable_text(value)
         # Invisible characters (controls, bidi overrides, zero-width spaces) would make a
         # second address that reads as the first, and escape the first one's opt-out.
-        or any(ch.isspace() or unicodedata.category(ch).startswith("C") or ch in "<>,;\"()[]\\"
-               for ch in value)
+        or (ASCII_NOT_IN_EMAIL.search(value) if value.isascii() else any(
+            ch.isspace() or unicodedata.category(ch).startswith("C") or ch in NOT_IN_EMAIL
+            for ch in value
+        ))
     ):
         raise InvalidRequest(field, "Not a valid email address.")
     return value

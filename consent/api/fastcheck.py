@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
+import threading
 import weakref
 from urllib.parse import parse_qsl
 
+import psycopg
 from flask import Flask
 from flask_limiter import Limiter
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from werkzeug.wsgi import get_host
 
 from consent import ledger
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 CHECK_PATH = re.compile(r"/v1/sites/([^/]+)/check\Z")
 #: Parameter values answered here; anything else (still maybe valid) goes to Flask.
 PLAIN_VALUE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
+#: SQLAlchemy's and the drivers' own (the statement runs on the driver).
+DATABASE_ERRORS = (DBAPIError, sqlite3.Error, psycopg.Error)
 
 
 class FastCheck:
@@ -51,7 +57,8 @@ class FastCheck:
         self.counter = LimitCounter(limiter, app, "public.Check") if limiter else None
         self.security_headers = headers_outside_flask()
         self.serializer = visitor_serializer(app.config["SECRET_KEY"])
-        self._engine = None
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
 
     @property
     def engine(self) -> Engine:
@@ -60,13 +67,14 @@ class FastCheck:
         It is emptied whenever the app's engine is disposed (a test, a failover drill)
         and when the app goes away, so no connection outlives its app.
         """
-        if self._engine is None:
-            with self.app.app_context():
-                main_engine = db.engine
-            engine = autocommit_engine(main_engine.url)
-            event.listen(main_engine, "engine_disposed", lambda _: engine.dispose())
-            weakref.finalize(self, engine.dispose)
-            self._engine = engine
+        with self._engine_lock:  # gthread workers: one pool per process, not per thread
+            if self._engine is None:
+                with self.app.app_context():
+                    main_engine = db.engine
+                engine = autocommit_engine(main_engine.url)
+                event.listen(main_engine, "engine_disposed", lambda _: engine.dispose())
+                weakref.finalize(self, engine.dispose)
+                self._engine = engine
         return self._engine
 
     def __call__(self, environ: dict, start_response):
@@ -74,8 +82,11 @@ class FastCheck:
         if matched and environ.get("REQUEST_METHOD") == "GET":
             try:
                 answer = self.answer(environ, matched.group(1))
-            except Exception:  # noqa: BLE001 - Flask answers it, with its error handling
-                log.warning("fast check left the request to Flask", exc_info=True)
+            except Exception as error:  # noqa: BLE001 - Flask answers it, with its handling
+                # A database fault is Flask's to log and answer; anything else is a bug here.
+                is_database = isinstance(error, DATABASE_ERRORS)
+                log.warning("fast check left the request to Flask: %s",
+                            error.__class__.__name__, exc_info=not is_database)
                 answer = None
             if answer is not None:
                 status, headers, body = answer
@@ -151,5 +162,6 @@ def _iso(moment) -> str | None:
 
 def install_fast_check(app: Flask, limiter: Limiter | None) -> None:
     """Put the fast path in front of Flask (``FAST_CHECK``, on by default)."""
-    if app.config["FAST_CHECK"]:
+    # Flask-Limiter's optional X-RateLimit-* headers are not reproduced here.
+    if app.config["FAST_CHECK"] and not app.config.get("RATELIMIT_HEADERS_ENABLED"):
         app.wsgi_app = app.extensions["consent.fast_check"] = FastCheck(app, limiter)
