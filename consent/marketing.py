@@ -100,6 +100,8 @@ def bulk_check(site: Site, purpose_key: str, kind: str, values: list[str]) -> li
     for index, value in enumerate(values):
         if index not in digests_of:
             verdict = ledger.Verdict(False, "invalid")
+        elif purpose.is_required:  # as the single check answers, known or not
+            verdict = ledger.Verdict(True, "required")
         else:
             subject_id = next(
                 (subject_ids_by_digest[d] for d in digests_of[index]
@@ -109,8 +111,6 @@ def bulk_check(site: Site, purpose_key: str, kind: str, values: list[str]) -> li
             if subject_id is None:
                 reason = "erased" if erased.intersection(digests_of[index]) else "no_decision"
                 verdict = ledger.Verdict(False, reason)
-            elif purpose.is_required:
-                verdict = ledger.Verdict(True, "required")
             else:
                 verdict = ledger.judge_state(
                     site.lifetime_days, states.get(subject_id), None, material_published_at, now

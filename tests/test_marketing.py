@@ -66,6 +66,18 @@ def test_bulk_check_answers_ten_thousand_in_order(server):
     assert body["results"][7]["allowed"] is True
 
 
+def test_bulk_check_of_a_required_purpose_answers_as_the_single_check(server, client):
+    opt(server, "known@example.com", OPT_IN)
+    response = server("post", "/v1/server/bulk-check",
+                      json={"purpose": "necessary", "emails": ["known@example.com",
+                                                               "new@example.com", "bad"]})
+    assert [(row["allowed"], row["reason"]) for row in response.get_json()["results"]] == [
+        (True, "required"), (True, "required"), (False, "invalid")]
+    single = server("get", "/v1/server/check",
+                    query_string={"purpose": "necessary", "email": "new@example.com"})
+    assert (single.get_json()["allowed"], single.get_json()["reason"]) == (True, "required")
+
+
 def test_bulk_check_refuses_more_than_ten_thousand(server):
     emails = [f"p{i}@example.com" for i in range(10_001)]
     response = server("post", "/v1/server/bulk-check",
