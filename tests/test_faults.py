@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -476,6 +477,7 @@ def test_disk_full_at_commit_answers_507_and_recovers(
         (psycopg.errors.ReadOnlySqlTransaction, 503, "read-only"),
         (psycopg.errors.LockNotAvailable, 503, "busy"),
         (psycopg.OperationalError, 503, "cannot be reached"),
+        (psycopg.errors.UniqueViolation, 409, "same data"),
     ],
 )
 def test_postgresql_errors_are_named(error, status, naming):
@@ -483,3 +485,15 @@ def test_postgresql_errors_are_named(error, status, naming):
     wrapped = sqlalchemy.exc.OperationalError("INSERT ...", {}, error("simulated"))
     assert describe_database_error(wrapped)[0] == status
     assert naming in describe_database_error(wrapped)[1]
+
+
+def test_a_race_on_a_unique_key_is_a_conflict_on_sqlite_too():
+    """A real SQLite constraint error: 409 and try again, not "cannot be reached"."""
+    connection = sqlite3.connect(":memory:")
+    connection.execute("CREATE TABLE person (email TEXT UNIQUE)")
+    connection.execute("INSERT INTO person VALUES ('ada@example.com')")
+    with pytest.raises(sqlite3.IntegrityError) as raised:
+        connection.execute("INSERT INTO person VALUES ('ada@example.com')")
+    wrapped = sqlalchemy.exc.IntegrityError("INSERT ...", {}, raised.value)
+    assert describe_database_error(wrapped) == (
+        409, "Another request changed the same data at once: nothing was written, try again.")
