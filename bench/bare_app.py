@@ -10,8 +10,13 @@ from sqlalchemy import create_engine, text
 
 app = Flask(__name__)
 _url = os.environ.get("CONSENT_DATABASE_URL", "")
-engine = create_engine(_url.replace("postgresql://", "postgresql+psycopg://", 1),
-                       isolation_level="AUTOCOMMIT") if _url else None
+engine = (
+    create_engine(
+        _url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    if _url
+    else None
+)
 
 
 @app.get("/")

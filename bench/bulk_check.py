@@ -39,8 +39,12 @@ def main() -> None:
                 site = db.session.scalars(select(Site)).one()
                 for index, email in enumerate(emails[: options.known]):
                     subject = find_or_create_subject_by(site, "email", email)
-                    record_decision(site, subject, [{"purpose": "email_marketing",
-                                                     "granted": index % 4 != 0}], source="api")
+                    record_decision(
+                        site,
+                        subject,
+                        [{"purpose": "email_marketing", "granted": index % 4 != 0}],
+                        source="api",
+                    )
                 _, secret = issue_key(site, "bench", ["read"])
                 db.session.commit()
             client = app.test_client()
@@ -53,8 +57,16 @@ def main() -> None:
                 timings.append(time.perf_counter() - started)
                 assert response.status_code == 200, response.json
             allowed = response.json["allowed_count"]
-            rows.append([kind, f"{options.emails:,}", f"{options.known:,}", f"{allowed:,}",
-                         f"{median(timings) * 1000:.0f}", f"{min(timings) * 1000:.0f}"])
+            rows.append(
+                [
+                    kind,
+                    f"{options.emails:,}",
+                    f"{options.known:,}",
+                    f"{allowed:,}",
+                    f"{median(timings) * 1000:.0f}",
+                    f"{min(timings) * 1000:.0f}",
+                ]
+            )
             with app.app_context():
                 db.engine.dispose()
     print()

@@ -33,13 +33,23 @@ def _rows(site_id: int, start: int, stop: int, now: datetime):
         granted = sequence % 3 != 0
         decisions = json.dumps([{"purpose": p, "granted": granted} for p in PURPOSES])
         digest = hashlib.sha256(f"{site_id}:{sequence}".encode()).hexdigest()
-        yield {
-            "site_id": site_id, "sequence": sequence, "subject_pseudonym": f"bulk-{visitor}",
-            "event": "decision", "source": "banner", "decisions": decisions, "details": "{}",
-            "policy_version": "2026-11-01", "is_gpc": False,
-            "recorded_at": now - timedelta(seconds=stop - sequence),
-            "previous_hash": "0" * 64, "record_hash": digest,
-        }, visitor
+        yield (
+            {
+                "site_id": site_id,
+                "sequence": sequence,
+                "subject_pseudonym": f"bulk-{visitor}",
+                "event": "decision",
+                "source": "banner",
+                "decisions": decisions,
+                "details": "{}",
+                "policy_version": "2026-11-01",
+                "is_gpc": False,
+                "recorded_at": now - timedelta(seconds=stop - sequence),
+                "previous_hash": "0" * 64,
+                "record_hash": digest,
+            },
+            visitor,
+        )
 
 
 def load(url: str, site_key: str, total: int) -> None:
@@ -47,15 +57,21 @@ def load(url: str, site_key: str, total: int) -> None:
     app = app_for(url)
     with app.app_context():
         connection = db.session.connection()
-        site_id, = connection.execute(text("SELECT id FROM sites WHERE key = :k"),
-                                      {"k": site_key}).one()
+        (site_id,) = connection.execute(
+            text("SELECT id FROM sites WHERE key = :k"), {"k": site_key}
+        ).one()
         start = connection.execute(
             text("SELECT COALESCE(MAX(sequence), 0) FROM consent_records WHERE site_id = :s"),
-            {"s": site_id}).scalar_one()
-        purpose_ids = dict(connection.execute(
-            text("SELECT key, id FROM purposes WHERE site_id = :s"), {"s": site_id}).all())
+            {"s": site_id},
+        ).scalar_one()
+        purpose_ids = dict(
+            connection.execute(
+                text("SELECT key, id FROM purposes WHERE site_id = :s"), {"s": site_id}
+            ).all()
+        )
         policy_at = db.session.scalar(
-            select(PolicyVersion.published_at).where(PolicyVersion.site_id == site_id))
+            select(PolicyVersion.published_at).where(PolicyVersion.site_id == site_id)
+        )
         now = datetime.now(UTC)
         is_postgres = db.engine.dialect.name == "postgresql"
         for batch_start in range(start, total, BATCH):
@@ -67,19 +83,23 @@ def load(url: str, site_key: str, total: int) -> None:
             else:
                 for record in records:
                     record["recorded_at"] = record["recorded_at"].replace(tzinfo=None)
-                connection.execute(text(
-                    "INSERT INTO consent_records (site_id, sequence, subject_pseudonym, event, "
-                    "source, decisions, details, policy_version, is_gpc, recorded_at, "
-                    "previous_hash, record_hash) VALUES (:site_id, :sequence, "
-                    ":subject_pseudonym, :event, :source, :decisions, :details, "
-                    ":policy_version, :is_gpc, :recorded_at, :previous_hash, :record_hash)"),
-                    records)
+                connection.execute(
+                    text(
+                        "INSERT INTO consent_records (site_id, sequence, subject_pseudonym, event, "
+                        "source, decisions, details, policy_version, is_gpc, recorded_at, "
+                        "previous_hash, record_hash) VALUES (:site_id, :sequence, "
+                        ":subject_pseudonym, :event, :source, :decisions, :details, "
+                        ":policy_version, :is_gpc, :recorded_at, :previous_hash, :record_hash)"
+                    ),
+                    records,
+                )
             _subjects_and_state(connection, site_id, rows, purpose_ids, policy_at, now)
             db.session.commit()
             connection = db.session.connection()
         connection.execute(
             text("UPDATE chain_heads SET sequence = :n WHERE site_id = :s"),
-            {"n": total, "s": site_id})
+            {"n": total, "s": site_id},
+        )
         db.session.commit()
         if is_postgres:
             db.session.execute(text("ANALYZE"))
@@ -91,10 +111,19 @@ def _copy(connection, records: list[dict]) -> None:
     columns = list(records[0])
     buffer = io.StringIO()
     for record in records:
-        buffer.write("\t".join(
-            "t" if value is True else "f" if value is False else
-            value.isoformat() if isinstance(value, datetime) else str(value)
-            for value in record.values()) + "\n")
+        buffer.write(
+            "\t".join(
+                "t"
+                if value is True
+                else "f"
+                if value is False
+                else value.isoformat()
+                if isinstance(value, datetime)
+                else str(value)
+                for value in record.values()
+            )
+            + "\n"
+        )
     cursor = connection.connection.driver_connection.cursor()
     with cursor.copy(f"COPY consent_records ({', '.join(columns)}) FROM STDIN") as copy:
         copy.write(buffer.getvalue())
@@ -109,40 +138,61 @@ def _subjects_and_state(connection, site_id, rows, purpose_ids, policy_at, now) 
     # A visitor is new in this batch when its first record is in it.
     new_visitors = sorted(v for v in last_of if v * RECORDS_PER_VISITOR + 1 >= first_sequence)
     created = now.replace(tzinfo=None) if connection.dialect.name == "sqlite" else now
-    connection.execute(text(
-        "INSERT INTO subjects (site_id, pseudonym, created_at) VALUES (:s, :p, :c)"),
-        [{"s": site_id, "p": f"bulk-{v}", "c": created} for v in new_visitors])
-    ids = dict(connection.execute(
-        text("SELECT pseudonym, id FROM subjects WHERE site_id = :s AND pseudonym IN :names")
-        .bindparams(bindparam("names", expanding=True)),
-        {"s": site_id, "names": [f"bulk-{v}" for v in last_of]}).all())
-    connection.execute(text(
-        "INSERT INTO visitors (visitor_id, site_id, subject_id, created_at) "
-        "VALUES (:v, :s, :subject, :c)"),
-        [{"v": f"bulk-visitor-{v}", "s": site_id, "subject": ids[f"bulk-{v}"], "c": created}
-         for v in new_visitors])
-    connection.execute(text(
-        "DELETE FROM current_states WHERE subject_id IN :ids").bindparams(
-        bindparam("ids", expanding=True)),
-        {"ids": [ids[f"bulk-{v}"] for v in last_of]})
+    connection.execute(
+        text("INSERT INTO subjects (site_id, pseudonym, created_at) VALUES (:s, :p, :c)"),
+        [{"s": site_id, "p": f"bulk-{v}", "c": created} for v in new_visitors],
+    )
+    ids = dict(
+        connection.execute(
+            text(
+                "SELECT pseudonym, id FROM subjects WHERE site_id = :s AND pseudonym IN :names"
+            ).bindparams(bindparam("names", expanding=True)),
+            {"s": site_id, "names": [f"bulk-{v}" for v in last_of]},
+        ).all()
+    )
+    connection.execute(
+        text(
+            "INSERT INTO visitors (visitor_id, site_id, subject_id, created_at) "
+            "VALUES (:v, :s, :subject, :c)"
+        ),
+        [
+            {"v": f"bulk-visitor-{v}", "s": site_id, "subject": ids[f"bulk-{v}"], "c": created}
+            for v in new_visitors
+        ],
+    )
+    connection.execute(
+        text("DELETE FROM current_states WHERE subject_id IN :ids").bindparams(
+            bindparam("ids", expanding=True)
+        ),
+        {"ids": [ids[f"bulk-{v}"] for v in last_of]},
+    )
     states = []
     for visitor, record in last_of.items():
         decided = record["recorded_at"]
         for decision in json.loads(record["decisions"]):
-            states.append({
-                "subject": ids[f"bulk-{visitor}"], "purpose": purpose_ids[decision["purpose"]],
-                "granted": decision["granted"], "decided": decided,
-                "expires": decided + timedelta(days=182), "policy": policy_at,
-            })
+            states.append(
+                {
+                    "subject": ids[f"bulk-{visitor}"],
+                    "purpose": purpose_ids[decision["purpose"]],
+                    "granted": decision["granted"],
+                    "decided": decided,
+                    "expires": decided + timedelta(days=182),
+                    "policy": policy_at,
+                }
+            )
     if connection.dialect.name == "sqlite":
         for state in states:
             for name in ("decided", "expires", "policy"):
                 state[name] = state[name].replace(tzinfo=None)
-    connection.execute(text(
-        "INSERT INTO current_states (subject_id, purpose_id, service, is_granted, "
-        "is_withdrawal, decided_at, expires_at, policy_published_at, record_id, source) "
-        "VALUES (:subject, :purpose, '', :granted, false, :decided, :expires, :policy, "
-        "NULL, 'banner')"), states)
+    connection.execute(
+        text(
+            "INSERT INTO current_states (subject_id, purpose_id, service, is_granted, "
+            "is_withdrawal, decided_at, expires_at, policy_published_at, record_id, source) "
+            "VALUES (:subject, :purpose, '', :granted, false, :decided, :expires, :policy, "
+            "NULL, 'banner')"
+        ),
+        states,
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,17 @@ def main() -> None:
     with gunicorn("bare_app:app", workers=options.workers) as server:
         wrk(server.url + "/", seconds=2)  # warm up
         bare = wrk(server.url + "/", **load)
-    rows.append(["bare Flask route", bare.requests_per_second, bare.p50_ms, bare.p99_ms,
-                 "1.00", "", bare.errors])
+    rows.append(
+        [
+            "bare Flask route",
+            bare.requests_per_second,
+            bare.p50_ms,
+            bare.p99_ms,
+            "1.00",
+            "",
+            bare.errors,
+        ]
+    )
     for kind in options.databases.split(","):
         with database(kind) as url:
             with gunicorn("bare_app:app", url, workers=options.workers) as server:
@@ -58,14 +67,22 @@ def main() -> None:
                 wrk(target, seconds=2, headers=headers)
                 result = wrk(target, headers=headers, **load)
         for name, each in ((f"bare route + SELECT 1 ({kind})", floor), (f"check ({kind})", result)):
-            rows.append([name, each.requests_per_second, each.p50_ms, each.p99_ms,
-                         f"{each.requests_per_second / bare.requests_per_second:.2f}",
-                         f"{each.requests_per_second / floor.requests_per_second:.2f}",
-                         each.errors])
-    print(f"\n{options.workers} gunicorn sync workers, wrk {options.connections} connections, "
-          f"{options.seconds} s each, 127.0.0.1\n")
-    print_table(["endpoint", "req/s", "p50 ms", "p99 ms", "vs bare", "vs DB floor", "errors"],
-                rows)
+            rows.append(
+                [
+                    name,
+                    each.requests_per_second,
+                    each.p50_ms,
+                    each.p99_ms,
+                    f"{each.requests_per_second / bare.requests_per_second:.2f}",
+                    f"{each.requests_per_second / floor.requests_per_second:.2f}",
+                    each.errors,
+                ]
+            )
+    print(
+        f"\n{options.workers} gunicorn sync workers, wrk {options.connections} connections, "
+        f"{options.seconds} s each, 127.0.0.1\n"
+    )
+    print_table(["endpoint", "req/s", "p50 ms", "p99 ms", "vs bare", "vs DB floor", "errors"], rows)
 
 
 if __name__ == "__main__":

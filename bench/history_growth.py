@@ -31,15 +31,18 @@ def _checker(url: str, records: int):
     visitors = max(1, records // RECORDS_PER_VISITOR)
     rng = random.Random(7)
     with app.app_context():
-        tokens = [make_visitor_token("demo", f"bulk-visitor-{rng.randrange(visitors)}")
-                  for _ in range(CHECKS)]
+        tokens = [
+            make_visitor_token("demo", f"bulk-visitor-{rng.randrange(visitors)}")
+            for _ in range(CHECKS)
+        ]
 
     def run(batch: list[str]) -> list[float]:
         timings = []
         for token in batch:
             started = time.perf_counter()
-            response = client.get("/v1/sites/demo/check?purpose=analytics",
-                                  headers={"X-Consent-Token": token})
+            response = client.get(
+                "/v1/sites/demo/check?purpose=analytics", headers={"X-Consent-Token": token}
+            )
             timings.append((time.perf_counter() - started) * 1000)
             assert response.status_code == 200 and response.json["reason"] != "no_decision"
         return timings
@@ -59,7 +62,7 @@ def time_side_by_side(small_url: str, small: int, large_url: str, large: int):
     size = CHECKS // ROUNDS
     for round_number in range(ROUNDS):
         for index, (run, tokens) in enumerate(runs):
-            timings[index] += run(tokens[round_number * size:(round_number + 1) * size])
+            timings[index] += run(tokens[round_number * size : (round_number + 1) * size])
     return [(percentile(t, 0.5), percentile(t, 0.99)) for t in timings]
 
 
@@ -78,14 +81,37 @@ def main() -> None:
                 load(url, "demo", size)
                 loaded_in = time.perf_counter() - started
                 (p50_small, p99_small), (p50, p99) = time_side_by_side(
-                    small_url, smallest, url, size)
-                rows.append([kind, f"{smallest:,}", f"{p50_small:.3f}", f"{p99_small:.3f}",
-                             f"{size:,}", f"{p50:.3f}", f"{p99:.3f}",
-                             f"{p50 / p50_small:.2f}", f"{loaded_in:.0f} s"])
+                    small_url, smallest, url, size
+                )
+                rows.append(
+                    [
+                        kind,
+                        f"{smallest:,}",
+                        f"{p50_small:.3f}",
+                        f"{p99_small:.3f}",
+                        f"{size:,}",
+                        f"{p50:.3f}",
+                        f"{p99:.3f}",
+                        f"{p50 / p50_small:.2f}",
+                        f"{loaded_in:.0f} s",
+                    ]
+                )
                 print(" ".join(rows[-1]), flush=True)
     print()
-    print_table(["database", "small", "p50 ms", "p99 ms", "large", "p50 ms", "p99 ms",
-                 "p50 large/small", "load time"], rows)
+    print_table(
+        [
+            "database",
+            "small",
+            "p50 ms",
+            "p99 ms",
+            "large",
+            "p50 ms",
+            "p99 ms",
+            "p50 large/small",
+            "load time",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,13 @@ def send_checks(target: str, token: str, count: int) -> tuple[int, int]:
     """At least ``count`` checks in wrk rounds; returns (sent, errors)."""
     sent = errors = 0
     while sent < count:
-        result = wrk(target, seconds=ROUND_SECONDS, connections=4, threads=1,
-                     headers={"X-Consent-Token": token})
+        result = wrk(
+            target,
+            seconds=ROUND_SECONDS,
+            connections=4,
+            threads=1,
+            headers={"X-Consent-Token": token},
+        )
         sent += result.requests
         errors += result.errors
     return sent, errors
@@ -41,15 +46,25 @@ def main() -> None:
             token = visitor_token(server.url)
             target = f"{server.url}/v1/sites/demo/check?purpose=analytics"
             send_checks(target, token, 1000)  # warm up
-            worker, = server.worker_pids()
+            (worker,) = server.worker_pids()
             before = rss_kib(worker)
             sent, errors = send_checks(target, token, options.checks)
             after = rss_kib(worker)
-        rows.append([kind, f"{sent:,}", f"{before / 1024:.1f}", f"{after / 1024:.1f}",
-                     f"{(after - before) / 1024:+.1f}", errors])
+        rows.append(
+            [
+                kind,
+                f"{sent:,}",
+                f"{before / 1024:.1f}",
+                f"{after / 1024:.1f}",
+                f"{(after - before) / 1024:+.1f}",
+                errors,
+            ]
+        )
     print()
-    print_table(["database", "checks", "RSS after warm-up MiB", "RSS after MiB", "growth MiB",
-                 "errors"], rows)
+    print_table(
+        ["database", "checks", "RSS after warm-up MiB", "RSS after MiB", "growth MiB", "errors"],
+        rows,
+    )
 
 
 if __name__ == "__main__":

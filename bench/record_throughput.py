@@ -35,8 +35,12 @@ def add_sites(url: str, count: int) -> list[str]:
         for index in range(count):
             site = create_site(f"bench-{index}", f"Bench {index}")
             for position, purpose in enumerate(STANDARD_PURPOSES):
-                set_purpose(site, purpose["key"], position=position,
-                            **{k: v for k, v in purpose.items() if k != "key"})
+                set_purpose(
+                    site,
+                    purpose["key"],
+                    position=position,
+                    **{k: v for k, v in purpose.items() if k != "key"},
+                )
             publish_policy(site, "v1", is_material=True)
             keys.append(site.key)
         db.session.commit()
@@ -60,8 +64,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--sites", type=int, default=20)
     parser.add_argument("--databases", default="sqlite,postgresql")
-    parser.add_argument("--instances", type=int, default=1,
-                        help="app instances (each its own gunicorn) sharing the database")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="app instances (each its own gunicorn) sharing the database",
+    )
     options = parser.parse_args()
     rows = []
     for kind in options.databases.split(","):
@@ -69,13 +77,20 @@ def main() -> None:
             with database(kind) as url:
                 sites = ["demo"] if label == "one site" else add_sites(url, options.sites)
                 with contextlib.ExitStack() as servers:
-                    bases = [servers.enter_context(gunicorn(
-                        "consent:create_app()", url, workers=options.workers)).url
-                        for _ in range(options.instances)]
+                    bases = [
+                        servers.enter_context(
+                            gunicorn("consent:create_app()", url, workers=options.workers)
+                        ).url
+                        for _ in range(options.instances)
+                    ]
                     with ThreadPoolExecutor(len(bases)) as pool:
                         load = functools.partial(
-                            wrk, seconds=options.seconds, connections=options.connections,
-                            script=SCRIPT, script_args=sites)
+                            wrk,
+                            seconds=options.seconds,
+                            connections=options.connections,
+                            script=SCRIPT,
+                            script_args=sites,
+                        )
                         results = list(pool.map(load, [base + "/" for base in bases]))
                 intact, count = chains_and_count(url)
             answered = sum(result.requests - result.errors for result in results)
@@ -83,14 +98,34 @@ def main() -> None:
             # wrk stops counting at the deadline; requests in flight then still land.
             in_flight = options.connections * len(bases)
             is_sound = intact and answered <= count <= answered + in_flight
-            rows.append([kind, label, sum(r.requests_per_second for r in results),
-                         max(r.p50_ms for r in results), max(r.p99_ms for r in results),
-                         errors, "yes" if is_sound else f"NO ({count} records, {answered} 201s)"])
-    print(f"\n{options.instances} instance(s) x {options.workers} gunicorn sync workers, "
-          f"wrk {options.connections} connections per instance, {options.seconds} s, "
-          f"127.0.0.1\n")
-    print_table(["database", "sites", "records/s", "p50 ms", "p99 ms", "errors",
-                 "chains verify, records match"], rows)
+            rows.append(
+                [
+                    kind,
+                    label,
+                    sum(r.requests_per_second for r in results),
+                    max(r.p50_ms for r in results),
+                    max(r.p99_ms for r in results),
+                    errors,
+                    "yes" if is_sound else f"NO ({count} records, {answered} 201s)",
+                ]
+            )
+    print(
+        f"\n{options.instances} instance(s) x {options.workers} gunicorn sync workers, "
+        f"wrk {options.connections} connections per instance, {options.seconds} s, "
+        f"127.0.0.1\n"
+    )
+    print_table(
+        [
+            "database",
+            "sites",
+            "records/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "chains verify, records match",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

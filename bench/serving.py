@@ -69,12 +69,14 @@ def database(kind: str) -> Iterator[str]:
 def app_for(url: str):
     from consent import create_app
 
-    return create_app({
-        "DATABASE_URL": url,
-        "SECRET_KEY": BENCH_SECRETS["CONSENT_SECRET_KEY"],
-        "DATA_KEY": BENCH_SECRETS["CONSENT_DATA_KEY"],
-        **BENCH_LIMITS,
-    })
+    return create_app(
+        {
+            "DATABASE_URL": url,
+            "SECRET_KEY": BENCH_SECRETS["CONSENT_SECRET_KEY"],
+            "DATA_KEY": BENCH_SECRETS["CONSENT_DATA_KEY"],
+            **BENCH_LIMITS,
+        }
+    )
 
 
 def migrate(url: str) -> None:
@@ -105,13 +107,13 @@ class Server:
 def rss_kib(pid: int) -> int:
     """Resident memory of a process, from /proc."""
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines()
-                    if line.startswith("VmRSS:")))
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
 
 
 @contextlib.contextmanager
-def gunicorn(app_spec: str, database_url: str = "", *, workers: int = 4,
-             threads: int = 1) -> Iterator[Server]:
+def gunicorn(
+    app_spec: str, database_url: str = "", *, workers: int = 4, threads: int = 1
+) -> Iterator[Server]:
     """Serve ``app_spec`` with the shipped gunicorn.conf.py; yield where and who."""
     port = free_port()
     env = {
@@ -127,7 +129,9 @@ def gunicorn(app_spec: str, database_url: str = "", *, workers: int = 4,
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), app_spec],
-        cwd=ROOT, env=env, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -158,9 +162,16 @@ class LoadResult:
     errors: int
 
 
-def wrk(url: str, *, seconds: int = 10, connections: int = 16, threads: int = 2,
-        headers: dict[str, str] | None = None, script: Path | None = None,
-        script_args: list[str] | None = None) -> LoadResult:
+def wrk(
+    url: str,
+    *,
+    seconds: int = 10,
+    connections: int = 16,
+    threads: int = 2,
+    headers: dict[str, str] | None = None,
+    script: Path | None = None,
+    script_args: list[str] | None = None,
+) -> LoadResult:
     """Run wrk against ``url`` on loopback and parse its figures."""
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for name, value in (headers or {}).items():
@@ -208,9 +219,17 @@ def print_table(headers: list[str], rows: list[list]) -> None:
     """A plain text table, numbers right-aligned."""
     cells = [[f"{c:,.1f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w)
-                    for i, (h, w) in enumerate(zip(headers, widths, strict=True))))
+    print(
+        "  ".join(
+            h.ljust(w) if i == 0 else h.rjust(w)
+            for i, (h, w) in enumerate(zip(headers, widths, strict=True))
+        )
+    )
     print("  ".join("-" * w for w in widths))
     for row in cells:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )

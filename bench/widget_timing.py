@@ -79,8 +79,9 @@ def pages(widget_origin: str) -> dict[str, bytes]:
     src = f"{widget_origin}/widget/consent.js"
     head = '<!doctype html><html lang="en"><head><meta charset="utf-8">' + PROBE
     tail = "</head><body>" + CONTENT
-    plain = ("<script>window.findBanner = function () "
-             "{ return document.querySelector('h1'); };</script>")
+    plain = (
+        "<script>window.findBanner = function () { return document.querySelector('h1'); };</script>"
+    )
     return {
         "/plain": (head + plain + tail + "</body></html>").encode(),
         "/handmade": (head + tail + HANDMADE + "</body></html>").encode(),
@@ -190,15 +191,20 @@ def main() -> int:
 
     median = {name: statistics.median(values) for name, values in results.items()}
     print(f"{runs} runs each, medians in ms (headless Chromium, loopback)\n")
-    header = f"{'embed':<30}" + "".join(
-        f"{measure:>8}{'/page':>7}{'/1KB':>7}" for measure in ("cold", "warm")) + f"{'click':>8}"
+    header = (
+        f"{'embed':<30}"
+        + "".join(f"{measure:>8}{'/page':>7}{'/1KB':>7}" for measure in ("cold", "warm"))
+        + f"{'click':>8}"
+    )
     print(header)
     for variant, label in VARIANTS.items():
         cells = ""
         for measure in ("cold", "warm"):
             value = median[f"{variant} {measure}"]
-            cells += (f"{value:>8.1f}{value / median[f'plain {measure}']:>6.2f}x"
-                      f"{value / median[f'handmade {measure}']:>6.2f}x")
+            cells += (
+                f"{value:>8.1f}{value / median[f'plain {measure}']:>6.2f}x"
+                f"{value / median[f'handmade {measure}']:>6.2f}x"
+            )
         click = median.get(f"{variant} click")
         print(f"{label:<30}{cells}{f'{click:.2f}' if click is not None else '-':>8}")
     print(

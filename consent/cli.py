@@ -240,8 +240,13 @@ def find_subject_or_fail(site: Site, email, user_id, visitor_id):
 @click.command("export")
 @click.argument("site_key")
 @subject_options
-@click.option("--format", "output_format", type=click.Choice(["json", "csv", "receipts"]),
-              default="json", show_default=True)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["json", "csv", "receipts"]),
+    default="json",
+    show_default=True,
+)
 @in_transaction
 def export_command(site_key, email, user_id, visitor_id, output_format):
     """Print everything held about one person (access and portability)."""
@@ -282,20 +287,27 @@ def erase_command(site_key, email, user_id, visitor_id, yes):
 @in_transaction
 def purge_command(site_key, dry_run):
     """Remove records older than each site's retention period, keeping the chain verifiable."""
-    targets = [site_by_key(site_key)] if site_key else db.session.scalars(
-        db.select(Site).order_by(Site.key)
-    ).all()
+    targets = (
+        [site_by_key(site_key)]
+        if site_key
+        else db.session.scalars(db.select(Site).order_by(Site.key)).all()
+    )
     for site in targets:
         plan = retention.purge(site, dry_run=dry_run)
         verb = "would remove" if dry_run else "removed"
         if plan.count == 0:
             click.echo(f"{site.key}: nothing to remove (retention {site.retention_days} days).")
             continue
-        stop = f"; stopped before #{plan.through_sequence + 1} ({plan.stopped_by})" \
-            if plan.stopped_by else ""
-        click.echo(f"{site.key}: {verb} {plan.count} records "
-                   f"(#{plan.from_sequence + 1} to #{plan.through_sequence}, recorded before "
-                   f"{plan.cutoff:%Y-%m-%d %H:%M} UTC){stop}.")
+        stop = (
+            f"; stopped before #{plan.through_sequence + 1} ({plan.stopped_by})"
+            if plan.stopped_by
+            else ""
+        )
+        click.echo(
+            f"{site.key}: {verb} {plan.count} records "
+            f"(#{plan.from_sequence + 1} to #{plan.through_sequence}, recorded before "
+            f"{plan.cutoff:%Y-%m-%d %H:%M} UTC){stop}."
+        )
 
 
 @click.command("rotate-data-key")

@@ -157,8 +157,7 @@ def describe_database_error(error: DBAPIError) -> tuple[int, str]:
         return 503, "The database is busy: nothing was written, try again."
     if code.startswith(("SQLITE_CONSTRAINT", "23")):
         # Two requests raced to create the same thing (a person by email, say).
-        return 409, "Another request changed the same data at once: nothing was written, " \
-            "try again."
+        return 409, "Another request changed the same data at once: nothing was written, try again."
     return 503, "The database cannot be reached."
 
 

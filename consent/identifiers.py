@@ -90,10 +90,14 @@ def normalise_email(email: str, field: str = "email") -> str:
         or not is_storable_text(value)
         # Invisible characters (controls, bidi overrides, zero-width spaces) would make a
         # second address that reads as the first, and escape the first one's opt-out.
-        or (ASCII_NOT_IN_EMAIL.search(value) if value.isascii() else any(
-            ch.isspace() or unicodedata.category(ch).startswith("C") or ch in NOT_IN_EMAIL
-            for ch in value
-        ))
+        or (
+            ASCII_NOT_IN_EMAIL.search(value)
+            if value.isascii()
+            else any(
+                ch.isspace() or unicodedata.category(ch).startswith("C") or ch in NOT_IN_EMAIL
+                for ch in value
+            )
+        )
     ):
         raise InvalidRequest(field, "Not a valid email address.")
     return value
@@ -126,8 +130,11 @@ def encrypt(value: str) -> bytes:
     """Encrypt with AES-256-GCM under the current key; key id and nonce go in front."""
     key = keyring()[0]
     nonce = os.urandom(12)
-    return FORMAT_VERSION + key.key_id + nonce + AESGCM(key.encryption).encrypt(
-        nonce, value.encode(), None
+    return (
+        FORMAT_VERSION
+        + key.key_id
+        + nonce
+        + AESGCM(key.encryption).encrypt(nonce, value.encode(), None)
     )
 
 

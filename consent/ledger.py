@@ -212,7 +212,11 @@ def verify_chain(site: Site) -> ChainReport:
         )
         if not hmac.compare_digest(signature, checkpoint.signature):
             return ChainReport(
-                site.key, 0, False, checkpoint.sequence, None,
+                site.key,
+                0,
+                False,
+                checkpoint.sequence,
+                None,
                 "the retention checkpoint's signature is invalid: it was not made by purge",
             )
         expected_previous = checkpoint.record_hash
@@ -388,8 +392,11 @@ def record_decision(
             state = existing.get((purpose.id, service))
             if state is None:
                 state = CurrentState(
-                    subject_id=subject.id, purpose_id=purpose.id, service=service,
-                    is_granted=False, is_withdrawal=False,
+                    subject_id=subject.id,
+                    purpose_id=purpose.id,
+                    service=service,
+                    is_granted=False,
+                    is_withdrawal=False,
                 )
                 db.session.add(state)
             # A refusal that replaces a grant is a withdrawal, and stays one until a grant.
@@ -510,7 +517,6 @@ def _visitor_check_statement():
     )
 
 
-
 @functools.cache
 def _check_on_driver(dialect) -> tuple[str, dict, tuple[str, ...] | None, list, type]:
     """The check compiled once for a dialect: SQL, fixed parameters, their order, types."""
@@ -545,8 +551,12 @@ def _check_rows_on_driver(engine: Engine, params: dict) -> list:
     finally:
         connection.close()
     return [
-        row_type(*(process(value) if process else value
-                   for process, value in zip(processors, row, strict=True)))
+        row_type(
+            *(
+                process(value) if process else value
+                for process, value in zip(processors, row, strict=True)
+            )
+        )
         for row in fetched
     ]
 
@@ -566,8 +576,12 @@ def check_visitor(
     subject, its current state (purpose and service rows) and the latest material
     policy date together. ``engine``, if given, is an ``autocommit_engine``.
     """
-    params = {"site_key": site_key, "visitor_id": visitor_id, "purpose_key": purpose_key,
-              "service": service or ""}
+    params = {
+        "site_key": site_key,
+        "visitor_id": visitor_id,
+        "purpose_key": purpose_key,
+        "service": service or "",
+    }
     if engine is not None:
         rows = _check_rows_on_driver(engine, params)
     else:

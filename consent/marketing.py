@@ -71,19 +71,26 @@ def bulk_check(site: Site, purpose_key: str, kind: str, values: list[str]) -> li
     subject_ids_by_digest: dict[str, int] = {}
     erased: set[str] = set()
     for among in _batches(column, every_digest):
-        subject_ids_by_digest.update(db.session.execute(
-            select(column, Subject.id).where(Subject.site_id == site.id, among)
-        ).all())
+        subject_ids_by_digest.update(
+            db.session.execute(
+                select(column, Subject.id).where(Subject.site_id == site.id, among)
+            ).all()
+        )
     for among in _batches(ErasedIdentifier.digest, every_digest):
-        erased.update(db.session.scalars(
-            select(ErasedIdentifier.digest).where(ErasedIdentifier.site_id == site.id, among)
-        ))
+        erased.update(
+            db.session.scalars(
+                select(ErasedIdentifier.digest).where(ErasedIdentifier.site_id == site.id, among)
+            )
+        )
     states = {}
     for among in _batches(CurrentState.subject_id, list(subject_ids_by_digest.values())):
         for state in db.session.execute(
             select(
-                CurrentState.subject_id, CurrentState.is_granted, CurrentState.is_withdrawal,
-                CurrentState.decided_at, CurrentState.expires_at,
+                CurrentState.subject_id,
+                CurrentState.is_granted,
+                CurrentState.is_withdrawal,
+                CurrentState.decided_at,
+                CurrentState.expires_at,
                 CurrentState.policy_published_at,
             ).where(
                 among,
@@ -104,8 +111,7 @@ def bulk_check(site: Site, purpose_key: str, kind: str, values: list[str]) -> li
             verdict = ledger.Verdict(True, "required")
         else:
             subject_id = next(
-                (subject_ids_by_digest[d] for d in digests_of[index]
-                 if d in subject_ids_by_digest),
+                (subject_ids_by_digest[d] for d in digests_of[index] if d in subject_ids_by_digest),
                 None,
             )
             if subject_id is None:
@@ -165,9 +171,11 @@ def suppression_rows(site: Site, purpose_key: str, *, after: int = 0) -> Iterato
             if not verdict.allowed:
                 yield SuppressionRow(
                     subject.id,
-                    identifiers.decrypt(subject.email_encrypted) if subject.email_encrypted
+                    identifiers.decrypt(subject.email_encrypted)
+                    if subject.email_encrypted
                     else None,
-                    identifiers.decrypt(subject.user_id_encrypted) if subject.user_id_encrypted
+                    identifiers.decrypt(subject.user_id_encrypted)
+                    if subject.user_id_encrypted
                     else None,
                     verdict.reason,
                     verdict.decided_at,
@@ -190,14 +198,16 @@ def unsubscribe_links(site: Site, purpose_key: str, emails: list[str]) -> list[d
             raise InvalidRequest(f"emails.{index}", "Not a valid email address.") from None
         token = make_unsubscribe_token(site.key, subject.pseudonym, purpose.key)
         url = url_for("unsubscribe.unsubscribe", token=token, _external=True)
-        links.append({
-            "email": email,
-            "url": url,
-            "headers": {
-                "List-Unsubscribe": f"<{url}>",
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            },
-        })
+        links.append(
+            {
+                "email": email,
+                "url": url,
+                "headers": {
+                    "List-Unsubscribe": f"<{url}>",
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                },
+            }
+        )
     return links
 
 

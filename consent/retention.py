@@ -133,7 +133,10 @@ def purge(site: Site, *, dry_run: bool = False, now: datetime | None = None) -> 
         None,
         event="purge",
         source="api",
-        details={"through_sequence": plan.through_sequence, "removed": plan.count,
-                 "cutoff": plan.cutoff.isoformat()},
+        details={
+            "through_sequence": plan.through_sequence,
+            "removed": plan.count,
+            "cutoff": plan.cutoff.isoformat(),
+        },
     )
     return plan

@@ -67,11 +67,14 @@ def find_subject(
 def is_erased_identifier(site: Site, kind: str, value: str) -> bool:
     """Whether this email or user id belonged to someone who was erased."""
     digests = identifiers.lookup_digests(kind, site.id, value)
-    return db.session.scalars(
-        select(ErasedIdentifier.digest).where(
-            ErasedIdentifier.site_id == site.id, ErasedIdentifier.digest.in_(digests)
-        )
-    ).first() is not None
+    return (
+        db.session.scalars(
+            select(ErasedIdentifier.digest).where(
+                ErasedIdentifier.site_id == site.id, ErasedIdentifier.digest.in_(digests)
+            )
+        ).first()
+        is not None
+    )
 
 
 def subject_history(site: Site, subject: Subject) -> list[ConsentRecord]:
@@ -115,9 +118,24 @@ def _decrypted(blob: bytes | None) -> str | None:
 
 
 CSV_COLUMNS = [
-    "section", "name", "value", "purpose", "service", "granted", "allowed", "reason",
-    "time", "expires_at", "sequence", "event", "source", "policy_version", "gpc", "ip",
-    "hash", "previous_hash",
+    "section",
+    "name",
+    "value",
+    "purpose",
+    "service",
+    "granted",
+    "allowed",
+    "reason",
+    "time",
+    "expires_at",
+    "sequence",
+    "event",
+    "source",
+    "policy_version",
+    "gpc",
+    "ip",
+    "hash",
+    "previous_hash",
 ]
 
 
@@ -131,27 +149,55 @@ def export_as_csv(export: dict[str, Any]) -> str:
             value = " ".join(value)
         writer.writerow({"section": "subject", "name": name, "value": value})
     for purpose, state in export["state"].items():
-        writer.writerow({"section": "state", "purpose": purpose, "allowed": state["allowed"],
-                         "reason": state["reason"], "time": state["decided_at"],
-                         "expires_at": state["expires_at"]})
+        writer.writerow(
+            {
+                "section": "state",
+                "purpose": purpose,
+                "allowed": state["allowed"],
+                "reason": state["reason"],
+                "time": state["decided_at"],
+                "expires_at": state["expires_at"],
+            }
+        )
         for service, verdict in state["services"].items():
-            writer.writerow({"section": "state", "purpose": purpose, "service": service,
-                             "allowed": verdict["allowed"], "reason": verdict["reason"],
-                             "time": verdict["decided_at"], "expires_at": verdict["expires_at"]})
+            writer.writerow(
+                {
+                    "section": "state",
+                    "purpose": purpose,
+                    "service": service,
+                    "allowed": verdict["allowed"],
+                    "reason": verdict["reason"],
+                    "time": verdict["decided_at"],
+                    "expires_at": verdict["expires_at"],
+                }
+            )
     for record in export["history"]:
         common = {
-            "section": "history", "time": record["recorded_at"], "sequence": record["sequence"],
-            "event": record["event"], "source": record["source"],
-            "policy_version": record["policy_version"], "gpc": record["gpc"],
-            "ip": record["ip"], "hash": record["hash"], "previous_hash": record["previous_hash"],
+            "section": "history",
+            "time": record["recorded_at"],
+            "sequence": record["sequence"],
+            "event": record["event"],
+            "source": record["source"],
+            "policy_version": record["policy_version"],
+            "gpc": record["gpc"],
+            "ip": record["ip"],
+            "hash": record["hash"],
+            "previous_hash": record["previous_hash"],
         }
         for decision in record["decisions"] or [{}]:
             services = decision.get("services", {})
-            writer.writerow({**common, "purpose": decision.get("purpose"),
-                             "granted": decision.get("granted")})
+            writer.writerow(
+                {**common, "purpose": decision.get("purpose"), "granted": decision.get("granted")}
+            )
             for service, granted in services.items():
-                writer.writerow({**common, "purpose": decision["purpose"], "service": service,
-                                 "granted": granted})
+                writer.writerow(
+                    {
+                        **common,
+                        "purpose": decision["purpose"],
+                        "service": service,
+                        "granted": granted,
+                    }
+                )
     return out.getvalue()
 
 
@@ -168,35 +214,40 @@ def consent_receipts(site: Site, subject: Subject, actor: str) -> list[dict[str,
     receipts = []
     for record in subject_history(site, subject):
         policy = policies.get(record.policy_version)
-        receipts.append({
-            "version": "KI-CR-v1.1.0",
-            "receipt_id": record.record_hash,
-            "record_id": record.id,
-            "consent_timestamp": record.recorded_at.isoformat(),
-            "collection_method": record.source,
-            "event_type": record.event,
-            "language": record.language,
-            "pii_principal_id": subject.pseudonym,
-            "pii_controllers": [{
-                "pii_controller": site.controller_name or site.name,
-                "contact": site.controller_contact,
-            }],
-            "policy_url": policy.url if policy else None,
-            "policy_version": record.policy_version,
-            "purposes": [
-                {
-                    "purpose": decision["purpose"],
-                    "purpose_category": purposes[decision["purpose"]].kind
-                    if decision["purpose"] in purposes else None,
-                    "consent_type": "explicit",
-                    "state": "granted" if decision["granted"] else "refused",
-                    "services": decision.get("services", {}),
-                }
-                for decision in record.decisions
-            ],
-            "gpc": record.is_gpc,
-            "previous_receipt_id": record.previous_hash,
-        })
+        receipts.append(
+            {
+                "version": "KI-CR-v1.1.0",
+                "receipt_id": record.record_hash,
+                "record_id": record.id,
+                "consent_timestamp": record.recorded_at.isoformat(),
+                "collection_method": record.source,
+                "event_type": record.event,
+                "language": record.language,
+                "pii_principal_id": subject.pseudonym,
+                "pii_controllers": [
+                    {
+                        "pii_controller": site.controller_name or site.name,
+                        "contact": site.controller_contact,
+                    }
+                ],
+                "policy_url": policy.url if policy else None,
+                "policy_version": record.policy_version,
+                "purposes": [
+                    {
+                        "purpose": decision["purpose"],
+                        "purpose_category": purposes[decision["purpose"]].kind
+                        if decision["purpose"] in purposes
+                        else None,
+                        "consent_type": "explicit",
+                        "state": "granted" if decision["granted"] else "refused",
+                        "services": decision.get("services", {}),
+                    }
+                    for decision in record.decisions
+                ],
+                "gpc": record.is_gpc,
+                "previous_receipt_id": record.previous_hash,
+            }
+        )
     return receipts
 
 
@@ -218,7 +269,10 @@ def correct_subject(
     action = "removed" if new_value is None else ("changed" if had_value else "added")
     log_access(site, actor, "correct", subject, {"field": field, "action": action})
     return ledger.append_record(
-        site, subject, event="correction", source="api",
+        site,
+        subject,
+        event="correction",
+        source="api",
         details={"field": field, "action": action},
     )
 

@@ -208,10 +208,14 @@ class LinkResultSchema(ma.Schema):
 
 class BulkCheckArgs(ma.Schema):
     purpose = Text(required=True, validate=validate.Length(min=1, max=64))
-    emails = fields.List(fields.String(validate=validate.Length(max=320)),
-                         validate=validate.Length(min=1, max=10_000))
-    user_ids = fields.List(fields.String(validate=validate.Length(max=200)),
-                           validate=validate.Length(min=1, max=10_000))
+    emails = fields.List(
+        fields.String(validate=validate.Length(max=320)),
+        validate=validate.Length(min=1, max=10_000),
+    )
+    user_ids = fields.List(
+        fields.String(validate=validate.Length(max=200)),
+        validate=validate.Length(min=1, max=10_000),
+    )
 
     @ma.validates_schema
     def _one_list(self, data, **kwargs):
@@ -248,14 +252,18 @@ class SuppressionEntrySchema(ma.Schema):
 
 class SuppressionPageSchema(ma.Schema):
     items = fields.List(fields.Nested(SuppressionEntrySchema))
-    next_after = fields.Integer(allow_none=True,
-                                metadata={"description": "Pass as `after` for the next page."})
+    next_after = fields.Integer(
+        allow_none=True, metadata={"description": "Pass as `after` for the next page."}
+    )
 
 
 class UnsubscribeLinksArgs(ma.Schema):
     purpose = Text(required=True, validate=validate.Length(min=1, max=64))
-    emails = fields.List(fields.String(validate=validate.Length(max=320)), required=True,
-                         validate=validate.Length(min=1, max=1000))
+    emails = fields.List(
+        fields.String(validate=validate.Length(max=320)),
+        required=True,
+        validate=validate.Length(min=1, max=1000),
+    )
 
 
 class UnsubscribeLinkSchema(ma.Schema):
@@ -269,14 +277,19 @@ class UnsubscribeLinksSchema(ma.Schema):
 
 
 class ExportArgs(IdentityArgs):
-    format = fields.String(load_default="json",
-                           validate=validate.OneOf(["json", "csv", "receipts"]))
+    format = fields.String(
+        load_default="json", validate=validate.OneOf(["json", "csv", "receipts"])
+    )
 
 
 class CorrectionArgs(IdentityArgs):
     field = fields.String(required=True, validate=validate.OneOf(["email", "user_id"]))
-    value = Text(required=True, allow_none=True, validate=validate.Length(min=1, max=254),
-                 metadata={"description": "The new value, or null to remove it."})
+    value = Text(
+        required=True,
+        allow_none=True,
+        validate=validate.Length(min=1, max=254),
+        metadata={"description": "The new value, or null to remove it."},
+    )
 
 
 class RightsResultSchema(ma.Schema):

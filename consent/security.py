@@ -58,8 +58,12 @@ def trust_proxies(app: Flask) -> None:
 
 #: Talisman settings ``headers_outside_flask`` does not reproduce: it refuses to start.
 _NOT_REPRODUCED = (
-    "feature_policy", "document_policy", "x_xss_protection", "force_file_save",
-    "content_security_policy_report_uri", "content_security_policy_report_only",
+    "feature_policy",
+    "document_policy",
+    "x_xss_protection",
+    "force_file_save",
+    "content_security_policy_report_uri",
+    "content_security_policy_report_only",
 )
 
 
@@ -97,11 +101,16 @@ def headers_outside_flask() -> Callable[[dict], list[tuple[str, str]]]:
         answer = list(before_csp)
         if policy:
             nonce = get_random_string(NONCE_LENGTH) if nonce_in else None
-            answer.append(("Content-Security-Policy", "; ".join(
-                f"{section} {_joined(content)}"
-                + (f" 'nonce-{nonce}'" if section in nonce_in else "")
-                for section, content in policy.items()
-            )))
+            answer.append(
+                (
+                    "Content-Security-Policy",
+                    "; ".join(
+                        f"{section} {_joined(content)}"
+                        + (f" 'nonce-{nonce}'" if section in nonce_in else "")
+                        for section, content in policy.items()
+                    ),
+                )
+            )
         is_secure = environ.get("wsgi.url_scheme") == "https"
         if talisman.strict_transport_security and (
             is_secure or environ.get("HTTP_X_FORWARDED_PROTO", "http") == "https"

@@ -169,7 +169,9 @@ def remember_answer(
         return
     db.session.add(
         IdempotentRequest(
-            site_id=site.id, key=idempotency_key, request_digest=request_digest,
+            site_id=site.id,
+            key=idempotency_key,
+            request_digest=request_digest,
             response=response,
         )
     )

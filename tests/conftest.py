@@ -167,11 +167,19 @@ def make_site(app) -> Callable[..., str]:
 
     def make(key: str | None = None, *, origins=(), policy: str | None = "v1", **settings):
         with app.app_context():
-            site = create_site(key or f"site-{uuid.uuid4().hex[:8]}", "Test site",
-                               origins=list(origins), **settings)
+            site = create_site(
+                key or f"site-{uuid.uuid4().hex[:8]}",
+                "Test site",
+                origins=list(origins),
+                **settings,
+            )
             for position, purpose in enumerate(STANDARD_PURPOSES):
-                set_purpose(site, purpose["key"], position=position,
-                            **{k: v for k, v in purpose.items() if k != "key"})
+                set_purpose(
+                    site,
+                    purpose["key"],
+                    position=position,
+                    **{k: v for k, v in purpose.items() if k != "key"},
+                )
             if policy:
                 publish_policy(site, policy, is_material=True)
             db.session.commit()

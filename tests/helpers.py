@@ -46,10 +46,17 @@ def make_person(client, site_key, key, *, email_marketing: bool) -> str:
     token = submit(client, site_key, ACCEPT_ALL).get_json()["visitor_token"]
     for url, body in [
         ("/v1/server/links", {"visitor_token": token, "user_id": PERSON_USER_ID}),
-        ("/v1/server/subjects/correct",
-         {"user_id": PERSON_USER_ID, "field": "email", "value": PERSON_EMAIL}),
-        ("/v1/server/records", {"email": PERSON_EMAIL, "decisions": [
-            {"purpose": "email_marketing", "granted": email_marketing}]}),
+        (
+            "/v1/server/subjects/correct",
+            {"user_id": PERSON_USER_ID, "field": "email", "value": PERSON_EMAIL},
+        ),
+        (
+            "/v1/server/records",
+            {
+                "email": PERSON_EMAIL,
+                "decisions": [{"purpose": "email_marketing", "granted": email_marketing}],
+            },
+        ),
     ]:
         assert client.post(url, json=body, headers=bearer(key)).status_code in (200, 201)
     return token

@@ -35,29 +35,50 @@ DECISION = [{"purpose": "email_marketing", "granted": True}]
 #: names (``{"email": ...}``, ``{"user_id": ...}`` or ``{"visitor_token": ...}``);
 #: ``token`` is the person's visitor token, for the routes that take one anyway.
 SAMPLES = {
-    "server.ServerCheck": ("read", lambda who, token: {
-        "query_string": {"purpose": "email_marketing", **who}}),
-    "server.ServerRecords": ("write", lambda who, token: {
-        "json": {**who, "decisions": DECISION}}),
-    "server.Links": ("write", lambda who, token: {
-        "json": {"visitor_token": token, "user_id": "linked-1"}}),
-    "server.BulkCheck": ("read", lambda who, token: {
-        "json": {"purpose": "email_marketing", "emails": [who.get("email", PERSON_EMAIL)]}}),
-    "server.Suppression": ("read", lambda who, token: {
-        "query_string": {"purpose": "email_marketing"}}),
-    "server.UnsubscribeLinks": ("write", lambda who, token: {
-        "json": {"purpose": "email_marketing", "emails": [who.get("email", PERSON_EMAIL)]}}),
+    "server.ServerCheck": (
+        "read",
+        lambda who, token: {"query_string": {"purpose": "email_marketing", **who}},
+    ),
+    "server.ServerRecords": ("write", lambda who, token: {"json": {**who, "decisions": DECISION}}),
+    "server.Links": (
+        "write",
+        lambda who, token: {"json": {"visitor_token": token, "user_id": "linked-1"}},
+    ),
+    "server.BulkCheck": (
+        "read",
+        lambda who, token: {
+            "json": {"purpose": "email_marketing", "emails": [who.get("email", PERSON_EMAIL)]}
+        },
+    ),
+    "server.Suppression": (
+        "read",
+        lambda who, token: {"query_string": {"purpose": "email_marketing"}},
+    ),
+    "server.UnsubscribeLinks": (
+        "write",
+        lambda who, token: {
+            "json": {"purpose": "email_marketing", "emails": [who.get("email", PERSON_EMAIL)]}
+        },
+    ),
     "server.SubjectExport": ("rights", lambda who, token: {"query_string": who}),
-    "server.SubjectCorrection": ("rights", lambda who, token: {
-        "json": {**who, "field": "email", "value": "new@example.com"}}),
+    "server.SubjectCorrection": (
+        "rights",
+        lambda who, token: {"json": {**who, "field": "email", "value": "new@example.com"}},
+    ),
     "server.SubjectErasure": ("rights", lambda who, token: {"json": who}),
 }
 
 
 def bare_app():
     """An app that is only looked at (routes, OpenAPI document), never given a database."""
-    return create_app({"TESTING": True, "DATABASE_URL": "sqlite://", "SECRET_KEY": "routes",
-                       "DATA_KEY": base64.b64encode(b"r" * 32).decode()})
+    return create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": "sqlite://",
+            "SECRET_KEY": "routes",
+            "DATA_KEY": base64.b64encode(b"r" * 32).decode(),
+        }
+    )
 
 
 def server_routes() -> list[tuple[str, str, str]]:
@@ -105,8 +126,7 @@ def person(client, demo_site, make_key) -> dict:
     """Ada on the demo site: visitor token, user id and email, with recorded choices."""
     key = make_key(demo_site, *API_SCOPES)
     token = make_person(client, demo_site, key, email_marketing=False)
-    return {"site": demo_site, "key": key, "token": token,
-            "who": {"email": PERSON_EMAIL}}
+    return {"site": demo_site, "key": key, "token": token, "who": {"email": PERSON_EMAIL}}
 
 
 @pytest.fixture
@@ -114,8 +134,9 @@ def other_site(app, make_site) -> str:
     """A second site with the same purposes as the demo site, email marketing included."""
     key = make_site()
     with app.app_context():
-        set_purpose(get_site_by_key(key), "email_marketing", kind="communication",
-                    is_required=False)
+        set_purpose(
+            get_site_by_key(key), "email_marketing", kind="communication", is_required=False
+        )
         db.session.commit()
     return key
 
@@ -140,8 +161,16 @@ def site_rows(app):
     return count
 
 
-def call(client, endpoint: str, method: str, path: str, who: dict, token: str, headers: dict,
-         extra_query: dict | None = None):
+def call(
+    client,
+    endpoint: str,
+    method: str,
+    path: str,
+    who: dict,
+    token: str,
+    headers: dict,
+    extra_query: dict | None = None,
+):
     """Send the endpoint's sample request about ``who`` with the given headers."""
     _, sample = SAMPLES[endpoint]
     request = sample(who, token)
@@ -192,8 +221,9 @@ def test_route_refuses_every_bad_key(
         extra_query = None
         if name == "in the query only":  # keys belong in a header, never in a URL
             extra_query = {"access_token": make_key(person["site"], *API_SCOPES)}
-        response = call(client, endpoint, method, path, person["who"], person["token"],
-                        headers, extra_query)
+        response = call(
+            client, endpoint, method, path, person["who"], person["token"], headers, extra_query
+        )
         assert response.status_code == 401, (name, response.get_data(as_text=True))
         body = response.get_json()
         assert body["error"] == "unauthorized", name
@@ -210,20 +240,41 @@ def test_route_needs_its_scope_and_no_other(
     scope, _ = SAMPLES[endpoint]
     before = site_rows(person["site"])
     for other in set(API_SCOPES) - {scope}:
-        response = call(client, endpoint, method, path, person["who"], person["token"],
-                        bearer(make_key(person["site"], other)))
+        response = call(
+            client,
+            endpoint,
+            method,
+            path,
+            person["who"],
+            person["token"],
+            bearer(make_key(person["site"], other)),
+        )
         assert response.status_code == 403, (other, response.get_json())
         assert response.get_json()["error"] == "forbidden"
         assert repr(scope) in response.get_json()["message"]
         tally["server routes x wrong keys walked"] += 1
     lacking = sorted(set(API_SCOPES) - {scope})
-    response = call(client, endpoint, method, path, person["who"], person["token"],
-                    bearer(make_key(person["site"], *lacking)))
+    response = call(
+        client,
+        endpoint,
+        method,
+        path,
+        person["who"],
+        person["token"],
+        bearer(make_key(person["site"], *lacking)),
+    )
     assert response.status_code == 403
     assert site_rows(person["site"]) == before
     # And the one scope is enough: the walk above was refused for the scope alone.
-    only = call(client, endpoint, method, path, person["who"], person["token"],
-                bearer(make_key(person["site"], scope)))
+    only = call(
+        client,
+        endpoint,
+        method,
+        path,
+        person["who"],
+        person["token"],
+        bearer(make_key(person["site"], scope)),
+    )
     assert only.status_code in (200, 201), only.get_data(as_text=True)
 
 
@@ -234,31 +285,50 @@ def test_another_sites_key_never_reaches_this_sites_people(
     other_key = make_key(other_site, *API_SCOPES)
     before = site_rows(person["site"])
     with app.app_context():
-        pseudonym = db.session.scalar(select(Subject.pseudonym).where(
-            Subject.site_id == select(Site.id).where(Site.key == person["site"])
-            .scalar_subquery(), Subject.erased_at.is_(None), Subject.email_digest.is_not(None)))
-    for identity, value in [("email", PERSON_EMAIL), ("user_id", PERSON_USER_ID),
-                            ("visitor_token", person["token"])]:
-        response = call(client, endpoint, method, path, {identity: value}, person["token"],
-                        bearer(other_key))
+        pseudonym = db.session.scalar(
+            select(Subject.pseudonym).where(
+                Subject.site_id
+                == select(Site.id).where(Site.key == person["site"]).scalar_subquery(),
+                Subject.erased_at.is_(None),
+                Subject.email_digest.is_not(None),
+            )
+        )
+    for identity, value in [
+        ("email", PERSON_EMAIL),
+        ("user_id", PERSON_USER_ID),
+        ("visitor_token", person["token"]),
+    ]:
+        response = call(
+            client, endpoint, method, path, {identity: value}, person["token"], bearer(other_key)
+        )
         text = response.get_data(as_text=True)
         assert pseudonym not in text, identity
-        if endpoint == "server.Links" or identity == "visitor_token" and endpoint not in (
-            "server.BulkCheck", "server.Suppression", "server.UnsubscribeLinks"
+        if (
+            endpoint == "server.Links"
+            or identity == "visitor_token"
+            and endpoint
+            not in ("server.BulkCheck", "server.Suppression", "server.UnsubscribeLinks")
         ):
             # This site's visitor token, presented by the other site: refused outright.
             assert response.status_code == 403, (identity, text)
             assert response.get_json()["errors"] == {
-                "visitor_token": ["The visitor token belongs to another site."]}
-        elif endpoint in ("server.SubjectExport", "server.SubjectCorrection",
-                          "server.SubjectErasure"):
+                "visitor_token": ["The visitor token belongs to another site."]
+            }
+        elif endpoint in (
+            "server.SubjectExport",
+            "server.SubjectCorrection",
+            "server.SubjectErasure",
+        ):
             assert response.status_code in (404, 422), (identity, text)
         elif endpoint == "server.ServerCheck":
             assert (response.get_json()["allowed"], response.get_json()["reason"]) == (
-                False, "no_decision"), identity
+                False,
+                "no_decision",
+            ), identity
         elif endpoint == "server.BulkCheck":
-            assert [row["reason"] for row in response.get_json()["results"]] == [
-                "no_decision"], identity
+            assert [row["reason"] for row in response.get_json()["results"]] == ["no_decision"], (
+                identity
+            )
         elif endpoint == "server.Suppression":
             assert response.get_json()["items"] == [], identity
         else:  # records and unsubscribe links: made in the other site's own space
@@ -278,12 +348,17 @@ def test_another_sites_key_leaves_this_sites_answers_unchanged(
     # own checks still answer as before.
     other_key = make_key(other_site, *API_SCOPES)
     for url, body in [
-        ("/v1/server/records", {"email": PERSON_EMAIL, "decisions": [
-            {"purpose": "email_marketing", "granted": True}]}),
+        (
+            "/v1/server/records",
+            {"email": PERSON_EMAIL, "decisions": [{"purpose": "email_marketing", "granted": True}]},
+        ),
         ("/v1/server/records", {"user_id": PERSON_USER_ID, "decisions": DECISION}),
         ("/v1/server/subjects/erase", {"user_id": PERSON_USER_ID}),
     ]:
         assert client.post(url, json=body, headers=bearer(other_key)).status_code in (200, 201)
-    answer = client.get("/v1/server/check", headers=bearer(person["key"]), query_string={
-        "purpose": "email_marketing", "email": PERSON_EMAIL}).get_json()
+    answer = client.get(
+        "/v1/server/check",
+        headers=bearer(person["key"]),
+        query_string={"purpose": "email_marketing", "email": PERSON_EMAIL},
+    ).get_json()
     assert (answer["allowed"], answer["reason"]) == (False, "denied")

@@ -27,8 +27,10 @@ from consent.models import AccessLogEntry, ApiKey, ConsentRecord, Purpose, Subje
 from consent.sites import banner_config, get_site_by_key
 
 NAME, PASSWORD = "ada", "correct horse battery staple"
-TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|'
-                   r'type="hidden" name="csrf_token" value="([^"]+)"')
+TOKEN = re.compile(
+    r'name="csrf_token" type="hidden" value="([^"]+)"|'
+    r'type="hidden" name="csrf_token" value="([^"]+)"'
+)
 
 
 @pytest.fixture(autouse=True)
@@ -161,23 +163,23 @@ def test_sign_in_returns_to_the_page_asked_for(client, admin_account, site_key):
 def test_sign_in_never_redirects_outside_the_admin(client, admin_account, target):
     token = csrf_token(client, "/admin/sign-in")
     response = client.post(
-        "/admin/sign-in", query_string={"next": target},
+        "/admin/sign-in",
+        query_string={"next": target},
         data={"csrf_token": token, "name": NAME, "password": PASSWORD},
     )
     assert response.headers["Location"] == "/admin/"
 
 
-def test_session_cookie_is_http_only_and_lax_over_plain_http_in_development(
-    client, admin_account
-):
+def test_session_cookie_is_http_only_and_lax_over_plain_http_in_development(client, admin_account):
     cookie = sign_in(client).headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert "Secure" not in cookie
 
 
 def test_session_cookie_is_secure_when_https_is_forced(app, admin_account):
-    secure_app = create_app({**app.config, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-                             "FORCE_HTTPS": True})
+    secure_app = create_app(
+        {**app.config, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"], "FORCE_HTTPS": True}
+    )
     client = secure_app.test_client()
     response = client.get("/admin/sign-in")
     assert response.status_code == 302  # plain http is sent to https
@@ -185,8 +187,11 @@ def test_session_cookie_is_secure_when_https_is_forced(app, admin_account):
     form = client.get("/admin/sign-in", base_url="https://localhost")
     assert "Secure" in form.headers["Set-Cookie"]
     token = TOKEN.search(form.text).group(1)
-    response = client.post("/admin/sign-in", base_url="https://localhost",
-                           data={"csrf_token": token, "name": NAME, "password": PASSWORD})
+    response = client.post(
+        "/admin/sign-in",
+        base_url="https://localhost",
+        data={"csrf_token": token, "name": NAME, "password": PASSWORD},
+    )
     assert response.status_code == 302
     assert "Secure" in response.headers["Set-Cookie"]
     with secure_app.app_context():
@@ -215,13 +220,18 @@ ADMIN_PAGES = [
 def test_every_admin_page_is_listed(app):
     """A new GET route must join ADMIN_PAGES, so the sign-in test below covers it."""
     rules = {
-        rule.rule for rule in app.url_map.iter_rules()
-        if rule.endpoint.startswith("admin.") and "GET" in rule.methods
+        rule.rule
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith("admin.")
+        and "GET" in rule.methods
         and rule.endpoint != "admin.sign_in"
     }
     listed = {
-        re.sub(r"/shop(/purposes/analytics)?", lambda m: "/<site_key>" + (
-            "/purposes/<purpose_key>" if m.group(1) else ""), page)
+        re.sub(
+            r"/shop(/purposes/analytics)?",
+            lambda m: "/<site_key>" + ("/purposes/<purpose_key>" if m.group(1) else ""),
+            page,
+        )
         for page in ADMIN_PAGES
     }
     assert rules == listed
@@ -243,10 +253,20 @@ def test_every_admin_page_renders_for_an_admin(admin, site_key, page):
 
 FORM_POSTS = [
     ("/admin/sign-out", {}),
-    ("/admin/sites/new", {"key": "other", "name": "Other", "languages": "en",
-                          "lifetime_days": "30", "retention_days": "60"}),
-    ("/admin/sites/shop/edit", {"name": "Renamed", "languages": "en", "lifetime_days": "30",
-                                "retention_days": "60"}),
+    (
+        "/admin/sites/new",
+        {
+            "key": "other",
+            "name": "Other",
+            "languages": "en",
+            "lifetime_days": "30",
+            "retention_days": "60",
+        },
+    ),
+    (
+        "/admin/sites/shop/edit",
+        {"name": "Renamed", "languages": "en", "lifetime_days": "30", "retention_days": "60"},
+    ),
     ("/admin/sites/shop/purposes/new", {"key": "extra", "kind": "cookie"}),
     ("/admin/sites/shop/purposes/analytics", {"kind": "cookie"}),
     ("/admin/sites/shop/purposes/analytics/move", {"direction": "up"}),
@@ -263,14 +283,22 @@ FORM_POSTS = [
 
 def test_every_form_post_is_listed(app):
     rules = {
-        rule.rule for rule in app.url_map.iter_rules()
-        if rule.endpoint.startswith("admin.") and "POST" in rule.methods
+        rule.rule
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith("admin.")
+        and "POST" in rule.methods
         and rule.endpoint != "admin.sign_in"
     }
     listed = {
-        re.sub(r"/shop|/analytics|/PREFIX", lambda m: {
-            "/shop": "/<site_key>", "/analytics": "/<purpose_key>", "/PREFIX": "/<prefix>",
-        }[m.group(0)], url)
+        re.sub(
+            r"/shop|/analytics|/PREFIX",
+            lambda m: {
+                "/shop": "/<site_key>",
+                "/analytics": "/<purpose_key>",
+                "/PREFIX": "/<prefix>",
+            }[m.group(0)],
+            url,
+        )
         for url, _ in FORM_POSTS
     }
     assert rules == listed
@@ -297,8 +325,14 @@ def test_sign_in_refuses_a_post_without_csrf_token(client, admin_account):
 
 # --- sites -----------------------------------------------------------------------------
 
-SITE_FORM = {"key": "blog", "name": "The blog", "origins": "https://blog.example\n",
-             "languages": "en fr", "lifetime_days": "182", "retention_days": "400"}
+SITE_FORM = {
+    "key": "blog",
+    "name": "The blog",
+    "origins": "https://blog.example\n",
+    "languages": "en fr",
+    "lifetime_days": "182",
+    "retention_days": "400",
+}
 
 
 def test_admin_creates_a_site_with_standard_purposes(app, admin):
@@ -309,17 +343,24 @@ def test_admin_creates_a_site_with_standard_purposes(app, admin):
         assert site.allowed_origins == ["https://blog.example"]
         assert site.languages == ["en", "fr"]
         assert [p.key for p in site.purposes] == [
-            "necessary", "preferences", "analytics", "marketing"]
+            "necessary",
+            "preferences",
+            "analytics",
+            "marketing",
+        ]
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"lifetime_days": "396"}, "Number must be between 1 and 395."),
-    ({"retention_days": "100"}, "Records must be kept at least as long as a choice stands."),
-    ({"origins": "blog.example"}, "is not an origin like https://example.com"),
-    ({"languages": "english!"}, "is not a language code"),
-    ({"key": "Bad Key"}, "Use 2-64 lower-case letters"),
-    ({"texts": "{nope"}, "This is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lifetime_days": "396"}, "Number must be between 1 and 395."),
+        ({"retention_days": "100"}, "Records must be kept at least as long as a choice stands."),
+        ({"origins": "blog.example"}, "is not an origin like https://example.com"),
+        ({"languages": "english!"}, "is not a language code"),
+        ({"key": "Bad Key"}, "Use 2-64 lower-case letters"),
+        ({"texts": "{nope"}, "This is not valid JSON"),
+    ],
+)
 def test_bad_site_settings_are_refused_with_a_message(app, admin, change, message):
     response = post_form(admin, "/admin/sites/new", {**SITE_FORM, **change})
     assert response.status_code == 422
@@ -335,10 +376,17 @@ def test_a_taken_site_key_is_refused(admin, site_key):
 
 def test_editing_texts_changes_the_config_hash(app, admin, site_key):
     before = in_app(app, lambda: banner_config(get_site_by_key(site_key))["config_hash"])
-    response = post_form(admin, "/admin/sites/shop/edit", {
-        "name": "Shop", "languages": "en", "lifetime_days": "90", "retention_days": "90",
-        "texts": json.dumps({"en": {"title": "Cookies?"}}),
-    })
+    response = post_form(
+        admin,
+        "/admin/sites/shop/edit",
+        {
+            "name": "Shop",
+            "languages": "en",
+            "lifetime_days": "90",
+            "retention_days": "90",
+            "texts": json.dumps({"en": {"title": "Cookies?"}}),
+        },
+    )
     assert response.status_code == 302
     flashed = admin.get("/admin/sites/shop").text
     assert "What the banner shows changed" in flashed
@@ -356,18 +404,28 @@ def test_site_page_shows_embed_snippet_with_sri_of_the_served_widget(admin, site
     served = admin.get("/widget/consent.js", headers={"Accept-Encoding": "identity"}).data
     expected = "sha384-" + base64.b64encode(hashlib.sha384(served).digest()).decode()
     assert (integrity.group(1) or integrity.group(2)) == expected
-    assert 'data-site=&#34;shop&#34;' in page or 'data-site="shop"' in page
+    assert "data-site=&#34;shop&#34;" in page or 'data-site="shop"' in page
 
 
 # --- purposes --------------------------------------------------------------------------
 
 PURPOSE_FORM = {
-    "key": "video", "kind": "cookie",
+    "key": "video",
+    "kind": "cookie",
     "translations": json.dumps({"en": {"title": "Video", "description": "Embedded videos."}}),
     "consent_mode": ["ad_storage"],
     "cookies": "[]",
-    "services": json.dumps([{"key": "youtube", "name": "YouTube", "cookies": [
-        {"name": "VISITOR_INFO1_LIVE", "provider": "Google", "duration": "6 months"}]}]),
+    "services": json.dumps(
+        [
+            {
+                "key": "youtube",
+                "name": "YouTube",
+                "cookies": [
+                    {"name": "VISITOR_INFO1_LIVE", "provider": "Google", "duration": "6 months"}
+                ],
+            }
+        ]
+    ),
 }
 
 
@@ -381,14 +439,17 @@ def test_admin_adds_a_purpose_the_banner_shows(app, admin, site_key):
     assert video["services"][0]["cookies"][0]["name"] == "VISITOR_INFO1_LIVE"
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"services": '[{"name": "no key"}]'}, "item 1: key: Missing data for required field."),
-    ({"cookies": '[{"name": "a", "colour": "red"}]'}, "colour: Unknown field."),
-    ({"translations": '{"en": {}}'}, "title: Missing data for required field."),
-    ({"translations": "[1, 2"}, "This is not valid JSON"),
-    ({"key": "Video!"}, "Use lower-case letters"),
-    ({"key": "analytics"}, "exists already"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"services": '[{"name": "no key"}]'}, "item 1: key: Missing data for required field."),
+        ({"cookies": '[{"name": "a", "colour": "red"}]'}, "colour: Unknown field."),
+        ({"translations": '{"en": {}}'}, "title: Missing data for required field."),
+        ({"translations": "[1, 2"}, "This is not valid JSON"),
+        ({"key": "Video!"}, "Use lower-case letters"),
+        ({"key": "analytics"}, "exists already"),
+    ],
+)
 def test_bad_purpose_input_is_refused_with_a_message(app, admin, site_key, change, message):
     response = post_form(admin, "/admin/sites/shop/purposes/new", {**PURPOSE_FORM, **change})
     assert response.status_code == 422
@@ -399,11 +460,17 @@ def test_bad_purpose_input_is_refused_with_a_message(app, admin, site_key, chang
 
 def test_editing_a_purpose_changes_the_config_hash(app, admin, site_key):
     before = in_app(app, lambda: banner_config(get_site_by_key(site_key))["config_hash"])
-    response = post_form(admin, "/admin/sites/shop/purposes/analytics", {
-        "kind": "cookie", "consent_mode": ["analytics_storage"],
-        "translations": json.dumps({"en": {"title": "Audience", "description": "Counts."}}),
-        "cookies": "[]", "services": "[]",
-    })
+    response = post_form(
+        admin,
+        "/admin/sites/shop/purposes/analytics",
+        {
+            "kind": "cookie",
+            "consent_mode": ["analytics_storage"],
+            "translations": json.dumps({"en": {"title": "Audience", "description": "Counts."}}),
+            "cookies": "[]",
+            "services": "[]",
+        },
+    )
     assert response.status_code == 302
     assert "What the banner shows changed" in admin.get("/admin/sites/shop/purposes").text
     after = in_app(app, lambda: banner_config(get_site_by_key(site_key)))
@@ -412,11 +479,16 @@ def test_editing_a_purpose_changes_the_config_hash(app, admin, site_key):
 
 
 def test_purposes_are_reordered(app, admin, site_key):
-    response = post_form(admin, "/admin/sites/shop/purposes/marketing/move",
-                         {"direction": "up"}, page="/admin/sites/shop/purposes")
+    response = post_form(
+        admin,
+        "/admin/sites/shop/purposes/marketing/move",
+        {"direction": "up"},
+        page="/admin/sites/shop/purposes",
+    )
     assert response.status_code == 302
-    keys = in_app(app, lambda: [p["key"] for p in banner_config(
-        get_site_by_key(site_key))["purposes"]])
+    keys = in_app(
+        app, lambda: [p["key"] for p in banner_config(get_site_by_key(site_key))["purposes"]]
+    )
     assert keys == ["necessary", "preferences", "marketing", "analytics"]
 
 
@@ -426,9 +498,11 @@ def test_purposes_are_reordered(app, admin, site_key):
 def test_material_version_reports_the_decisions_it_makes_stale(client, admin, site_key):
     for _ in range(2):
         assert submit(client, site_key, ACCEPT_ALL).status_code == 201
-    response = post_form(admin, "/admin/sites/shop/policies",
-                         {"version": "v2", "url": "https://shop.example/privacy",
-                          "is_material": "y"})
+    response = post_form(
+        admin,
+        "/admin/sites/shop/policies",
+        {"version": "v2", "url": "https://shop.example/privacy", "is_material": "y"},
+    )
     assert response.status_code == 302
     page = admin.get("/admin/sites/shop/policies").text
     # two visitors, three optional purposes each
@@ -440,16 +514,26 @@ def test_material_version_reports_the_decisions_it_makes_stale(client, admin, si
 def test_minor_version_makes_nothing_stale(admin, site_key):
     response = post_form(admin, "/admin/sites/shop/policies", {"version": "v1.1"})
     assert response.status_code == 302
-    assert "material change" not in admin.get("/admin/sites/shop/policies").text.split(
-        "Published policy version")[1].split("</p>")[0]
+    assert (
+        "material change"
+        not in admin.get("/admin/sites/shop/policies")
+        .text.split("Published policy version")[1]
+        .split("</p>")[0]
+    )
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ({"version": "v1"}, "exists already"),
-    ({"version": "v3", "published_at": "2999-01-01T00:00"}, "cannot be published in the future"),
-    ({"version": "v3", "published_at": "yesterday"}, "Not a valid datetime value."),
-    ({"version": "v3", "url": "not a url"}, "Invalid URL."),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"version": "v1"}, "exists already"),
+        (
+            {"version": "v3", "published_at": "2999-01-01T00:00"},
+            "cannot be published in the future",
+        ),
+        ({"version": "v3", "published_at": "yesterday"}, "Not a valid datetime value."),
+        ({"version": "v3", "url": "not a url"}, "Invalid URL."),
+    ],
+)
 def test_bad_policy_versions_are_refused(admin, site_key, data, message):
     response = post_form(admin, "/admin/sites/shop/policies", data)
     assert response.status_code == 422
@@ -460,8 +544,9 @@ def test_bad_policy_versions_are_refused(admin, site_key, data, message):
 
 
 def test_issued_key_is_shown_once_and_works(app, client, admin, site_key):
-    response = post_form(admin, "/admin/sites/shop/keys",
-                         {"name": "newsletter", "scopes": ["read", "rights"]})
+    response = post_form(
+        admin, "/admin/sites/shop/keys", {"name": "newsletter", "scopes": ["read", "rights"]}
+    )
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
     secret = re.search(r'value="(ck_[^"]+)"', response.text).group(1)
@@ -481,8 +566,9 @@ def test_key_without_scope_is_refused(admin, site_key):
 def test_revoked_key_is_refused_by_the_api(app, client, admin, site_key, make_key):
     secret = make_key(site_key, "read")
     prefix = secret.partition(".")[0]
-    response = post_form(admin, f"/admin/sites/shop/keys/{prefix}/revoke",
-                         page="/admin/sites/shop/keys")
+    response = post_form(
+        admin, f"/admin/sites/shop/keys/{prefix}/revoke", page="/admin/sites/shop/keys"
+    )
     assert response.status_code == 302
     assert "revoked" in admin.get("/admin/sites/shop/keys").text
     check = client.get("/v1/server/check?purpose=analytics&user_id=u1", headers=bearer(secret))
@@ -491,8 +577,9 @@ def test_revoked_key_is_refused_by_the_api(app, client, admin, site_key, make_ke
 
 def test_another_sites_key_cannot_be_revoked_here(admin, site_key, make_site, make_key):
     prefix = make_key(make_site("other"), "read").partition(".")[0]
-    response = post_form(admin, f"/admin/sites/shop/keys/{prefix}/revoke",
-                         page="/admin/sites/shop/keys")
+    response = post_form(
+        admin, f"/admin/sites/shop/keys/{prefix}/revoke", page="/admin/sites/shop/keys"
+    )
     assert response.status_code == 404
 
 
@@ -518,7 +605,10 @@ def test_rates_count_banners_interactions_and_shares(admin, some_traffic):
     last = rows[-1]
     assert last["period_start"] == today
     assert (last["banners_shown"], last["interactions"], last["interaction_rate"]) == (
-        "4", "3", "0.7500")
+        "4",
+        "3",
+        "0.7500",
+    )
     assert (last["analytics_granted"], last["analytics_denied"]) == ("2", "1")
     assert (last["marketing_granted"], last["marketing_denied"]) == ("1", "1")
     assert "necessary_granted" not in last
@@ -531,11 +621,14 @@ def test_rates_per_week(admin, some_traffic):
     assert response.headers["Content-Disposition"].startswith("attachment;")
 
 
-@pytest.mark.parametrize(("query", "message"), [
-    ("start=2026-02-01&end=2026-01-01", "The end comes before the start."),
-    ("start=2020-01-01&end=2026-01-01", "Choose at most 366 days."),
-    ("start=nonsense", "Not a valid date value."),
-])
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("start=2026-02-01&end=2026-01-01", "The end comes before the start."),
+        ("start=2020-01-01&end=2026-01-01", "Choose at most 366 days."),
+        ("start=nonsense", "Not a valid date value."),
+    ],
+)
 def test_bad_rate_ranges_are_refused(admin, site_key, query, message):
     response = admin.get(f"/admin/sites/shop/rates?{query}")
     assert response.status_code == 422
@@ -559,13 +652,21 @@ def test_record_log_filters_by_subject_and_dates(app, client, admin, site_key):
     token = submit(client, site_key, ACCEPT_ALL).get_json()["visitor_token"]
     submit(client, site_key, REJECT_ALL, token=token)
     submit(client, site_key, ACCEPT_ALL)
-    subject = in_app(app, lambda: db.session.scalars(
-        select(ConsentRecord.subject_pseudonym).where(ConsentRecord.sequence == 1)).one())
+    subject = in_app(
+        app,
+        lambda: db.session.scalars(
+            select(ConsentRecord.subject_pseudonym).where(ConsentRecord.sequence == 1)
+        ).one(),
+    )
     page = admin.get(f"/admin/sites/shop/records?subject={subject}").text
     assert page.count('class="card record"') == 2
     today = now_utc().date()
-    assert admin.get(f"/admin/sites/shop/records?end={today - timedelta(1)}").text.count(
-        'class="card record"') == 0
+    assert (
+        admin.get(f"/admin/sites/shop/records?end={today - timedelta(1)}").text.count(
+            'class="card record"'
+        )
+        == 0
+    )
 
 
 def test_record_log_shows_each_hash_and_pages(app, client, admin, site_key, monkeypatch):
@@ -574,11 +675,15 @@ def test_record_log_shows_each_hash_and_pages(app, client, admin, site_key, monk
         submit(client, site_key, ACCEPT_ALL)
     first = admin.get("/admin/sites/shop/records").text
     assert "#5 · decision" in first and "#4 · decision" in first and "#3" not in first
-    hashes = in_app(app, lambda: db.session.scalars(
-        select(ConsentRecord.record_hash).order_by(ConsentRecord.sequence)).all())
-    assert f"<dd><code class=\"hash\">{hashes[4]}</code></dd>" in first
-    assert f"<dt>Hash</dt><dd><code class=\"hash\">{hashes[3]}</code>" in first
-    assert f"<dt>Hash</dt><dd><code class=\"hash\">{hashes[2]}</code>" not in first
+    hashes = in_app(
+        app,
+        lambda: db.session.scalars(
+            select(ConsentRecord.record_hash).order_by(ConsentRecord.sequence)
+        ).all(),
+    )
+    assert f'<dd><code class="hash">{hashes[4]}</code></dd>' in first
+    assert f'<dt>Hash</dt><dd><code class="hash">{hashes[3]}</code>' in first
+    assert f'<dt>Hash</dt><dd><code class="hash">{hashes[2]}</code>' not in first
     older = admin.get("/admin/sites/shop/records?before=4").text
     assert "#3 · decision" in older and "#2 · decision" in older
     newer = re.search(r'href="([^"]*after=3[^"]*)"', older).group(1).replace("&amp;", "&")
@@ -608,15 +713,21 @@ def test_cli_verify_result_shows_in_the_admin(app, runner, admin, some_traffic):
 @pytest.fixture
 def ada_subscribed(client, site_key, make_key):
     secret = make_key(site_key, "write")
-    client.post("/v1/server/records", headers=bearer(secret), json={
-        "email": "ada@example.com", "decisions": [{"purpose": "analytics", "granted": True}]})
+    client.post(
+        "/v1/server/records",
+        headers=bearer(secret),
+        json={"email": "ada@example.com", "decisions": [{"purpose": "analytics", "granted": True}]},
+    )
 
 
 def access_log(app):
-    return in_app(app, lambda: [
-        (entry.actor, entry.action) for entry in db.session.scalars(
-            select(AccessLogEntry).order_by(AccessLogEntry.id))
-    ])
+    return in_app(
+        app,
+        lambda: [
+            (entry.actor, entry.action)
+            for entry in db.session.scalars(select(AccessLogEntry).order_by(AccessLogEntry.id))
+        ],
+    )
 
 
 def look_up(admin, value="ADA@example.com", kind="email"):
@@ -657,9 +768,12 @@ def pseudonym_of(app):
 
 @pytest.mark.parametrize("export_format", ["json", "csv"])
 def test_export_downloads_the_data_and_is_logged(app, admin, ada_subscribed, export_format):
-    response = post_form(admin, "/admin/sites/shop/people/export",
-                         {"pseudonym": pseudonym_of(app), "format": export_format},
-                         page="/admin/sites/shop/people")
+    response = post_form(
+        admin,
+        "/admin/sites/shop/people/export",
+        {"pseudonym": pseudonym_of(app), "format": export_format},
+        page="/admin/sites/shop/people",
+    )
     assert response.status_code == 200
     assert "attachment" in response.headers["Content-Disposition"]
     assert "ada@example.com" in response.text
@@ -671,11 +785,16 @@ def test_export_downloads_the_data_and_is_logged(app, admin, ada_subscribed, exp
 def test_erasure_asks_for_confirmation_first(app, admin, ada_subscribed, record_count):
     before = record_count()
     data = {"pseudonym": pseudonym_of(app)}
-    ask = post_form(admin, "/admin/sites/shop/people/erase", {**data, "step": "ask"},
-                    page="/admin/sites/shop/people")
+    ask = post_form(
+        admin,
+        "/admin/sites/shop/people/erase",
+        {**data, "step": "ask"},
+        page="/admin/sites/shop/people",
+    )
     assert ask.status_code == 200 and "Erase permanently" in ask.text
-    unticked = post_form(admin, "/admin/sites/shop/people/erase", data,
-                         page="/admin/sites/shop/people")
+    unticked = post_form(
+        admin, "/admin/sites/shop/people/erase", data, page="/admin/sites/shop/people"
+    )
     assert unticked.status_code == 422
     assert "Tick the box to confirm the erasure." in unticked.text
     assert record_count() == before
@@ -686,24 +805,32 @@ def test_confirmed_erasure_forgets_the_person_and_is_logged(
     app, client, admin, ada_subscribed, record_count, make_key, runner
 ):
     before = record_count()
-    response = post_form(admin, "/admin/sites/shop/people/erase",
-                         {"pseudonym": pseudonym_of(app), "confirmed": "y"},
-                         page="/admin/sites/shop/people")
+    response = post_form(
+        admin,
+        "/admin/sites/shop/people/erase",
+        {"pseudonym": pseudonym_of(app), "confirmed": "y"},
+        page="/admin/sites/shop/people",
+    )
     assert response.status_code == 302
     assert "erased; erasure record" in admin.get("/admin/sites/shop/people").text
     assert record_count() == before + 1
     assert access_log(app) == [("admin:ada", "erase")]
     assert "No one on this site matches." in look_up(admin).text
-    check = client.get("/v1/server/check?purpose=analytics&email=ada@example.com",
-                       headers=bearer(make_key("shop", "read"))).get_json()
+    check = client.get(
+        "/v1/server/check?purpose=analytics&email=ada@example.com",
+        headers=bearer(make_key("shop", "read")),
+    ).get_json()
     assert check["reason"] == "erased"
     assert invoke(app, runner, "verify", "shop").exit_code == 0
 
 
 def test_unknown_pseudonym_is_not_found(admin, site_key):
-    response = post_form(admin, "/admin/sites/shop/people/export",
-                         {"pseudonym": "nobody", "format": "json"},
-                         page="/admin/sites/shop/people")
+    response = post_form(
+        admin,
+        "/admin/sites/shop/people/export",
+        {"pseudonym": "nobody", "format": "json"},
+        page="/admin/sites/shop/people",
+    )
     assert response.status_code == 404
     assert "No such person" in response.text
 
@@ -719,8 +846,9 @@ def test_unknown_site_or_purpose_is_a_readable_404(admin, site_key, page):
 
 
 def test_create_admin_asks_for_the_password_twice_and_hides_it(app, runner):
-    result = invoke(app, runner, "create-admin", "Grace",
-                    input="a long passphrase\na long passphrase\n")
+    result = invoke(
+        app, runner, "create-admin", "Grace", input="a long passphrase\na long passphrase\n"
+    )
     assert result.exit_code == 0, result.output
     assert "Admin 'grace' created." in result.output
     assert "a long passphrase" not in result.output
@@ -732,9 +860,7 @@ def test_create_admin_refuses_a_short_password(app, runner):
     assert "Use at least 12 characters." in result.output
 
 
-def test_create_admin_refuses_an_existing_name_unless_replacing(
-    app, client, runner, admin_account
-):
+def test_create_admin_refuses_an_existing_name_unless_replacing(app, client, runner, admin_account):
     assert invoke(app, runner, "create-admin", NAME, "--password", "x" * 12).exit_code == 1
     result = invoke(app, runner, "create-admin", NAME, "--password", "y" * 12, "--replace")
     assert result.exit_code == 0
@@ -747,10 +873,15 @@ def test_passwords_are_stored_as_scrypt_hashes(app, admin_account):
 
 
 def test_purposes_keep_positions_in_order(app, admin, site_key):
-    post_form(admin, "/admin/sites/shop/purposes/necessary/move", {"direction": "down"},
-              page="/admin/sites/shop/purposes")
-    positions = in_app(app, lambda: sorted(
-        (p.position, p.key) for p in db.session.scalars(select(Purpose))))
+    post_form(
+        admin,
+        "/admin/sites/shop/purposes/necessary/move",
+        {"direction": "down"},
+        page="/admin/sites/shop/purposes",
+    )
+    positions = in_app(
+        app, lambda: sorted((p.position, p.key) for p in db.session.scalars(select(Purpose)))
+    )
     assert [position for position, _ in positions] == [0, 1, 2, 3]
 
 

@@ -34,11 +34,16 @@ from consent.models import (
 )
 from consent.tokens import UNSUBSCRIBE_SALT, VISITOR_SALT
 
-WRITABLE_TABLES = (ConsentRecord, Subject, Visitor, CurrentState, IdempotentRequest,
-                   AccessLogEntry)
-ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               413: "request_entity_too_large", 415: "unsupported_media_type",
-               422: "unprocessable_entity"}
+WRITABLE_TABLES = (ConsentRecord, Subject, Visitor, CurrentState, IdempotentRequest, AccessLogEntry)
+ERROR_NAMES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    413: "request_entity_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable_entity",
+}
 DECISION = [{"purpose": "analytics", "granted": True}]
 
 #: Every JSON body route: (path with {site}, what a valid body looks like).
@@ -46,12 +51,18 @@ JSON_ROUTES = {
     "public records": ("/v1/sites/{site}/records", {"decisions": DECISION}),
     "server records": ("/v1/server/records", {"user_id": "u-new", "decisions": DECISION}),
     "links": ("/v1/server/links", {"visitor_token": "{token}", "user_id": "u-new"}),
-    "bulk-check": ("/v1/server/bulk-check",
-                   {"purpose": "email_marketing", "emails": [PERSON_EMAIL]}),
-    "unsubscribe-links": ("/v1/server/unsubscribe-links",
-                          {"purpose": "email_marketing", "emails": [PERSON_EMAIL]}),
-    "correct": ("/v1/server/subjects/correct",
-                {"user_id": PERSON_USER_ID, "field": "email", "value": "new@example.com"}),
+    "bulk-check": (
+        "/v1/server/bulk-check",
+        {"purpose": "email_marketing", "emails": [PERSON_EMAIL]},
+    ),
+    "unsubscribe-links": (
+        "/v1/server/unsubscribe-links",
+        {"purpose": "email_marketing", "emails": [PERSON_EMAIL]},
+    ),
+    "correct": (
+        "/v1/server/subjects/correct",
+        {"user_id": PERSON_USER_ID, "field": "email", "value": "new@example.com"},
+    ),
     "erase": ("/v1/server/subjects/erase", {"user_id": PERSON_USER_ID}),
 }
 
@@ -83,8 +94,9 @@ def person(client, demo_site, make_key) -> dict:
     return {"site": demo_site, "key": key, "token": token}
 
 
-def send(client, person, route, *, body=None, data=None, content_type="application/json",
-         headers=None):
+def send(
+    client, person, route, *, body=None, data=None, content_type="application/json", headers=None
+):
     """POST to a JSON route as its caller would: with the site's key on server routes."""
     path = JSON_ROUTES[route][0].format(site=person["site"])
     all_headers = {} if path.startswith("/v1/sites/") else bearer(person["key"])
@@ -153,8 +165,10 @@ def test_malformed_body_is_refused_on_every_route(client, person, rows, tally, n
     [
         ('{"decisions": []}', "text/plain"),
         ("decisions=analytics", "application/x-www-form-urlencoded"),
-        ("--x\r\nContent-Disposition: form-data; name=a\r\n\r\nb\r\n--x--\r\n",
-         "multipart/form-data; boundary=x"),
+        (
+            "--x\r\nContent-Disposition: form-data; name=a\r\n\r\nb\r\n--x--\r\n",
+            "multipart/form-data; boundary=x",
+        ),
         ("<decisions/>", "application/xml"),
         ('{"decisions": []}', None),
     ],
@@ -201,23 +215,46 @@ WRONG_FIELDS = [
     ("public records", {"decisions": [[]]}, "decisions.0"),
     ("public records", {"decisions": [{"purpose": 1, "granted": True}]}, "decisions.0.purpose"),
     ("public records", {"decisions": [{"purpose": "analytics"}]}, "decisions.0.granted"),
-    ("public records", {"decisions": [{"purpose": "analytics", "granted": None}]},
-     "decisions.0.granted"),
-    ("public records", {"decisions": [{"purpose": "analytics", "granted": "true"}]},
-     "decisions.0.granted"),
-    ("public records", {"decisions": [{"purpose": "analytics", "granted": 1.0}]},
-     "decisions.0.granted"),
-    ("public records", {"decisions": [{"purpose": "Analytics", "granted": True}]},
-     "decisions.0.purpose"),
-    ("public records", {"decisions": [{"purpose": "analytics\n", "granted": True}]},
-     "decisions.0.purpose"),
-    ("public records", {"decisions": [{"purpose": "analytics", "granted": True,
-                                       "services": ["matomo"]}]}, "decisions.0.services"),
-    ("public records", {"decisions": [{"purpose": "analytics", "granted": True,
-                                       "services": {"matomo": "yes"}}]},
-     "decisions.0.services.matomo.value"),
-    ("public records", {"decisions": [{"purpose": "analytics", "granted": True, "extra": 1}]},
-     "decisions.0.extra"),
+    (
+        "public records",
+        {"decisions": [{"purpose": "analytics", "granted": None}]},
+        "decisions.0.granted",
+    ),
+    (
+        "public records",
+        {"decisions": [{"purpose": "analytics", "granted": "true"}]},
+        "decisions.0.granted",
+    ),
+    (
+        "public records",
+        {"decisions": [{"purpose": "analytics", "granted": 1.0}]},
+        "decisions.0.granted",
+    ),
+    (
+        "public records",
+        {"decisions": [{"purpose": "Analytics", "granted": True}]},
+        "decisions.0.purpose",
+    ),
+    (
+        "public records",
+        {"decisions": [{"purpose": "analytics\n", "granted": True}]},
+        "decisions.0.purpose",
+    ),
+    (
+        "public records",
+        {"decisions": [{"purpose": "analytics", "granted": True, "services": ["matomo"]}]},
+        "decisions.0.services",
+    ),
+    (
+        "public records",
+        {"decisions": [{"purpose": "analytics", "granted": True, "services": {"matomo": "yes"}}]},
+        "decisions.0.services.matomo.value",
+    ),
+    (
+        "public records",
+        {"decisions": [{"purpose": "analytics", "granted": True, "extra": 1}]},
+        "decisions.0.extra",
+    ),
     ("public records", {"decisions": DECISION * 51}, "decisions"),
     ("public records", {"source": "admin"}, "source"),
     ("public records", {"source": "unsubscribe"}, "source"),
@@ -238,18 +275,33 @@ WRONG_FIELDS = [
     ("server records", {"email": PERSON_EMAIL}, "user_id"),
     ("server records", {"user_id": ["a"]}, "user_id"),
     ("server records", {"source": "banner"}, "source"),
-    ("server records", {"decisions": [{"purpose": "email_marketing", "granted": True}] * 2},
-     "decisions.1.purpose"),
-    ("server records", {"decisions": [{"purpose": "email_marketing", "granted": True},
-                                      {"purpose": "pigeons", "granted": True}]},
-     "decisions.1.purpose"),
+    (
+        "server records",
+        {"decisions": [{"purpose": "email_marketing", "granted": True}] * 2},
+        "decisions.1.purpose",
+    ),
+    (
+        "server records",
+        {
+            "decisions": [
+                {"purpose": "email_marketing", "granted": True},
+                {"purpose": "pigeons", "granted": True},
+            ]
+        },
+        "decisions.1.purpose",
+    ),
     ("server records", {"policy_version": "1999-01-01"}, "policy_version"),
     ("server records", {"recorded_at": "2020-01-01T00:00:00Z"}, "recorded_at"),
-    ("server records", {"decisions": [{"purpose": "necessary", "granted": False}]},
-     "decisions.0.granted"),
-    ("server records", {"decisions": [{"purpose": "analytics", "granted": False,
-                                       "services": {"nothing": False}}]},
-     "decisions.0.services"),
+    (
+        "server records",
+        {"decisions": [{"purpose": "necessary", "granted": False}]},
+        "decisions.0.granted",
+    ),
+    (
+        "server records",
+        {"decisions": [{"purpose": "analytics", "granted": False, "services": {"nothing": False}}]},
+        "decisions.0.services",
+    ),
     ("links", {"user_id": None}, "user_id"),
     ("links", {"visitor_token": None}, "visitor_token"),
     ("links", {"visitor_token": 7}, "visitor_token"),
@@ -273,8 +325,7 @@ WRONG_FIELDS = [
     ("correct", {"value": 5}, "value"),
     ("correct", {"field": "user_id", "value": "u" * 201}, "user_id"),
     ("correct", {"value": "not-an-address"}, "email"),
-    ("correct", {"user_id": None, "email": PERSON_EMAIL, "visitor_token": "{token}"},
-     "user_id"),
+    ("correct", {"user_id": None, "email": PERSON_EMAIL, "visitor_token": "{token}"}, "user_id"),
     ("erase", {"user_id": None}, "user_id"),
     ("erase", {"email": PERSON_EMAIL}, "user_id"),
     ("erase", {"user_id": None, "email": "@example.com"}, "email"),
@@ -321,9 +372,7 @@ TEXT_FIELDS = [
 
 
 @pytest.mark.parametrize("kind", UNSTORABLE)
-def test_text_the_database_cannot_hold_is_refused_in_every_field(
-    client, person, rows, tally, kind
-):
+def test_text_the_database_cannot_hold_is_refused_in_every_field(client, person, rows, tally, kind):
     before = rows()
     for route, field in TEXT_FIELDS:
         body = valid_body(route, person)
@@ -341,8 +390,10 @@ def test_unstorable_purpose_and_service_names_are_refused(client, person, rows, 
     for text in UNSTORABLE.values():
         for decision, field in [
             ({"purpose": text, "granted": True}, "decisions.0.purpose"),
-            ({"purpose": "analytics", "granted": True, "services": {text: True}},
-             "decisions.0.services"),
+            (
+                {"purpose": "analytics", "granted": True, "services": {text: True}},
+                "decisions.0.services",
+            ),
         ]:
             response = send(client, person, "public records", body={"decisions": [decision]})
             body = assert_refused(response, 422, case=decision)
@@ -353,12 +404,14 @@ def test_unstorable_purpose_and_service_names_are_refused(client, person, rows, 
 
 def test_very_long_strings_are_refused_not_truncated(client, person, rows, tally):
     before = rows()
-    for route, field, length in [("public records", "policy_version", 65),
-                                 ("public records", "policy_version", 60_000),
-                                 ("server records", "user_id", 201),
-                                 ("server records", "user_id", 60_000),
-                                 ("links", "visitor_token", 501),
-                                 ("bulk-check", "purpose", 65)]:
+    for route, field, length in [
+        ("public records", "policy_version", 65),
+        ("public records", "policy_version", 60_000),
+        ("server records", "user_id", 201),
+        ("server records", "user_id", 60_000),
+        ("links", "visitor_token", 501),
+        ("bulk-check", "purpose", 65),
+    ]:
         body = valid_body(route, person)
         body[field] = "v" * length
         assert_refused(send(client, person, route, body=body), 422, field, (route, length))
@@ -368,8 +421,13 @@ def test_very_long_strings_are_refused_not_truncated(client, person, rows, tally
 
 def test_unstorable_idempotency_key_is_refused(client, person, rows):
     before = rows()
-    response = send(client, person, "public records", body={"decisions": DECISION},
-                    headers={"Idempotency-Key": "retry\x00one"})
+    response = send(
+        client,
+        person,
+        "public records",
+        body={"decisions": DECISION},
+        headers={"Idempotency-Key": "retry\x00one"},
+    )
     assert_refused(response, 422, "Idempotency-Key")
     assert rows() == before
 
@@ -382,8 +440,11 @@ WRONG_QUERIES = [
     ("/v1/sites/{site}/check", {"purpose": "analytics", "service": ""}, "service"),
     ("/v1/sites/{site}/check", {"purpose": "nul\x00"}, "purpose"),
     ("/v1/server/check", {"purpose": "analytics"}, "user_id"),
-    ("/v1/server/check", {"purpose": "analytics", "user_id": "a", "email": PERSON_EMAIL},
-     "user_id"),
+    (
+        "/v1/server/check",
+        {"purpose": "analytics", "user_id": "a", "email": PERSON_EMAIL},
+        "user_id",
+    ),
     ("/v1/server/check", {"purpose": "analytics", "email": "not-an-address"}, "email"),
     ("/v1/server/check", {"purpose": "analytics", "user_id": "nul\x00"}, "user_id"),
     ("/v1/server/suppression", {}, "purpose"),
@@ -407,15 +468,24 @@ def test_wrong_queries_are_refused_by_name(client, person, rows, tally, path):
     headers = {} if path.startswith("/v1/sites/") else bearer(person["key"])
     before = rows()
     for query, field in [(query, field) for p, query, field in WRONG_QUERIES if p == path]:
-        response = client.get(path.format(site=person["site"]), query_string=query,
-                              headers=headers)
+        response = client.get(path.format(site=person["site"]), query_string=query, headers=headers)
         assert_refused(response, 422, field, query)
         assert rows() == before, query
         tally["bad inputs tried"] += 1
 
 
-BAD_SITE_KEYS = ["no-such-site", "DEMO", "demo%0A", "de\x00mo", "x" * 300, "%00", "..",
-                 "demo%2Fconfig", "\u202edemo", "d\xe9mo"]
+BAD_SITE_KEYS = [
+    "no-such-site",
+    "DEMO",
+    "demo%0A",
+    "de\x00mo",
+    "x" * 300,
+    "%00",
+    "..",
+    "demo%2Fconfig",
+    "\u202edemo",
+    "d\xe9mo",
+]
 
 
 @pytest.mark.parametrize("route", ["config", "records", "me", "check", "shown"])
@@ -439,11 +509,25 @@ def test_unknown_or_malformed_site_key_is_404(client, person, rows, tally, route
 
 #: Not addresses: refused where one address is expected, "invalid" in a bulk check.
 NOT_EMAILS = [
-    "plainaddress", "@example.com", "ada@", "ada@example", "ada@.example.com",
-    "ada@example.com.", "ada@example..com", "ada@@example.com", "ada smith@example.com",
-    "<ada@example.com>", "ada@example.com,bob@example.com", "ada@example.com;",
-    '"ada"@example.com', "ada@exa mple.com", "ada\r\n@example.com", "ada@example.com\x00",
-    "a" * 250 + "@example.com", "ada@(comment)example.com", "\u202eada@example.com",
+    "plainaddress",
+    "@example.com",
+    "ada@",
+    "ada@example",
+    "ada@.example.com",
+    "ada@example.com.",
+    "ada@example..com",
+    "ada@@example.com",
+    "ada smith@example.com",
+    "<ada@example.com>",
+    "ada@example.com,bob@example.com",
+    "ada@example.com;",
+    '"ada"@example.com',
+    "ada@exa mple.com",
+    "ada\r\n@example.com",
+    "ada@example.com\x00",
+    "a" * 250 + "@example.com",
+    "ada@(comment)example.com",
+    "\u202eada@example.com",
 ]
 #: Odd forms of Ada's own address: each finds Ada, never someone new.
 ADA_VARIANTS = [" ada@example.com", "ADA@EXAMPLE.COM", "Ada@Example.Com\t", "ada@example.com\n"]
@@ -468,15 +552,19 @@ def test_the_all_ascii_shortcut_judges_every_character_as_the_general_rule():
     assert refused("a\x7fb@example.com") and not refused("a.b+c@example.com")
 
 
-@pytest.mark.parametrize("route", ["server records", "correct", "erase", "unsubscribe-links",
-                                   "server check", "export"])
+@pytest.mark.parametrize(
+    "route", ["server records", "correct", "erase", "unsubscribe-links", "server check", "export"]
+)
 def test_not_an_email_is_refused_by_name(client, person, rows, tally, route):
     before = rows()
     for email in NOT_EMAILS:
         if route in ("server check", "export"):
             path = "/v1/server/check" if route == "server check" else "/v1/server/subjects/export"
-            response = client.get(path, headers=bearer(person["key"]),
-                                  query_string={"purpose": "email_marketing", "email": email})
+            response = client.get(
+                path,
+                headers=bearer(person["key"]),
+                query_string={"purpose": "email_marketing", "email": email},
+            )
             field = "email"
         else:
             body = valid_body(route, person)
@@ -496,8 +584,9 @@ def test_not_an_email_is_refused_by_name(client, person, rows, tally, route):
 def test_bulk_check_answers_invalid_for_each_odd_email(client, person, rows, tally):
     emails = [*NOT_EMAILS, "\ud800@example.com", *ADA_VARIANTS]
     before = rows()
-    response = send(client, person, "bulk-check",
-                    body={"purpose": "email_marketing", "emails": emails})
+    response = send(
+        client, person, "bulk-check", body={"purpose": "email_marketing", "emails": emails}
+    )
     assert response.status_code == 200
     reasons = [result["reason"] for result in response.get_json()["results"]]
     assert reasons == ["invalid"] * (len(NOT_EMAILS) + 1) + ["granted"] * len(ADA_VARIANTS)
@@ -508,12 +597,18 @@ def test_bulk_check_answers_invalid_for_each_odd_email(client, person, rows, tal
 def test_odd_forms_of_a_known_address_find_the_same_person(client, person, rows):
     before = rows()
     for email in ADA_VARIANTS:
-        response = client.get("/v1/server/check",
-                              query_string={"purpose": "email_marketing", "email": email},
-                              headers=bearer(person["key"]))
+        response = client.get(
+            "/v1/server/check",
+            query_string={"purpose": "email_marketing", "email": email},
+            headers=bearer(person["key"]),
+        )
         assert response.get_json()["reason"] == "granted", email
-        links = send(client, person, "unsubscribe-links",
-                     body={"purpose": "email_marketing", "emails": [email]})
+        links = send(
+            client,
+            person,
+            "unsubscribe-links",
+            body={"purpose": "email_marketing", "emails": [email]},
+        )
         assert links.status_code == 201, email
         assert rows() == before, email  # no second subject for the same address
 
@@ -535,12 +630,16 @@ def forged_tokens(app, person, other_token) -> dict[str, str]:
             "empty signature": payload + ".",
             "truncated": genuine[:-4],
             "signature of another token": payload + "." + other_token.rsplit(".", 1)[1],
-            "payload edited": payload[:-2] + ("AA" if not payload.endswith("AA") else "BB")
-            + "." + signature,
+            "payload edited": payload[:-2]
+            + ("AA" if not payload.endswith("AA") else "BB")
+            + "."
+            + signature,
             "signed with a replaced secret (expired)": old_key.dumps(
-                {"site": person["site"], "visitor": visitor}),
+                {"site": person["site"], "visitor": visitor}
+            ),
             "signed as an unsubscribe link": link_salt.dumps(
-                {"site": person["site"], "visitor": visitor}),
+                {"site": person["site"], "visitor": visitor}
+            ),
             "payload without a visitor": ours.dumps({"site": person["site"]}),
             "payload that is a list": ours.dumps([person["site"], visitor]),
             "very long": genuine + "A" * 5_000,
@@ -548,14 +647,21 @@ def forged_tokens(app, person, other_token) -> dict[str, str]:
         }
 
 
-TOKEN_ROUTES = ["public records", "public me", "public check", "server records", "links",
-                "server check", "export", "correct", "erase"]
+TOKEN_ROUTES = [
+    "public records",
+    "public me",
+    "public check",
+    "server records",
+    "links",
+    "server check",
+    "export",
+    "correct",
+    "erase",
+]
 
 
 @pytest.mark.parametrize("route", TOKEN_ROUTES)
-def test_bad_visitor_tokens_are_refused_by_name(
-    app, client, person, make_site, rows, tally, route
-):
+def test_bad_visitor_tokens_are_refused_by_name(app, client, person, make_site, rows, tally, route):
     other = make_site()
     other_token = submit(client, other, ACCEPT_ALL).get_json()["visitor_token"]
     tokens = forged_tokens(app, person, other_token)
@@ -568,17 +674,23 @@ def test_bad_visitor_tokens_are_refused_by_name(
         if route.startswith("public"):
             field, headers = "X-Consent-Token", {"X-Consent-Token": token}
             if route == "public records":
-                response = client.post(f"/v1/sites/{site}/records", json={"decisions": DECISION},
-                                       headers=headers)
+                response = client.post(
+                    f"/v1/sites/{site}/records", json={"decisions": DECISION}, headers=headers
+                )
             else:
-                response = client.get(f"/v1/sites/{site}/{route.split()[1]}",
-                                      query_string={"purpose": "analytics"}, headers=headers)
+                response = client.get(
+                    f"/v1/sites/{site}/{route.split()[1]}",
+                    query_string={"purpose": "analytics"},
+                    headers=headers,
+                )
         elif route in ("server check", "export"):
             field = "visitor_token"
             path = "/v1/server/check" if route == "server check" else "/v1/server/subjects/export"
-            response = client.get(path, query_string={"purpose": "analytics",
-                                                      "visitor_token": token},
-                                  headers=bearer(key))
+            response = client.get(
+                path,
+                query_string={"purpose": "analytics", "visitor_token": token},
+                headers=bearer(key),
+            )
         else:
             field = "visitor_token"
             body = valid_body(route, person)
@@ -593,8 +705,12 @@ def test_bad_visitor_tokens_are_refused_by_name(
 
 def unsubscribe_tokens(app, client, person) -> dict[str, str]:
     """Unsubscribe links that must record nothing, by what is wrong with them."""
-    link = send(client, person, "unsubscribe-links",
-                body={"purpose": "email_marketing", "emails": [PERSON_EMAIL]})
+    link = send(
+        client,
+        person,
+        "unsubscribe-links",
+        body={"purpose": "email_marketing", "emails": [PERSON_EMAIL]},
+    )
     genuine = link.get_json()["links"][0]["url"].rsplit("/", 1)[1]
     with app.app_context():
         ours = URLSafeSerializer(app.config["SECRET_KEY"], salt=UNSUBSCRIBE_SALT)
@@ -605,16 +721,21 @@ def unsubscribe_tokens(app, client, person) -> dict[str, str]:
             "truncated": genuine[:-4],
             "signature edited": genuine[:-2] + ("AA" if not genuine.endswith("AA") else "BB"),
             "signed with a replaced secret (expired)": old_key.dumps(
-                {"site": person["site"], "subject": subject, "p": "email_marketing"}),
+                {"site": person["site"], "subject": subject, "p": "email_marketing"}
+            ),
             "a visitor token": person["token"],
-            "unknown site": ours.dumps({"site": "gone", "subject": subject,
-                                        "p": "email_marketing"}),
-            "unknown subject": ours.dumps({"site": person["site"], "subject": "nobody",
-                                           "p": "email_marketing"}),
-            "unknown purpose": ours.dumps({"site": person["site"], "subject": subject,
-                                           "p": "pigeons"}),
-            "required purpose": ours.dumps({"site": person["site"], "subject": subject,
-                                            "p": "necessary"}),
+            "unknown site": ours.dumps(
+                {"site": "gone", "subject": subject, "p": "email_marketing"}
+            ),
+            "unknown subject": ours.dumps(
+                {"site": person["site"], "subject": "nobody", "p": "email_marketing"}
+            ),
+            "unknown purpose": ours.dumps(
+                {"site": person["site"], "subject": subject, "p": "pigeons"}
+            ),
+            "required purpose": ours.dumps(
+                {"site": person["site"], "subject": subject, "p": "necessary"}
+            ),
             "payload that is a list": ours.dumps([person["site"], subject]),
             "NUL": "abc%00def",
             "very long": genuine + "A" * 5_000,
@@ -638,7 +759,9 @@ def test_bad_unsubscribe_links_get_the_neutral_page_and_record_nothing(
         assert (answer.status_code, answer.data) == (done.status_code, done.data), name
         assert rows() == before, name
         tally["bad inputs tried"] += 1
-    check = client.get("/v1/server/check",
-                       query_string={"purpose": "email_marketing", "email": PERSON_EMAIL},
-                       headers=bearer(person["key"]))
+    check = client.get(
+        "/v1/server/check",
+        query_string={"purpose": "email_marketing", "email": PERSON_EMAIL},
+        headers=bearer(person["key"]),
+    )
     assert check.get_json()["reason"] == "granted"

@@ -70,7 +70,8 @@ def test_issued_key_is_shown_once_and_works(runner, client, make_site):
     assert result.exit_code == 0, result.output
     secret = result.output.strip().splitlines()[-1]
     response = client.get(
-        "/v1/server/check", query_string={"purpose": "analytics", "user_id": "u"},
+        "/v1/server/check",
+        query_string={"purpose": "analytics", "user_id": "u"},
         headers={"Authorization": f"Bearer {secret}"},
     )
     assert response.status_code == 200

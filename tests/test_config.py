@@ -35,8 +35,14 @@ def test_postgresql_url_uses_psycopg(monkeypatch):
 
 
 def test_api_is_never_redirected_to_https(tmp_path):
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite", "FORCE_HTTPS": True,
-                      "SECRET_KEY": "x", "DATA_KEY": "a" * 44})
+    app = create_app(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite",
+            "FORCE_HTTPS": True,
+            "SECRET_KEY": "x",
+            "DATA_KEY": "a" * 44,
+        }
+    )
     client = app.test_client()
     # Pages are redirected to HTTPS...
     assert client.get("/static/widget/consent.js").status_code == 302
@@ -50,11 +56,14 @@ def test_api_is_never_redirected_to_https(tmp_path):
 
 
 def test_check_fails_closed_when_the_database_is_unreachable(tmp_path):
-    app = create_app({
-        "DATABASE_URL": "postgresql://postgres@127.0.0.1:9/unreachable",
-        "SECRET_KEY": "x", "DATA_KEY": "a" * 44,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"connect_timeout": 2}},
-    })
+    app = create_app(
+        {
+            "DATABASE_URL": "postgresql://postgres@127.0.0.1:9/unreachable",
+            "SECRET_KEY": "x",
+            "DATA_KEY": "a" * 44,
+            "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"connect_timeout": 2}},
+        }
+    )
     response = app.test_client().get("/v1/sites/demo/check?purpose=analytics")
     assert response.status_code == 503
     body = response.get_json()

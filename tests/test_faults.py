@@ -496,4 +496,6 @@ def test_a_race_on_a_unique_key_is_a_conflict_on_sqlite_too():
         connection.execute("INSERT INTO person VALUES ('ada@example.com')")
     wrapped = sqlalchemy.exc.IntegrityError("INSERT ...", {}, raised.value)
     assert describe_database_error(wrapped) == (
-        409, "Another request changed the same data at once: nothing was written, try again.")
+        409,
+        "Another request changed the same data at once: nothing was written, try again.",
+    )

@@ -72,10 +72,16 @@ def world(client, demo_site, make_site, make_key):
     """Two sites with keys, a visitor token each, and one known person on the demo site."""
     other = make_site()
     full = make_key(demo_site, "read", "write", "rights")
-    client.post("/v1/server/records", headers=bearer(full), json={
-        "email": KNOWN_EMAIL, "decisions": [{"purpose": "email_marketing", "granted": True}]})
-    client.post("/v1/server/records", headers=bearer(full), json={
-        "user_id": KNOWN_USER_ID, "decisions": ACCEPT_ALL})
+    client.post(
+        "/v1/server/records",
+        headers=bearer(full),
+        json={"email": KNOWN_EMAIL, "decisions": [{"purpose": "email_marketing", "granted": True}]},
+    )
+    client.post(
+        "/v1/server/records",
+        headers=bearer(full),
+        json={"user_id": KNOWN_USER_ID, "decisions": ACCEPT_ALL},
+    )
     return {
         "site": {"demo": demo_site, "other": other},
         "key": {
@@ -135,8 +141,12 @@ def steer(case, world: dict, draw: Callable) -> dict[str, str]:
 
 def steer_fields(fields: dict, world: dict, draw: Callable, nasty_text: list[str]) -> dict:
     """Known purposes and identifiers, or troublemakers, in place of some generated values."""
-    known = {"purpose": st.sampled_from(PURPOSES), "email": st.just(KNOWN_EMAIL),
-             "user_id": st.just(KNOWN_USER_ID), "visitor_token": st.just(world["token"]["demo"])}
+    known = {
+        "purpose": st.sampled_from(PURPOSES),
+        "email": st.just(KNOWN_EMAIL),
+        "user_id": st.just(KNOWN_USER_ID),
+        "visitor_token": st.just(world["token"]["demo"]),
+    }
     for name, value in fields.items():
         choice = draw(st.sampled_from(["generated", "known", "nasty"]))
         if choice == "known" and name in known:
@@ -148,7 +158,8 @@ def steer_fields(fields: dict, world: dict, draw: Callable, nasty_text: list[str
     if isinstance(fields.get("decisions"), list):
         fields["decisions"] = [
             {**decision, "purpose": draw(st.sampled_from(PURPOSES))}
-            if isinstance(decision, dict) and draw(st.booleans()) else decision
+            if isinstance(decision, dict) and draw(st.booleans())
+            else decision
             for decision in fields["decisions"]
         ]
     return fields
@@ -163,8 +174,13 @@ def test_operation_keeps_its_contract(app, world, dialect, tally, method, path):
         operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
     )
 
-    @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
     @given(case=cases, data=st.data())
     def fuzz(case, data):
         credentials = steer(case, world, data.draw)

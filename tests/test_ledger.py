@@ -91,9 +91,14 @@ def test_verify_passes_on_an_untouched_chain(runner, site_with_records):
         (["DELETE FROM consent_records WHERE sequence = 3"], 3),
         (["UPDATE consent_records SET sequence = sequence + 10 WHERE sequence = 1"], 1),
         # Removing the newest record (and the state that points at it) from the end.
-        (["DELETE FROM current_states WHERE record_id IN "
-          "(SELECT id FROM consent_records WHERE sequence = 4)",
-          "DELETE FROM consent_records WHERE sequence = 4"], 4),
+        (
+            [
+                "DELETE FROM current_states WHERE record_id IN "
+                "(SELECT id FROM consent_records WHERE sequence = 4)",
+                "DELETE FROM consent_records WHERE sequence = 4",
+            ],
+            4,
+        ),
     ],
 )
 def test_verify_names_the_first_tampered_record(
@@ -116,9 +121,7 @@ def test_verify_catches_a_recomputed_hash(app, runner, site_with_records, dialec
 
     disable_guards(app, dialect)
     with app.app_context():
-        record = db.session.scalars(
-            select(ConsentRecord).where(ConsentRecord.sequence == 2)
-        ).one()
+        record = db.session.scalars(select(ConsentRecord).where(ConsentRecord.sequence == 2)).one()
         record.decisions = [{"purpose": "analytics", "granted": True}]
         record.record_hash = hash_record(record, site_with_records)
         db.session.commit()
@@ -149,8 +152,9 @@ def test_concurrent_retries_with_one_idempotency_key_record_once(app, make_site,
     site = make_site()
 
     def retry(_):
-        return submit(app.test_client(), site, ACCEPT_ALL,
-                      headers={"Idempotency-Key": "one-click"}).get_json()
+        return submit(
+            app.test_client(), site, ACCEPT_ALL, headers={"Idempotency-Key": "one-click"}
+        ).get_json()
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         bodies = list(pool.map(retry, range(12)))
@@ -174,9 +178,7 @@ def test_current_state_is_the_latest_record_per_purpose(app, client, make_site):
 
 def record_id(app, sequence: int) -> int:
     with app.app_context():
-        return db.session.scalar(
-            select(ConsentRecord.id).where(ConsentRecord.sequence == sequence)
-        )
+        return db.session.scalar(select(ConsentRecord.id).where(ConsentRecord.sequence == sequence))
 
 
 #: How an attacker could change each column of record #2; every one must break the chain.
@@ -199,7 +201,7 @@ COLUMN_TAMPERING = {
     },
     "previous_hash": "previous_hash = record_hash",
     "record_hash": "record_hash = CASE WHEN substr(record_hash, 1, 1) = '0' THEN '1' ELSE '0' END"
-                   " || substr(record_hash, 2)",
+    " || substr(record_hash, 2)",
 }
 
 
@@ -233,21 +235,24 @@ def test_verify_names_the_record_whose_field_was_altered_whatever_the_field(
         assert runner.invoke(args=["verify", site_with_records]).exit_code == 0, column
 
 
-def test_verify_names_records_moved_to_another_site(app, runner, make_site, site_with_records,
-                                                    dialect):
+def test_verify_names_records_moved_to_another_site(
+    app, runner, make_site, site_with_records, dialect
+):
     other = make_site()
     disable_guards(app, dialect)
-    raw(app, "UPDATE consent_records SET site_id = (SELECT id FROM sites WHERE key = :other) "
-             "WHERE sequence = 4", other=other)
+    raw(
+        app,
+        "UPDATE consent_records SET site_id = (SELECT id FROM sites WHERE key = :other) "
+        "WHERE sequence = 4",
+        other=other,
+    )
     result = runner.invoke(args=["verify"])
     assert result.exit_code == 1
     assert f"{site_with_records}: BROKEN at record #4" in result.output
     assert f"{other}: BROKEN at record #1 (id {record_id(app, 4)})" in result.output
 
 
-def test_verify_names_the_first_of_two_reordered_records(
-    app, runner, site_with_records, dialect
-):
+def test_verify_names_the_first_of_two_reordered_records(app, runner, site_with_records, dialect):
     second, third = record_id(app, 2), record_id(app, 3)
     disable_guards(app, dialect)
     for statement in (
@@ -274,9 +279,9 @@ INSERT_ONLY_TABLES = ("consent_records", "chain_checkpoints", "access_log")
 def readme_role_statements(role: str, password: str) -> str:
     """The README's SQL for the application role, with this test's role name."""
     text = README.read_text()
-    section = text[text.index("### A database role that may only append"):]
+    section = text[text.index("### A database role that may only append") :]
     start = section.index("```sql\n") + len("```sql\n")
-    sql = section[start:section.index("```", start)]
+    sql = section[start : section.index("```", start)]
     assert "consent_app" in sql and "PASSWORD '...'" in sql
     return sql.replace("PASSWORD '...'", f"PASSWORD '{password}'").replace("consent_app", role)
 
@@ -287,8 +292,10 @@ def app_role_url(database_url):
     role, password = f"consent_app_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     with psycopg.connect(database_url, autocommit=True) as owner:
         owner.execute(readme_role_statements(role, password))
-    yield make_url(database_url).set(username=role, password=password).render_as_string(
-        hide_password=False
+    yield (
+        make_url(database_url)
+        .set(username=role, password=password)
+        .render_as_string(hide_password=False)
     )
     with psycopg.connect(database_url, autocommit=True) as owner:
         owner.execute(f"DROP OWNED BY {role}")
@@ -296,11 +303,14 @@ def app_role_url(database_url):
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-@pytest.mark.parametrize("statement", [
-    "UPDATE {table} SET id = id",
-    "DELETE FROM {table}",
-    "TRUNCATE {table}",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE {table} SET id = id",
+        "DELETE FROM {table}",
+        "TRUNCATE {table}",
+    ],
+)
 def test_the_application_role_may_not_rewrite_history_even_without_triggers(
     app, site_with_records, database_url, app_role_url, statement
 ):
@@ -309,8 +319,9 @@ def test_the_application_role_may_not_rewrite_history_even_without_triggers(
             owner.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
     with psycopg.connect(app_role_url, autocommit=True) as role:
         for table in INSERT_ONLY_TABLES:
-            with pytest.raises(psycopg.errors.InsufficientPrivilege,
-                               match=f"permission denied for table {table}"):
+            with pytest.raises(
+                psycopg.errors.InsufficientPrivilege, match=f"permission denied for table {table}"
+            ):
                 role.execute(statement.format(table=table))
         count = role.execute("SELECT count(*) FROM consent_records").fetchone()[0]
     assert count == 4
@@ -320,19 +331,28 @@ def test_the_application_role_may_not_rewrite_history_even_without_triggers(
 def test_the_service_runs_as_the_application_role(app, app_role_url, make_site, make_key):
     site = make_site()
     key = make_key(site, "read", "write", "rights")
-    as_role = create_app({"TESTING": True, "DATABASE_URL": app_role_url,
-                          "SECRET_KEY": app.config["SECRET_KEY"],
-                          "DATA_KEY": app.config["DATA_KEY"]})
+    as_role = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": app_role_url,
+            "SECRET_KEY": app.config["SECRET_KEY"],
+            "DATA_KEY": app.config["DATA_KEY"],
+        }
+    )
     client = as_role.test_client()
     try:
         token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
         assert submit(client, site, REJECT_ALL, token=token).status_code == 201
         assert check(client, site, "analytics", token=token).get_json()["reason"] == "withdrawn"
-        linked = client.post("/v1/server/links", headers=bearer(key),
-                             json={"visitor_token": token, "user_id": "user-1"})
+        linked = client.post(
+            "/v1/server/links",
+            headers=bearer(key),
+            json={"visitor_token": token, "user_id": "user-1"},
+        )
         assert linked.status_code == 201
-        erased = client.post("/v1/server/subjects/erase", headers=bearer(key),
-                             json={"user_id": "user-1"})
+        erased = client.post(
+            "/v1/server/subjects/erase", headers=bearer(key), json={"user_id": "user-1"}
+        )
         assert erased.status_code == 200
         assert check(client, site, "analytics", token=token).get_json()["reason"] == "erased"
         result = as_role.test_cli_runner().invoke(args=["verify", site])

@@ -30,15 +30,19 @@ def opt(server, email, decisions):
 
 
 def bulk(server, emails):
-    response = server("post", "/v1/server/bulk-check",
-                      json={"purpose": "email_marketing", "emails": emails})
+    response = server(
+        "post", "/v1/server/bulk-check", json={"purpose": "email_marketing", "emails": emails}
+    )
     assert response.status_code == 200, response.get_json()
     return {row["email"]: row["reason"] for row in response.get_json()["results"]}
 
 
 def link_for(server, email):
-    response = server("post", "/v1/server/unsubscribe-links",
-                      json={"purpose": "email_marketing", "emails": [email]})
+    response = server(
+        "post",
+        "/v1/server/unsubscribe-links",
+        json={"purpose": "email_marketing", "emails": [email]},
+    )
     assert response.status_code == 201, response.get_json()
     return response.get_json()["links"][0]
 
@@ -58,8 +62,9 @@ def test_bulk_check_allows_only_explicit_opt_ins(server):
 def test_bulk_check_answers_ten_thousand_in_order(server):
     opt(server, "person7@example.com", OPT_IN)
     emails = [f"person{i}@example.com" for i in range(10_000)]
-    response = server("post", "/v1/server/bulk-check",
-                      json={"purpose": "email_marketing", "emails": emails})
+    response = server(
+        "post", "/v1/server/bulk-check", json={"purpose": "email_marketing", "emails": emails}
+    )
     body = response.get_json()
     assert [row["email"] for row in body["results"]] == emails
     assert body["allowed_count"] == 1
@@ -68,27 +73,35 @@ def test_bulk_check_answers_ten_thousand_in_order(server):
 
 def test_bulk_check_of_a_required_purpose_answers_as_the_single_check(server, client):
     opt(server, "known@example.com", OPT_IN)
-    response = server("post", "/v1/server/bulk-check",
-                      json={"purpose": "necessary", "emails": ["known@example.com",
-                                                               "new@example.com", "bad"]})
+    response = server(
+        "post",
+        "/v1/server/bulk-check",
+        json={"purpose": "necessary", "emails": ["known@example.com", "new@example.com", "bad"]},
+    )
     assert [(row["allowed"], row["reason"]) for row in response.get_json()["results"]] == [
-        (True, "required"), (True, "required"), (False, "invalid")]
-    single = server("get", "/v1/server/check",
-                    query_string={"purpose": "necessary", "email": "new@example.com"})
+        (True, "required"),
+        (True, "required"),
+        (False, "invalid"),
+    ]
+    single = server(
+        "get", "/v1/server/check", query_string={"purpose": "necessary", "email": "new@example.com"}
+    )
     assert (single.get_json()["allowed"], single.get_json()["reason"]) == (True, "required")
 
 
 def test_bulk_check_refuses_more_than_ten_thousand(server):
     emails = [f"p{i}@example.com" for i in range(10_001)]
-    response = server("post", "/v1/server/bulk-check",
-                      json={"purpose": "email_marketing", "emails": emails})
+    response = server(
+        "post", "/v1/server/bulk-check", json={"purpose": "email_marketing", "emails": emails}
+    )
     assert response.status_code == 422
     assert "emails" in response.get_json()["errors"]
 
 
 def test_bulk_check_of_unknown_purpose_is_refused(server):
-    response = server("post", "/v1/server/bulk-check",
-                      json={"purpose": "pigeons", "emails": ["a@example.com"]})
+    response = server(
+        "post", "/v1/server/bulk-check", json={"purpose": "pigeons", "emails": ["a@example.com"]}
+    )
     assert response.status_code == 422
     assert "purpose" in response.get_json()["errors"]
 
@@ -97,12 +110,15 @@ def test_suppression_list_pages_as_json(server):
     for index in range(5):
         opt(server, f"out{index}@example.com", OPT_OUT)
     opt(server, "in@example.com", OPT_IN)
-    first = server("get", "/v1/server/suppression",
-                   query_string={"purpose": "email_marketing", "limit": 3}).get_json()
+    first = server(
+        "get", "/v1/server/suppression", query_string={"purpose": "email_marketing", "limit": 3}
+    ).get_json()
     assert len(first["items"]) == 3 and first["next_after"]
-    second = server("get", "/v1/server/suppression",
-                    query_string={"purpose": "email_marketing", "limit": 3,
-                                  "after": first["next_after"]}).get_json()
+    second = server(
+        "get",
+        "/v1/server/suppression",
+        query_string={"purpose": "email_marketing", "limit": 3, "after": first["next_after"]},
+    ).get_json()
     emails = {item["email"] for item in first["items"] + second["items"]}
     assert emails == {f"out{index}@example.com" for index in range(5)}
     assert second["next_after"] is None
@@ -111,8 +127,11 @@ def test_suppression_list_pages_as_json(server):
 def test_suppression_list_streams_as_csv(server):
     opt(server, "out@example.com", OPT_OUT)
     opt(server, "in@example.com", OPT_IN)
-    response = server("get", "/v1/server/suppression",
-                      query_string={"purpose": "email_marketing", "format": "csv"})
+    response = server(
+        "get",
+        "/v1/server/suppression",
+        query_string={"purpose": "email_marketing", "format": "csv"},
+    )
     assert response.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert [(row["email"], row["reason"]) for row in rows] == [("out@example.com", "denied")]
@@ -128,8 +147,11 @@ class TestInProductionContexts:
 
     def test_suppression_list_streams_as_csv(self, server):
         opt(server, "out@example.com", OPT_OUT)
-        response = server("get", "/v1/server/suppression",
-                          query_string={"purpose": "email_marketing", "format": "csv"})
+        response = server(
+            "get",
+            "/v1/server/suppression",
+            query_string={"purpose": "email_marketing", "format": "csv"},
+        )
         rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
         assert [(row["email"], row["reason"]) for row in rows] == [("out@example.com", "denied")]
 
@@ -158,7 +180,8 @@ def test_one_click_post_withdraws_at_once(client, server, encoding):
     link = link_for(server, "reader@example.com")
     data = {"List-Unsubscribe": "One-Click"}
     response = client.post(
-        link["url"], data=data,
+        link["url"],
+        data=data,
         content_type="multipart/form-data" if encoding == "multipart" else None,
     )
     assert response.status_code == 200
@@ -168,10 +191,12 @@ def test_one_click_post_withdraws_at_once(client, server, encoding):
 
 def test_unsubscribe_is_recorded_with_its_source(client, server):
     opt(server, "reader@example.com", OPT_IN)
-    client.post(link_for(server, "reader@example.com")["url"],
-                data={"List-Unsubscribe": "One-Click"})
-    export = server("get", "/v1/server/subjects/export",
-                    query_string={"email": "reader@example.com"}).get_json()
+    client.post(
+        link_for(server, "reader@example.com")["url"], data={"List-Unsubscribe": "One-Click"}
+    )
+    export = server(
+        "get", "/v1/server/subjects/export", query_string={"email": "reader@example.com"}
+    ).get_json()
     assert export["history"][-1]["source"] == "unsubscribe"
     assert export["history"][-1]["decisions"] == OPT_OUT
 
@@ -193,7 +218,8 @@ def test_tampered_link_gets_the_same_answer_and_records_nothing(client, server, 
     tampered = url[:-3] + ("aaa" if not url.endswith("aaa") else "bbb")
     before = record_count()
     assert client.get(tampered).get_data(as_text=True).replace(
-        tampered.rsplit("/", 1)[1], "") == genuine_page.replace(url.rsplit("/", 1)[1], "")
+        tampered.rsplit("/", 1)[1], ""
+    ) == genuine_page.replace(url.rsplit("/", 1)[1], "")
     response = client.post(tampered, data={"List-Unsubscribe": "One-Click"})
     valid = client.post(url, data={"List-Unsubscribe": "One-Click"})
     assert (response.status_code, response.data) == (valid.status_code, valid.data)
@@ -204,7 +230,6 @@ def test_unsubscribe_token_for_visitors_is_not_an_unsubscribe_link(client, demo_
     from helpers import ACCEPT_ALL, submit
 
     visitor_token = submit(client, demo_site, ACCEPT_ALL).get_json()["visitor_token"]
-    response = client.post(f"/unsubscribe/{visitor_token}",
-                           data={"List-Unsubscribe": "One-Click"})
+    response = client.post(f"/unsubscribe/{visitor_token}", data={"List-Unsubscribe": "One-Click"})
     assert response.status_code == 200
     assert re.search(rb"unsubscribed", response.data)

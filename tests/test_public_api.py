@@ -18,7 +18,9 @@ def test_first_submission_issues_a_visitor_token(client, make_site):
     assert body["visitor_token"] and body["visitor_id"]
     assert body["record"]["sequence"] == 1
     assert [d["purpose"] for d in body["record"]["decisions"]] == [
-        "analytics", "marketing", "preferences",
+        "analytics",
+        "marketing",
+        "preferences",
     ]
 
 
@@ -210,8 +212,10 @@ def test_full_ip_never_enters_the_history(client, make_site):
         ([{"purpose": "necessary", "granted": False}], "decisions.0.granted"),
         ([{"purpose": "analytics", "granted": "yes"}], "decisions.0.granted"),
         ([{"purpose": "analytics", "granted": 1}], "decisions.0.granted"),
-        ([{"purpose": "analytics", "granted": True, "services": {"x": True}}],
-         "decisions.0.services"),
+        (
+            [{"purpose": "analytics", "granted": True, "services": {"x": True}}],
+            "decisions.0.services",
+        ),
         ([], "decisions"),
     ],
 )
@@ -277,9 +281,7 @@ def test_invalid_json_is_refused(client, make_site, record_count):
 def test_oversized_body_is_refused(client, make_site, record_count):
     site = make_site()
     body = '{"decisions": [], "language": "' + "x" * 100_000 + '"}'
-    response = client.post(
-        f"/v1/sites/{site}/records", data=body, content_type="application/json"
-    )
+    response = client.post(f"/v1/sites/{site}/records", data=body, content_type="application/json")
     assert response.status_code == 413
     assert response.get_json()["error"] == "request_entity_too_large"
     assert record_count() == 0

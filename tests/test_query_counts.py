@@ -82,8 +82,12 @@ def test_checks_take_the_fast_path(app, client, demo_site):
 def test_check_is_one_statement(app, client, demo_site):
     decisions = [{"purpose": "analytics", "granted": True, "services": {"matomo": False}}]
     token = submit(client, demo_site, decisions).get_json()["visitor_token"]
-    for purpose, service in [("analytics", None), ("analytics", "matomo"), ("necessary", None),
-                             ("nope", None)]:
+    for purpose, service in [
+        ("analytics", None),
+        ("analytics", "matomo"),
+        ("necessary", None),
+        ("nope", None),
+    ]:
         with counting_statements(app) as statements:
             response = check(client, demo_site, purpose, token=token, service=service)
         assert response.status_code == 200
@@ -100,8 +104,7 @@ def test_returning_visitor_record_costs_a_fixed_number_of_statements(app, client
     site = make_site()
     token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
     with counting_statements(app) as statements:
-        response = submit(client, site, ACCEPT_ALL, token=token,
-                          headers={"Idempotency-Key": "k-1"})
+        response = submit(client, site, ACCEPT_ALL, token=token, headers={"Idempotency-Key": "k-1"})
     assert response.status_code == 201
     assert len(statements) <= RECORD_BUDGET, "\n".join(statements)
 

@@ -29,7 +29,8 @@ def at(monkeypatch):
 def sequences(app) -> list[int]:
     with app.app_context():
         return db.session.scalars(
-            select(ConsentRecord.sequence).order_by(ConsentRecord.sequence)).all()
+            select(ConsentRecord.sequence).order_by(ConsentRecord.sequence)
+        ).all()
 
 
 @pytest.fixture
@@ -72,8 +73,9 @@ def test_purge_leaves_answers_unchanged(client, runner, aged_site):
     site, first, recent = aged_site
 
     def reasons():
-        return [check(client, site, "analytics", token=t).get_json()["reason"]
-                for t in (first, recent)]
+        return [
+            check(client, site, "analytics", token=t).get_json()["reason"] for t in (first, recent)
+        ]
 
     before = reasons()
     runner.invoke(args=["purge", site])
@@ -93,13 +95,14 @@ def test_purge_stops_before_a_record_in_force(app, client, runner, make_site, at
     at(160)
     visitor = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
     at(155)
-    submit(client, site, REJECT_ALL, token=visitor)   # #2: in force until day +45
+    submit(client, site, REJECT_ALL, token=visitor)  # #2: in force until day +45
     at(150)
-    submit(client, site, ACCEPT_ALL)                   # #3: in force too
+    submit(client, site, ACCEPT_ALL)  # #3: in force too
     at(0)
     with app.app_context():
-        db.session.execute(update(Site).where(Site.key == site)
-                           .values(lifetime_days=100, retention_days=120))
+        db.session.execute(
+            update(Site).where(Site.key == site).values(lifetime_days=100, retention_days=120)
+        )
         db.session.commit()
     result = runner.invoke(args=["purge", site])
     assert "removed 1 records (#1 to #1" in result.output
@@ -124,8 +127,9 @@ def test_tampering_after_a_purge_is_still_caught(app, runner, aged_site, dialect
             connection.execute(text("ALTER TABLE consent_records DISABLE TRIGGER USER"))
         else:
             connection.execute(text("DROP TRIGGER consent_records_no_update"))
-        connection.execute(text("UPDATE consent_records SET is_gpc = NOT is_gpc "
-                                "WHERE sequence = 4"))
+        connection.execute(
+            text("UPDATE consent_records SET is_gpc = NOT is_gpc WHERE sequence = 4")
+        )
     result = runner.invoke(args=["verify", site])
     assert result.exit_code == 1
     assert "BROKEN at record #4" in result.output
@@ -134,14 +138,19 @@ def test_tampering_after_a_purge_is_still_caught(app, runner, aged_site, dialect
 def test_forged_checkpoint_is_caught(app, runner, aged_site):
     site, _, _ = aged_site
     with app.app_context(), db.engine.begin() as connection:
-        site_id = connection.execute(text("SELECT id FROM sites WHERE key = :k"), {"k": site}
-                                     ).scalar_one()
+        site_id = connection.execute(
+            text("SELECT id FROM sites WHERE key = :k"), {"k": site}
+        ).scalar_one()
         record_hash = connection.execute(
-            text("SELECT record_hash FROM consent_records WHERE sequence = 1")).scalar_one()
-        connection.execute(text(
-            "INSERT INTO chain_checkpoints (site_id, sequence, record_hash, records_removed, "
-            "purged_at, signature) VALUES (:s, 1, :h, 1, :t, :sig)"),
-            {"s": site_id, "h": record_hash, "t": now_utc(), "sig": "0" * 64})
+            text("SELECT record_hash FROM consent_records WHERE sequence = 1")
+        ).scalar_one()
+        connection.execute(
+            text(
+                "INSERT INTO chain_checkpoints (site_id, sequence, record_hash, records_removed, "
+                "purged_at, signature) VALUES (:s, 1, :h, 1, :t, :sig)"
+            ),
+            {"s": site_id, "h": record_hash, "t": now_utc(), "sig": "0" * 64},
+        )
         # With a checkpoint in place the database lets the old records go...
         connection.execute(text("DELETE FROM consent_records WHERE sequence = 1"))
     result = runner.invoke(args=["verify", site])

@@ -26,10 +26,17 @@ def person(client, demo_site, rights_key):
     token = submit(client, demo_site, ACCEPT_ALL).get_json()["visitor_token"]
     steps = [
         ("/v1/server/links", {"visitor_token": token, "user_id": "ada-1"}),
-        ("/v1/server/subjects/correct",
-         {"user_id": "ada-1", "field": "email", "value": "ada@example.com"}),
-        ("/v1/server/records", {"email": "ada@example.com", "decisions": [
-            {"purpose": "email_marketing", "granted": True}]}),
+        (
+            "/v1/server/subjects/correct",
+            {"user_id": "ada-1", "field": "email", "value": "ada@example.com"},
+        ),
+        (
+            "/v1/server/records",
+            {
+                "email": "ada@example.com",
+                "decisions": [{"purpose": "email_marketing", "granted": True}],
+            },
+        ),
     ]
     for url, body in steps:
         response = client.post(url, json=body, headers=bearer(rights_key))
@@ -38,13 +45,15 @@ def person(client, demo_site, rights_key):
 
 
 def export(client, key, fmt="json", **who):
-    return client.get("/v1/server/subjects/export", query_string={**who, "format": fmt},
-                      headers=bearer(key))
+    return client.get(
+        "/v1/server/subjects/export", query_string={**who, "format": fmt}, headers=bearer(key)
+    )
 
 
 def server_check(client, key, purpose, **who):
-    return client.get("/v1/server/check", query_string={"purpose": purpose, **who},
-                      headers=bearer(key)).get_json()
+    return client.get(
+        "/v1/server/check", query_string={"purpose": purpose, **who}, headers=bearer(key)
+    ).get_json()
 
 
 def test_export_holds_subject_state_and_history(client, rights_key, person):
@@ -61,8 +70,11 @@ def test_export_by_each_identifier_is_the_same_person(client, rights_key, person
     by_email = export(client, rights_key, email="ada@example.com").get_json()
     by_user = export(client, rights_key, user_id="ada-1").get_json()
     by_visitor = export(client, rights_key, visitor_token=person).get_json()
-    assert by_email["subject"]["pseudonym"] == by_user["subject"]["pseudonym"] \
+    assert (
+        by_email["subject"]["pseudonym"]
+        == by_user["subject"]["pseudonym"]
         == by_visitor["subject"]["pseudonym"]
+    )
 
 
 def test_export_as_csv(client, rights_key, person):
@@ -72,7 +84,8 @@ def test_export_as_csv(client, rights_key, person):
     sections = {row["section"] for row in rows}
     assert sections == {"subject", "state", "history"}
     assert {"name": "email", "value": "ada@example.com"}.items() <= next(
-        row for row in rows if row["name"] == "email").items()
+        row for row in rows if row["name"] == "email"
+    ).items()
 
 
 def test_export_as_consent_receipts(client, rights_key, person):
@@ -136,8 +149,14 @@ def test_correction_can_remove_an_identifier(client, rights_key, person):
 
 
 def test_correction_to_anothers_email_is_a_conflict(client, rights_key, person):
-    client.post("/v1/server/records", json={"email": "grace@example.com", "decisions": [
-        {"purpose": "email_marketing", "granted": True}]}, headers=bearer(rights_key))
+    client.post(
+        "/v1/server/records",
+        json={
+            "email": "grace@example.com",
+            "decisions": [{"purpose": "email_marketing", "granted": True}],
+        },
+        headers=bearer(rights_key),
+    )
     response = client.post(
         "/v1/server/subjects/correct",
         json={"user_id": "ada-1", "field": "email", "value": "grace@example.com"},
@@ -148,46 +167,61 @@ def test_correction_to_anothers_email_is_a_conflict(client, rights_key, person):
 
 
 def test_erasure_denies_every_check_with_reason_erased(client, demo_site, rights_key, person):
-    response = client.post("/v1/server/subjects/erase", json={"user_id": "ada-1"},
-                           headers=bearer(rights_key))
+    response = client.post(
+        "/v1/server/subjects/erase", json={"user_id": "ada-1"}, headers=bearer(rights_key)
+    )
     assert response.status_code == 200
     assert response.get_json()["record"]["event"] == "erasure"
     assert check(client, demo_site, "analytics", token=person).get_json()["reason"] == "erased"
     assert server_check(client, rights_key, "analytics", user_id="ada-1")["reason"] == "erased"
-    assert server_check(client, rights_key, "email_marketing",
-                        email="ada@example.com")["reason"] == "erased"
-    results = client.post("/v1/server/bulk-check", json={
-        "purpose": "email_marketing", "emails": ["ADA@example.com"]},
-        headers=bearer(rights_key)).get_json()["results"]
+    assert (
+        server_check(client, rights_key, "email_marketing", email="ada@example.com")["reason"]
+        == "erased"
+    )
+    results = client.post(
+        "/v1/server/bulk-check",
+        json={"purpose": "email_marketing", "emails": ["ADA@example.com"]},
+        headers=bearer(rights_key),
+    ).get_json()["results"]
     assert results == [{"email": "ADA@example.com", "allowed": False, "reason": "erased"}]
 
 
-def test_erasure_removes_identifiers_and_keeps_the_chain(app, client, runner, demo_site,
-                                                         rights_key, person):
-    client.post("/v1/server/subjects/erase", json={"email": "ada@example.com"},
-                headers=bearer(rights_key))
+def test_erasure_removes_identifiers_and_keeps_the_chain(
+    app, client, runner, demo_site, rights_key, person
+):
+    client.post(
+        "/v1/server/subjects/erase", json={"email": "ada@example.com"}, headers=bearer(rights_key)
+    )
     with app.app_context():
-        row = db.session.execute(text(
-            "SELECT email_digest, email_encrypted, user_id_digest, user_id_encrypted, erased_at "
-            "FROM subjects WHERE erased_at IS NOT NULL")).one()
+        row = db.session.execute(
+            text(
+                "SELECT email_digest, email_encrypted, user_id_digest, user_id_encrypted, "
+                "erased_at "
+                "FROM subjects WHERE erased_at IS NOT NULL"
+            )
+        ).one()
     assert row[:4] == (None, None, None, None)
     assert runner.invoke(args=["verify", demo_site]).exit_code == 0
 
 
 def test_erased_visitor_starts_afresh_on_the_next_choice(client, demo_site, rights_key, person):
-    client.post("/v1/server/subjects/erase", json={"visitor_token": person},
-                headers=bearer(rights_key))
+    client.post(
+        "/v1/server/subjects/erase", json={"visitor_token": person}, headers=bearer(rights_key)
+    )
     fresh = submit(client, demo_site, ACCEPT_ALL, token=person).get_json()
     assert fresh["visitor_token"] != person
-    assert check(client, demo_site, "analytics",
-                 token=fresh["visitor_token"]).get_json()["allowed"] is True
+    assert (
+        check(client, demo_site, "analytics", token=fresh["visitor_token"]).get_json()["allowed"]
+        is True
+    )
 
 
 def test_erasing_twice_appends_nothing(client, rights_key, person, record_count):
     client.post("/v1/server/subjects/erase", json={"user_id": "ada-1"}, headers=bearer(rights_key))
     after = record_count()
-    again = client.post("/v1/server/subjects/erase", json={"visitor_token": person},
-                        headers=bearer(rights_key))
+    again = client.post(
+        "/v1/server/subjects/erase", json={"visitor_token": person}, headers=bearer(rights_key)
+    )
     assert again.status_code == 200
     assert again.get_json()["record"] is None
     assert record_count() == after
@@ -197,8 +231,9 @@ def test_cli_export_and_erase(runner, demo_site, person):
     exported = runner.invoke(args=["export", demo_site, "--user-id", "ada-1"])
     assert exported.exit_code == 0, exported.output
     assert json.loads(exported.output)["subject"]["email"] == "ada@example.com"
-    as_csv = runner.invoke(args=["export", demo_site, "--email", "ada@example.com",
-                                 "--format", "csv"])
+    as_csv = runner.invoke(
+        args=["export", demo_site, "--email", "ada@example.com", "--format", "csv"]
+    )
     assert as_csv.output.startswith("section,name,value")
     erased = runner.invoke(args=["erase", demo_site, "--user-id", "ada-1", "--yes"])
     assert erased.exit_code == 0
@@ -223,13 +258,19 @@ def test_data_key_rotation_keeps_identifiers_readable(app, client, runner, right
     app.config["DATA_KEY"] = base64.b64encode(b"n" * 32).decode()
     app.config["OLD_DATA_KEYS"] = [old_key]
     # Before rotation, lookups still match through the old key.
-    assert server_check(client, rights_key, "email_marketing",
-                        email="ada@example.com")["allowed"] is True
+    assert (
+        server_check(client, rights_key, "email_marketing", email="ada@example.com")["allowed"]
+        is True
+    )
     result = runner.invoke(args=["rotate-data-key"])
     assert result.exit_code == 0, result.output
     assert "Re-encrypted 1 subjects" in result.output
     app.config["OLD_DATA_KEYS"] = []
-    assert server_check(client, rights_key, "email_marketing",
-                        email="ada@example.com")["allowed"] is True
-    assert export(client, rights_key, user_id="ada-1").get_json()["subject"]["email"] \
+    assert (
+        server_check(client, rights_key, "email_marketing", email="ada@example.com")["allowed"]
+        is True
+    )
+    assert (
+        export(client, rights_key, user_id="ada-1").get_json()["subject"]["email"]
         == "ada@example.com"
+    )

@@ -24,13 +24,23 @@ from consent.models import API_SCOPES, BannerImpression, ConsentRecord
 SHOP = "https://shop.example"
 #: Origins that must never be let in for a site that allows only SHOP.
 FOREIGN_ORIGINS = [
-    "https://evil.example", "null", "https://shop.example.evil.example",
-    "https://evil.example/https://shop.example", "http://shop.example",
-    "https://shop.example:8443", "https://www.shop.example", "https://shop.exampl",
-    "https://shop.example.", "https://shop.example\x00",
+    "https://evil.example",
+    "null",
+    "https://shop.example.evil.example",
+    "https://evil.example/https://shop.example",
+    "http://shop.example",
+    "https://shop.example:8443",
+    "https://www.shop.example",
+    "https://shop.exampl",
+    "https://shop.example.",
+    "https://shop.example\x00",
 ]
-CORS_HEADERS = ("Access-Control-Allow-Origin", "Access-Control-Allow-Credentials",
-                "Access-Control-Allow-Headers", "Access-Control-Allow-Methods")
+CORS_HEADERS = (
+    "Access-Control-Allow-Origin",
+    "Access-Control-Allow-Credentials",
+    "Access-Control-Allow-Headers",
+    "Access-Control-Allow-Methods",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -48,18 +58,32 @@ def public_requests(site: str, token: str) -> list[tuple[str, str, dict]]:
     base = f"/v1/sites/{site}"
     calls = [
         ("GET", f"{base}/config", {}),
-        ("GET", f"{base}/check", {"query_string": {"purpose": "analytics"},
-                                  "headers": {"X-Consent-Token": token}}),
+        (
+            "GET",
+            f"{base}/check",
+            {"query_string": {"purpose": "analytics"}, "headers": {"X-Consent-Token": token}},
+        ),
         ("GET", f"{base}/me", {"headers": {"X-Consent-Token": token}}),
-        ("POST", f"{base}/records", {"json": {"decisions": ACCEPT_ALL},
-                                     "headers": {"X-Consent-Token": token}}),
+        (
+            "POST",
+            f"{base}/records",
+            {"json": {"decisions": ACCEPT_ALL}, "headers": {"X-Consent-Token": token}},
+        ),
         ("POST", f"{base}/shown", {}),
         ("GET", "/v1/sites/no-such-site/config", {}),
         ("POST", f"{base}/records", {"json": {"decisions": []}}),
     ]
     preflights = [
-        ("OPTIONS", path, {"headers": {"Access-Control-Request-Method": method,
-                                       "Access-Control-Request-Headers": "content-type"}})
+        (
+            "OPTIONS",
+            path,
+            {
+                "headers": {
+                    "Access-Control-Request-Method": method,
+                    "Access-Control-Request-Headers": "content-type",
+                }
+            },
+        )
         for method, path, _ in calls
     ]
     return calls + preflights
@@ -68,8 +92,10 @@ def public_requests(site: str, token: str) -> list[tuple[str, str, dict]]:
 def written(app) -> tuple[int, int]:
     """Records and banner displays counted so far."""
     with app.app_context():
-        return (db.session.scalar(select(func.count()).select_from(ConsentRecord)),
-                db.session.scalar(select(func.coalesce(func.sum(BannerImpression.count), 0))))
+        return (
+            db.session.scalar(select(func.count()).select_from(ConsentRecord)),
+            db.session.scalar(select(func.coalesce(func.sum(BannerImpression.count), 0))),
+        )
 
 
 def send(client, method, path, request, origin):
@@ -78,9 +104,7 @@ def send(client, method, path, request, origin):
 
 
 @pytest.mark.parametrize("origin", FOREIGN_ORIGINS)
-def test_foreign_origin_gets_no_cors_and_writes_nothing_anywhere(
-    app, client, shop, tally, origin
-):
+def test_foreign_origin_gets_no_cors_and_writes_nothing_anywhere(app, client, shop, tally, origin):
     token = submit(client, shop, ACCEPT_ALL).get_json()["visitor_token"]
     before = written(app)
     for method, path, request in public_requests(shop, token):
@@ -110,12 +134,19 @@ def test_allowed_origin_gets_cors_on_every_public_route_but_never_credentials(cl
 def test_server_api_never_answers_a_browser(client, shop, make_key):
     # The site's own origin included: the server API is for the site's backend only.
     key = make_key(shop, *API_SCOPES)
-    for method, path in [("GET", "/v1/server/check"), ("POST", "/v1/server/records"),
-                         ("POST", "/v1/server/bulk-check"), ("GET", "/v1/server/suppression")]:
+    for method, path in [
+        ("GET", "/v1/server/check"),
+        ("POST", "/v1/server/records"),
+        ("POST", "/v1/server/bulk-check"),
+        ("GET", "/v1/server/suppression"),
+    ]:
         for request_method in (method, "OPTIONS"):
-            response = client.open(path, method=request_method, json={} if method == "POST"
-                                   else None, headers={**bearer(key), "Origin": SHOP,
-                                                       "Access-Control-Request-Method": method})
+            response = client.open(
+                path,
+                method=request_method,
+                json={} if method == "POST" else None,
+                headers={**bearer(key), "Origin": SHOP, "Access-Control-Request-Method": method},
+            )
             assert "Access-Control-Allow-Origin" not in response.headers, (request_method, path)
 
 
@@ -138,19 +169,24 @@ PAGES = [
 def test_every_page_is_listed(app):
     """A new page must join PAGES (or ADMIN_PAGES), so the CSP test below covers it."""
     routes = {
-        rule.rule for rule in app.url_map.iter_rules()
+        rule.rule
+        for rule in app.url_map.iter_rules()
         if not rule.endpoint.startswith(("public.", "server.", "api-docs.", "wellknown."))
         and rule.endpoint not in ("static", "widget.asset")
         and not (rule.endpoint.startswith("admin.") and rule.endpoint != "admin.sign_in")
     }
-    listed = {re.sub(r"\?.*|/any-token", lambda m: "/<token>" if m.group() else "", path)
-              for _, path in PAGES}
+    listed = {
+        re.sub(r"\?.*|/any-token", lambda m: "/<token>" if m.group() else "", path)
+        for _, path in PAGES
+    }
     assert routes <= listed, routes - listed
 
 
 def directives(policy: str) -> dict[str, list[str]]:
-    return {name: values for name, *values in (part.split() for part in policy.split(";")
-                                                 if part.strip())}
+    return {
+        name: values
+        for name, *values in (part.split() for part in policy.split(";") if part.strip())
+    }
 
 
 def assert_strict_page(response, page) -> None:
@@ -170,9 +206,12 @@ def assert_strict_page(response, page) -> None:
 
 def test_every_html_page_has_a_strict_csp_and_hsts(app, client, demo_site, tally):
     for method, page in PAGES:
-        response = client.open(page, method=method, base_url="https://localhost",
-                               data={"List-Unsubscribe": "One-Click"} if method == "POST"
-                               else None)
+        response = client.open(
+            page,
+            method=method,
+            base_url="https://localhost",
+            data={"List-Unsubscribe": "One-Click"} if method == "POST" else None,
+        )
         assert_strict_page(response, page)
         tally["HTML pages checked for CSP and HSTS"] += 1
 
@@ -194,11 +233,14 @@ def test_every_admin_page_has_a_strict_csp_and_hsts(app, client, make_site, tall
 
 def test_api_answers_carry_hsts_and_nosniff_over_https(client, demo_site, make_key):
     key = make_key(demo_site, "read")
-    for path, headers in [(f"/v1/sites/{demo_site}/config", {}),
-                          ("/v1/server/check?purpose=analytics&user_id=u", bearer(key)),
-                          ("/v1/server/check?purpose=analytics&user_id=u", {}),
-                          ("/v1/openapi.json", {}), ("/.well-known/gpc.json", {}),
-                          ("/widget/consent.js", {})]:
+    for path, headers in [
+        (f"/v1/sites/{demo_site}/config", {}),
+        ("/v1/server/check?purpose=analytics&user_id=u", bearer(key)),
+        ("/v1/server/check?purpose=analytics&user_id=u", {}),
+        ("/v1/openapi.json", {}),
+        ("/.well-known/gpc.json", {}),
+        ("/widget/consent.js", {}),
+    ]:
         response = client.get(path, headers=headers, base_url="https://localhost")
         assert response.headers["Strict-Transport-Security"].startswith("max-age="), path
         assert response.headers["X-Content-Type-Options"] == "nosniff", path
@@ -211,17 +253,30 @@ def test_no_cookie_is_set_outside_the_admin(client, demo_site, make_key, tally):
     # The visitor is known by a token the widget stores, never by a cookie of ours.
     key = make_key(demo_site, *API_SCOPES)
     token = submit(client, demo_site, ACCEPT_ALL).get_json()["visitor_token"]
-    link = client.post("/v1/server/unsubscribe-links", headers=bearer(key), json={
-        "purpose": "email_marketing", "emails": ["ada@example.com"]}).get_json()["links"][0]
-    calls = [("GET", page, {}) for method, page in PAGES
-             if method == "GET" and not page.startswith(("/admin", "/demo/embed"))]
+    link = client.post(
+        "/v1/server/unsubscribe-links",
+        headers=bearer(key),
+        json={"purpose": "email_marketing", "emails": ["ada@example.com"]},
+    ).get_json()["links"][0]
+    calls = [
+        ("GET", page, {})
+        for method, page in PAGES
+        if method == "GET" and not page.startswith(("/admin", "/demo/embed"))
+    ]
     calls += public_requests(demo_site, token)
     calls += [
-        ("GET", "/widget/consent.js", {}), ("GET", "/widget/consent.js?site=demo", {}),
-        ("GET", "/.well-known/gpc.json", {}), ("GET", "/v1/openapi.json", {}),
-        ("GET", "/v1/server/check", {"query_string": {"purpose": "email_marketing",
-                                                      "email": "ada@example.com"},
-                                     "headers": bearer(key)}),
+        ("GET", "/widget/consent.js", {}),
+        ("GET", "/widget/consent.js?site=demo", {}),
+        ("GET", "/.well-known/gpc.json", {}),
+        ("GET", "/v1/openapi.json", {}),
+        (
+            "GET",
+            "/v1/server/check",
+            {
+                "query_string": {"purpose": "email_marketing", "email": "ada@example.com"},
+                "headers": bearer(key),
+            },
+        ),
         ("GET", link["url"], {}),
         ("POST", link["url"], {"data": {"List-Unsubscribe": "One-Click"}}),
     ]
@@ -248,19 +303,42 @@ def test_logs_hold_no_secret_and_no_email(app, client, demo_site, make_key, capl
     emails = ["Grace.Hopper@Example.com", "ada@example.com"]
     token = submit(client, demo_site, ACCEPT_ALL).get_json()["visitor_token"]
     calls = [
-        ("POST", "/v1/server/records", {"json": {"email": emails[0], "decisions": [
-            {"purpose": "email_marketing", "granted": True}]}}),
+        (
+            "POST",
+            "/v1/server/records",
+            {
+                "json": {
+                    "email": emails[0],
+                    "decisions": [{"purpose": "email_marketing", "granted": True}],
+                }
+            },
+        ),
         ("POST", "/v1/server/links", {"json": {"visitor_token": token, "user_id": "u-77"}}),
-        ("POST", "/v1/server/subjects/correct", {"json": {
-            "user_id": "u-77", "field": "email", "value": emails[1]}}),
-        ("GET", "/v1/server/check", {"query_string": {"purpose": "email_marketing",
-                                                      "email": emails[0]}}),
-        ("POST", "/v1/server/bulk-check", {"json": {"purpose": "email_marketing",
-                                                    "emails": emails + ["not-an-email"]}}),
-        ("GET", "/v1/server/suppression", {"query_string": {"purpose": "email_marketing",
-                                                            "format": "csv"}}),
-        ("POST", "/v1/server/unsubscribe-links", {"json": {"purpose": "email_marketing",
-                                                           "emails": emails}}),
+        (
+            "POST",
+            "/v1/server/subjects/correct",
+            {"json": {"user_id": "u-77", "field": "email", "value": emails[1]}},
+        ),
+        (
+            "GET",
+            "/v1/server/check",
+            {"query_string": {"purpose": "email_marketing", "email": emails[0]}},
+        ),
+        (
+            "POST",
+            "/v1/server/bulk-check",
+            {"json": {"purpose": "email_marketing", "emails": emails + ["not-an-email"]}},
+        ),
+        (
+            "GET",
+            "/v1/server/suppression",
+            {"query_string": {"purpose": "email_marketing", "format": "csv"}},
+        ),
+        (
+            "POST",
+            "/v1/server/unsubscribe-links",
+            {"json": {"purpose": "email_marketing", "emails": emails}},
+        ),
         ("GET", "/v1/server/subjects/export", {"query_string": {"email": emails[1]}}),
         ("POST", "/v1/server/records", {"json": {"email": "bad@", "decisions": ACCEPT_ALL}}),
         ("POST", "/v1/server/subjects/erase", {"json": {"email": emails[0]}}),
@@ -273,8 +351,9 @@ def test_logs_hold_no_secret_and_no_email(app, client, demo_site, make_key, capl
             for link in response.get_json()["links"]:
                 client.post(link["url"], data={"List-Unsubscribe": "One-Click"})
     client.get("/v1/server/check?purpose=analytics&user_id=u", headers=bearer(key[:-3] + "xyz"))
-    client.get("/v1/server/check?purpose=analytics&user_id=u",
-               headers={"Authorization": key})  # no scheme: the whole secret, refused
+    client.get(
+        "/v1/server/check?purpose=analytics&user_id=u", headers={"Authorization": key}
+    )  # no scheme: the whole secret, refused
     # The capture is real: the database layer logged every statement it ran.
     assert any(record.name.startswith("sqlalchemy.engine") for record in caplog.records)
     logged = caplog.text + "".join(repr(record.args) for record in caplog.records)

@@ -27,22 +27,29 @@ def test_record_for_user_then_check_by_user_id(client, make_site, make_key):
     assert response.status_code == 201
     assert response.get_json()["record"]["source"] == "api"
     body = client.get(
-        "/v1/server/check", query_string={"purpose": "analytics", "user_id": "user-42"},
+        "/v1/server/check",
+        query_string={"purpose": "analytics", "user_id": "user-42"},
         headers=bearer(secret),
     ).get_json()
     assert (body["allowed"], body["reason"]) == (True, "granted")
-    assert client.get(
-        "/v1/server/check", query_string={"purpose": "analytics", "user_id": "user-43"},
-        headers=bearer(secret),
-    ).get_json()["reason"] == "no_decision"
+    assert (
+        client.get(
+            "/v1/server/check",
+            query_string={"purpose": "analytics", "user_id": "user-43"},
+            headers=bearer(secret),
+        ).get_json()["reason"]
+        == "no_decision"
+    )
 
 
 def test_email_is_matched_case_insensitively(client, demo_site, make_key):
     secret = make_key(demo_site, "read", "write")
     client.post(
         "/v1/server/records",
-        json={"email": "Ada@Example.COM", "decisions": [
-            {"purpose": "email_marketing", "granted": True}]},
+        json={
+            "email": "Ada@Example.COM",
+            "decisions": [{"purpose": "email_marketing", "granted": True}],
+        },
         headers=bearer(secret),
     )
     body = client.get(
@@ -97,13 +104,15 @@ def test_linked_visitor_consent_follows_the_user(client, make_site, make_key):
     secret = make_key(site, "read", "write")
     token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
     response = client.post(
-        "/v1/server/links", json={"visitor_token": token, "user_id": "user-7"},
+        "/v1/server/links",
+        json={"visitor_token": token, "user_id": "user-7"},
         headers=bearer(secret),
     )
     assert response.status_code == 201
     assert response.get_json()["record"]["event"] == "link"
     body = client.get(
-        "/v1/server/check", query_string={"purpose": "analytics", "user_id": "user-7"},
+        "/v1/server/check",
+        query_string={"purpose": "analytics", "user_id": "user-7"},
         headers=bearer(secret),
     ).get_json()
     assert body["allowed"] is True
@@ -113,14 +122,18 @@ def test_linking_a_second_device_keeps_the_newer_decision(client, make_site, mak
     site = make_site()
     secret = make_key(site, "read", "write")
     laptop = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
-    client.post("/v1/server/links", json={"visitor_token": laptop, "user_id": "u9"},
-                headers=bearer(secret))
+    client.post(
+        "/v1/server/links", json={"visitor_token": laptop, "user_id": "u9"}, headers=bearer(secret)
+    )
     phone = submit(client, site, REJECT_ALL).get_json()["visitor_token"]
-    response = client.post("/v1/server/links", json={"visitor_token": phone, "user_id": "u9"},
-                           headers=bearer(secret))
+    response = client.post(
+        "/v1/server/links", json={"visitor_token": phone, "user_id": "u9"}, headers=bearer(secret)
+    )
     adopted = response.get_json()["record"]["decisions"]
     assert {d["purpose"]: d["granted"] for d in adopted} == {
-        "analytics": False, "marketing": False, "preferences": False,
+        "analytics": False,
+        "marketing": False,
+        "preferences": False,
     }
     # Both devices now answer for the same person, with the newer (phone) choice.
     for token in (laptop, phone):
@@ -131,10 +144,14 @@ def test_linking_does_not_let_an_older_choice_win(client, make_site, make_key):
     site = make_site()
     secret = make_key(site, "read", "write")
     phone = submit(client, site, REJECT_ALL).get_json()["visitor_token"]
-    client.post("/v1/server/records", json={"user_id": "u5", "decisions": ACCEPT_ALL},
-                headers=bearer(secret))
-    client.post("/v1/server/links", json={"visitor_token": phone, "user_id": "u5"},
-                headers=bearer(secret))
+    client.post(
+        "/v1/server/records",
+        json={"user_id": "u5", "decisions": ACCEPT_ALL},
+        headers=bearer(secret),
+    )
+    client.post(
+        "/v1/server/links", json={"visitor_token": phone, "user_id": "u5"}, headers=bearer(secret)
+    )
     assert check(client, site, "analytics", token=phone).get_json()["allowed"] is True
 
 
@@ -162,7 +179,8 @@ def test_server_record_retried_with_idempotency_key_records_once(
     assert second.headers["Idempotent-Replayed"] == "true"
     assert second.get_json() == first.get_json()
     assert record_count() == 1
-    other = client.post("/v1/server/records", headers=headers,
-                        json={**identity, "decisions": REJECT_ALL})
+    other = client.post(
+        "/v1/server/records", headers=headers, json={**identity, "decisions": REJECT_ALL}
+    )
     assert other.status_code == 422 and "Idempotency-Key" in other.get_json()["errors"]
     assert record_count() == 1

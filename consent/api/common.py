@@ -29,9 +29,7 @@ class ApiBlueprint(Blueprint):
 CORS_EXPOSED_HEADERS = "ETag, Idempotent-Replayed, Retry-After"
 
 
-def is_allowed_origin(
-    allowed_origins: list[str], origin: str, host_url: str | None = None
-) -> bool:
+def is_allowed_origin(allowed_origins: list[str], origin: str, host_url: str | None = None) -> bool:
     """The site's listed origins, and the service's own pages (the demo).
 
     ``host_url`` is the request's (``request.host_url`` unless given).

@@ -85,8 +85,11 @@ class FastCheck:
             except Exception as error:  # noqa: BLE001 - Flask answers it, with its handling
                 # A database fault is Flask's to log and answer; anything else is a bug here.
                 is_database = isinstance(error, DATABASE_ERRORS)
-                log.warning("fast check left the request to Flask: %s",
-                            error.__class__.__name__, exc_info=not is_database)
+                log.warning(
+                    "fast check left the request to Flask: %s",
+                    error.__class__.__name__,
+                    exc_info=not is_database,
+                )
                 answer = None
             if answer is not None:
                 status, headers, body = answer

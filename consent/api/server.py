@@ -147,8 +147,16 @@ class ServerRecords(MethodView):
     @blp.arguments(ServerRecordArgs)
     @blp.response(201, RecordResultSchema)
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
-    @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
-                          "description": "A retry with the same key records nothing new."}])
+    @blp.doc(
+        parameters=[
+            {
+                "in": "header",
+                "name": "Idempotency-Key",
+                "schema": {"type": "string"},
+                "description": "A retry with the same key records nothing new.",
+            }
+        ]
+    )
     @require_key("write")
     def post(self, args):
         """Record decisions on behalf of a logged-in user (or a known visitor)."""
@@ -169,9 +177,7 @@ class ServerRecords(MethodView):
         # The digest names the person by pseudonym: no email or user id is kept with it.
         decisions = {key: value for key, value in args.items() if key not in ("user_id", "email")}
         idempotency_key = request.headers.get("Idempotency-Key")
-        digest, earlier = find_earlier_answer(
-            site, idempotency_key, [subject.pseudonym, decisions]
-        )
+        digest, earlier = find_earlier_answer(site, idempotency_key, [subject.pseudonym, decisions])
         if earlier is not None:
             return created(earlier, is_replay=True)
         record = ledger.record_decision(
@@ -211,8 +217,9 @@ class BulkCheck(MethodView):
     @require_key("read")
     def post(self, args):
         """Before a send: which of up to 10,000 emails or user ids may be contacted."""
-        kind, values = ("email", args["emails"]) if "emails" in args else (
-            "user_id", args["user_ids"])
+        kind, values = (
+            ("email", args["emails"]) if "emails" in args else ("user_id", args["user_ids"])
+        )
         results = marketing.bulk_check(g.site, args["purpose"], kind, values)
         return {
             "purpose": args["purpose"],
@@ -228,8 +235,12 @@ SUPPRESSION_COLUMNS = ["email", "user_id", "reason", "decided_at"]
 class Suppression(MethodView):
     @blp.arguments(SuppressionArgs, location="query")
     @blp.response(200, SuppressionPageSchema)
-    @blp.alt_response(200, schema={"type": "string"}, content_type="text/csv",
-                      description="format=json: a page; format=csv: every entry, streamed")
+    @blp.alt_response(
+        200,
+        schema={"type": "string"},
+        content_type="text/csv",
+        description="format=json: a page; format=csv: every entry, streamed",
+    )
     @require_key("read")
     def get(self, args):
         """Everyone who must not be contacted for a purpose: paged JSON or streamed CSV."""
@@ -239,9 +250,12 @@ class Suppression(MethodView):
             return Response(
                 stream_with_context(_suppression_csv(site.id, args["purpose"], args["after"])),
                 mimetype="text/csv",
-                headers={"Content-Disposition":
-                         f'attachment; filename="suppression-{site.key}-{args["purpose"]}.csv"',
-                         "Cache-Control": "no-store"},
+                headers={
+                    "Content-Disposition": (
+                        f'attachment; filename="suppression-{site.key}-{args["purpose"]}.csv"'
+                    ),
+                    "Cache-Control": "no-store",
+                },
             )
         items = []
         for row in marketing.suppression_rows(site, args["purpose"], after=args["after"]):
@@ -259,8 +273,14 @@ def _suppression_csv(site_id: int, purpose: str, after: int):
     writer = csv.writer(buffer)
     writer.writerow(SUPPRESSION_COLUMNS)
     for row in rows:
-        writer.writerow([row.email or "", row.user_id or "", row.reason,
-                         row.decided_at.isoformat() if row.decided_at else ""])
+        writer.writerow(
+            [
+                row.email or "",
+                row.user_id or "",
+                row.reason,
+                row.decided_at.isoformat() if row.decided_at else "",
+            ]
+        )
         if buffer.tell() > 64 * 1024:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -297,8 +317,9 @@ class SubjectExport(MethodView):
         {"oneOf": [SubjectExportSchema, {"type": "array", "items": ConsentReceiptSchema}]},
         description=EXPORT_FORMATS,
     )
-    @blp.alt_response(200, schema={"type": "string"}, content_type="text/csv",
-                      description=EXPORT_FORMATS)
+    @blp.alt_response(
+        200, schema={"type": "string"}, content_type="text/csv", description=EXPORT_FORMATS
+    )
     @blp.alt_response(404, response="NOT_FOUND")
     @require_key("rights")
     def get(self, args):

@@ -36,8 +36,12 @@ def bistro(live_app, live_server, monkeypatch_module):
     with live_app.app_context():
         site = create_site(SITE, "Bistro", origins=[live_server], lifetime_days=395)
         for position, purpose in enumerate(STANDARD_PURPOSES):
-            set_purpose(site, purpose["key"], position=position,
-                        **{k: v for k, v in purpose.items() if k != "key"})
+            set_purpose(
+                site,
+                purpose["key"],
+                position=position,
+                **{k: v for k, v in purpose.items() if k != "key"},
+            )
         publish_policy(site, "v1", is_material=True, published_at=today - timedelta(DAYS + 1))
         set_admin_password(NAME, PASSWORD)
         for days_ago in range(DAYS, -1, -1):
@@ -46,11 +50,16 @@ def bistro(live_app, live_server, monkeypatch_module):
             monkeypatch_module.setattr(ledger, "now_utc", lambda day=day: day)
             for _ in range(chance.randint(18, 30)):
                 visitor = ledger.create_visitor(site)
-                ledger.record_decision(site, visitor.subject, [
-                    {"purpose": "preferences", "granted": chance.random() < 0.7},
-                    {"purpose": "analytics", "granted": chance.random() < 0.5 + days_ago / 40},
-                    {"purpose": "marketing", "granted": chance.random() < 0.3},
-                ], source="banner")
+                ledger.record_decision(
+                    site,
+                    visitor.subject,
+                    [
+                        {"purpose": "preferences", "granted": chance.random() < 0.7},
+                        {"purpose": "analytics", "granted": chance.random() < 0.5 + days_ago / 40},
+                        {"purpose": "marketing", "granted": chance.random() < 0.3},
+                    ],
+                    source="banner",
+                )
         monkeypatch_module.undo()
         db.session.commit()
     return SITE
@@ -105,8 +114,13 @@ def test_admin_publishes_a_policy_and_reads_the_chart(page, bistro, artifacts):
 def test_admin_pages_fit_a_320_pixel_screen(new_context, bistro):
     page = new_context(viewport={"width": 320, "height": 640}).new_page()
     sign_in(page)
-    for path in ("/admin/", f"/admin/sites/{SITE}", f"/admin/sites/{SITE}/rates",
-                 f"/admin/sites/{SITE}/records", f"/admin/sites/{SITE}/purposes"):
+    for path in (
+        "/admin/",
+        f"/admin/sites/{SITE}",
+        f"/admin/sites/{SITE}/rates",
+        f"/admin/sites/{SITE}/records",
+        f"/admin/sites/{SITE}/purposes",
+    ):
         page.goto(path)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 320, f"{path} is {width}px wide"
