@@ -367,6 +367,26 @@ def test_openapi_document_describes_every_route(client, app):
     }
 
 
+def test_openapi_document_declares_failure_answers(client, app):
+    """Each operation declares the database's answers; rate-limited ones 429 as well."""
+    document = client.get("/v1/openapi.json").get_json()
+    limited = {
+        "/v1/sites/{site_key}/records",
+        "/v1/sites/{site_key}/check",
+        "/v1/server/check",
+        "/v1/server/bulk-check",
+    }
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            codes = set(operation["responses"])
+            assert {"409", "503", "507"} <= codes, (method, path)
+            assert ("429" in codes) == (path in limited), (method, path)
+    check_429 = document["paths"]["/v1/sites/{site_key}/check"]["get"]["responses"]["429"]
+    assert "Retry-After" in check_429["headers"]
+
+
 def test_demo_policy_link_leads_to_the_demo_policy(client, demo_site):
     config = client.get(f"/v1/sites/{demo_site}/config").get_json()
     page = client.get(config["policy"]["url"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 
+from apispec import BasePlugin
 from flask import Flask, g, request
 from flask_smorest import Api, abort
 from sqlalchemy.exc import DBAPIError
@@ -14,6 +16,7 @@ from consent.api import public, server, wellknown
 from consent.api.common import CORS_EXPOSED_HEADERS, is_allowed_origin
 from consent.db import db, describe_database_error
 from consent.errors import Conflict, InvalidRequest
+from consent.limits import LIMITED_ENDPOINTS
 from consent.schemas import ErrorSchema
 from consent.sites import get_site_by_key
 
@@ -85,9 +88,54 @@ def _flatten(messages: dict, prefix: str = "") -> dict[str, list[str]]:
     return flat
 
 
+#: What any API operation may answer when the database fails (consent.db).
+DATABASE_ANSWERS = {
+    409: "A concurrent request created the same thing first: nothing was written, retry.",
+    503: "The database cannot be reached, is read-only or busy: nothing was written; "
+    "see Retry-After. A check still answers allowed: false.",
+    507: "The database is full: nothing was written.",
+}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
+
+
+class FailureAnswers(BasePlugin):
+    """Declare on every operation the answers it can give on failure, not only its own.
+
+    The database's (409, 503, 507) on all of them; 429 where ``consent.limits`` limits.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def operation_helper(self, path=None, operations=None, **kwargs) -> None:
+        limited = {
+            re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+            for rule in self.app.url_map.iter_rules()
+            if rule.endpoint in LIMITED_ENDPOINTS
+        }
+        answers = dict(DATABASE_ANSWERS)
+        if path in limited:
+            answers[429] = (
+                "Too many requests from this address; see Retry-After. "
+                "A check still answers allowed: false."
+            )
+        for operation in (operations or {}).values():
+            responses = operation.setdefault("responses", {})
+            for code, description in answers.items():
+                if code in responses or str(code) in responses:
+                    continue
+                responses[str(code)] = {
+                    "description": description,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                    **({"headers": RETRY_AFTER} if code in (429, 503) else {}),
+                }
+
+
 def init_api(app: Flask) -> ConsentApi:
     """Attach the API, its blueprints and its error handling to the app."""
-    api = ConsentApi(app)
+    api = ConsentApi(app, spec_kwargs={"extra_plugins": [FailureAnswers(app)]})
     api.spec.components.security_scheme(
         server.API_KEY_SCHEME,
         {"type": "http", "scheme": "bearer", "description": "prefix.secret from issue-key"},
