@@ -186,6 +186,8 @@ class ConsentRecord(db.Model):
     __table_args__ = (
         UniqueConstraint("site_id", "sequence"),
         Index("ix_consent_records_subject", "site_id", "subject_pseudonym", "sequence"),
+        # The admin's rates and record log read a date window of one site's history.
+        Index("ix_consent_records_site_recorded_at", "site_id", "recorded_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
