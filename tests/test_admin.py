@@ -135,6 +135,27 @@ def test_lockout_ends_after_its_time(app, client, admin_account):
     assert sign_in(client).status_code == 302
 
 
+def test_failures_that_no_longer_count_are_pruned(app, client, admin_account):
+    for name in ("old-guess", "locked-guess", "recent-guess"):
+        sign_in(client, name=name, password="whatever it is")
+    with app.app_context():
+        long_ago = now_utc() - timedelta(hours=1)
+        db.session.execute(
+            update(SignInFailure)
+            .where(SignInFailure.name.in_(["old-guess", "locked-guess"]))
+            .values(last_failed_at=long_ago)
+        )
+        db.session.execute(
+            update(SignInFailure)
+            .where(SignInFailure.name == "locked-guess")
+            .values(locked_until=now_utc() + timedelta(minutes=5))
+        )
+        db.session.commit()
+    sign_in(client, name="another-guess", password="whatever it is")
+    names = in_app(app, lambda: set(db.session.scalars(select(SignInFailure.name))))
+    assert names == {"locked-guess", "recent-guess", "another-guess"}
+
+
 def test_success_forgets_earlier_failures(app, client, admin_account):
     sign_in(client, password="nope nope nope")
     sign_in(client)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from flask import g, redirect, request, session, url_for
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -113,6 +113,15 @@ def authenticate(name: str, password: str) -> AdminUser | None:
     if failure.failures >= MAX_FAILURES:
         failure.failures = 0
         failure.locked_until = now + LOCKOUT
+    # Forget other names' failures that no longer count and locks that have ended, so
+    # guessing many names does not grow the table without bound.
+    db.session.execute(
+        delete(SignInFailure).where(
+            SignInFailure.name != name,
+            SignInFailure.last_failed_at < now - FAILURE_WINDOW,
+            or_(SignInFailure.locked_until.is_(None), SignInFailure.locked_until <= now),
+        )
+    )
     db.session.flush()
     return None
 
