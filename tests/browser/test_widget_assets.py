@@ -12,7 +12,8 @@ from consent.widget import embed_snippet, load_asset
 
 
 @pytest.fixture
-def client(live_app):
+def client(live_app, live_server):
+    """The served app's client; ``live_server`` seeds the demo site the bundle needs."""
     return live_app.test_client()
 
 
