@@ -63,6 +63,14 @@ def assert_check_follows_the_latest_record(client, site_key, token, accepted: li
         assert answer["reason"] in (("granted",) if granted else ("denied", "withdrawn"))
 
 
+def assert_one_chain_for_one_subject(app, client, site_key, token, accepted: list[dict]):
+    """The chain verifies, holds exactly the accepted records, all about one subject,
+    and the check answers what the last of them decided."""
+    assert assert_history_consistent(app, site_key) == len(accepted)
+    assert len(assert_each_accepted_submission_recorded_once(app, site_key, accepted)) == 1
+    assert_check_follows_the_latest_record(client, site_key, token, accepted)
+
+
 def test_threads_recording_for_one_subject_never_fork_the_chain(
     app, client, make_site, dialect, tally
 ):
@@ -87,9 +95,7 @@ def test_threads_recording_for_one_subject_never_fork_the_chain(
         ]
 
     assert len(accepted) == 1 + THREADS * SUBMISSIONS_PER_THREAD
-    assert assert_history_consistent(app, site) == len(accepted)
-    assert len(assert_each_accepted_submission_recorded_once(app, site, accepted)) == 1
-    assert_check_follows_the_latest_record(client, site, token, accepted)
+    assert_one_chain_for_one_subject(app, client, site, token, accepted)
     tally[f"concurrency[{dialect}]: threads"] += THREADS
     tally[f"concurrency[{dialect}]: records written by threads"] += len(accepted)
 
@@ -126,9 +132,7 @@ def test_two_app_processes_writing_to_one_site_never_fork_the_chain(
 
     assert [status for status, _ in answers] == [201] * len(answers), answers
     accepted = [first["record"]] + [body["record"] for _, body in answers]
-    assert assert_history_consistent(app, site) == len(accepted)
-    assert len(assert_each_accepted_submission_recorded_once(app, site, accepted)) == 1
-    assert_check_follows_the_latest_record(client, site, token, accepted)
+    assert_one_chain_for_one_subject(app, client, site, token, accepted)
     tally[f"concurrency[{dialect}]: app processes"] += PROCESSES
     tally[f"concurrency[{dialect}]: records written through {PROCESSES} processes"] += len(accepted)
 
