@@ -239,42 +239,22 @@ def test_route_needs_its_scope_and_no_other(
 ):
     scope, _ = SAMPLES[endpoint]
     before = site_rows(person["site"])
+
+    def call_with_key(*scopes):
+        key = bearer(make_key(person["site"], *scopes))
+        return call(client, endpoint, method, path, person["who"], person["token"], key)
+
     for other in set(API_SCOPES) - {scope}:
-        response = call(
-            client,
-            endpoint,
-            method,
-            path,
-            person["who"],
-            person["token"],
-            bearer(make_key(person["site"], other)),
-        )
+        response = call_with_key(other)
         assert response.status_code == 403, (other, response.get_json())
         assert response.get_json()["error"] == "forbidden"
         assert repr(scope) in response.get_json()["message"]
         tally["server routes x wrong keys walked"] += 1
-    lacking = sorted(set(API_SCOPES) - {scope})
-    response = call(
-        client,
-        endpoint,
-        method,
-        path,
-        person["who"],
-        person["token"],
-        bearer(make_key(person["site"], *lacking)),
-    )
+    response = call_with_key(*sorted(set(API_SCOPES) - {scope}))
     assert response.status_code == 403
     assert site_rows(person["site"]) == before
     # And the one scope is enough: the walk above was refused for the scope alone.
-    only = call(
-        client,
-        endpoint,
-        method,
-        path,
-        person["who"],
-        person["token"],
-        bearer(make_key(person["site"], scope)),
-    )
+    only = call_with_key(scope)
     assert only.status_code in (200, 201), only.get_data(as_text=True)
 
 
