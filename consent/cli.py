@@ -121,20 +121,28 @@ def create_site_command(key, name, origins, lifetime_days, retention_days, langu
     default=False,
     help="A material change makes earlier decisions stale.",
 )
-@click.option("--published-at", type=click.DateTime(), help="UTC; default now.")
+@click.option(
+    "--effective-at",
+    "--published-at",
+    "effective_at",
+    type=click.DateTime(),
+    help="UTC; default now. A later time schedules the version: the banner announces it "
+    "and asks again exactly then.",
+)
 @in_transaction
-def add_policy_command(site_key, version, url, material, published_at: datetime | None):
-    """Publish a policy version for a site."""
+def add_policy_command(site_key, version, url, material, effective_at: datetime | None):
+    """Publish a policy version for a site, now or scheduled ahead."""
     site = site_by_key(site_key)
     policy = sites.publish_policy(
         site,
         version,
         url=url,
         is_material=material,
-        published_at=published_at.replace(tzinfo=UTC) if published_at else None,
+        published_at=effective_at.replace(tzinfo=UTC) if effective_at else None,
     )
     kind = "material" if policy.is_material else "non-material"
-    click.echo(f"Published {kind} policy version {policy.version!r} for {site.key!r}.")
+    when = f", in effect from {policy.published_at:%Y-%m-%d %H:%M:%S} UTC" if effective_at else ""
+    click.echo(f"Published {kind} policy version {policy.version!r} for {site.key!r}{when}.")
 
 
 @click.command("issue-key")

@@ -16,10 +16,9 @@ DEMO_KEY = "demo"
 DEMO_ORIGINS = ["http://127.0.0.1:5000", "http://localhost:5000"]
 DEMO_POLICY_VERSION = "2026-11-01"
 
-#: French titles and descriptions, and what the demo page sets, per standard purpose.
+#: What the demo page sets, per standard purpose (titles come in every built-in language).
 DEMO_EXTRAS = {
     "necessary": {
-        "fr": ("Strictement nécessaires", "Maintient votre session et la sécurité du site."),
         "cookies": [
             {
                 "name": "session",
@@ -32,7 +31,6 @@ DEMO_EXTRAS = {
         "services": [],
     },
     "preferences": {
-        "fr": ("Préférences", "Mémorise votre langue et vos choix d'affichage."),
         "cookies": [
             {
                 "name": "demo_prefs",
@@ -45,7 +43,6 @@ DEMO_EXTRAS = {
         "services": [],
     },
     "analytics": {
-        "fr": ("Mesure d'audience", "Nous aide à comprendre l'usage du site pour l'améliorer."),
         "cookies": [],
         "services": [
             {
@@ -66,7 +63,6 @@ DEMO_EXTRAS = {
         ],
     },
     "marketing": {
-        "fr": ("Marketing", "Permet à nos partenaires d'afficher des publicités ciblées."),
         "cookies": [],
         "services": [
             {
@@ -91,12 +87,6 @@ DEMO_EXTRAS = {
 DEMO_PURPOSES = [
     {
         **standard,
-        "translations": {
-            **standard["translations"],
-            "fr": dict(
-                zip(("title", "description"), DEMO_EXTRAS[standard["key"]]["fr"], strict=True)
-            ),
-        },
         "cookies": DEMO_EXTRAS[standard["key"]]["cookies"],
         "services": DEMO_EXTRAS[standard["key"]]["services"],
     }
@@ -116,31 +106,6 @@ DEMO_PURPOSES = [
     },
 ]
 
-DEMO_TEXTS = {
-    "fr": {
-        "title": "Vos choix de confidentialité",
-        "description": (
-            "Nous utilisons des cookies pour faire fonctionner le site et, avec votre accord, "
-            "mémoriser vos préférences, mesurer l'audience et afficher des publicités "
-            "pertinentes. Vous pouvez changer d'avis à tout moment via « Cookies »."
-        ),
-        "accept_all": "Tout accepter",
-        "reject_all": "Tout refuser",
-        "customise": "Personnaliser",
-        "save": "Enregistrer",
-        "close": "Fermer",
-        "always_on": "Toujours actif",
-        "policy_link": "Politique de confidentialité",
-        "settings_title": "Paramètres des cookies",
-        "services": "Services",
-        "cookies": "Cookies",
-        "gpc_notice": "Votre navigateur a envoyé un signal GPC : la publicité est désactivée.",
-        "placeholder": "Ce contenu de {service} nécessite votre accord pour {purpose}.",
-        "load": "Autoriser et charger",
-    }
-}
-
-
 def seed_demo_site(origins: list[str] | None = None) -> Site:
     """Create or bring up to date the demo site; running it twice changes nothing."""
     site = get_site_by_key(DEMO_KEY)
@@ -149,8 +114,6 @@ def seed_demo_site(origins: list[str] | None = None) -> Site:
             DEMO_KEY,
             "Demo shop",
             origins=origins or DEMO_ORIGINS,
-            languages=["en", "fr"],
-            texts=DEMO_TEXTS,
         )
     elif origins:
         site.allowed_origins = sorted(set(site.allowed_origins) | set(origins))

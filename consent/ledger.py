@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, joinedload
 
-from consent.db import db, now_utc
+from consent.db import UTCDateTime, db, now_utc
 from consent.errors import InvalidRequest
 from consent.models import (
     ChainCheckpoint,
@@ -273,22 +273,39 @@ def find_visitor(site: Site, visitor_id: str) -> Visitor | None:
 # --- decisions -----------------------------------------------------------------------
 
 
-def latest_policy(site: Site) -> PolicyVersion | None:
+def latest_policy(site: Site, *, now: datetime | None = None) -> PolicyVersion | None:
+    """Return the version in effect now (a scheduled one counts from its time)."""
     return db.session.scalars(
         select(PolicyVersion)
-        .where(PolicyVersion.site_id == site.id)
+        .where(PolicyVersion.site_id == site.id, PolicyVersion.published_at <= (now or now_utc()))
         .order_by(PolicyVersion.published_at.desc(), PolicyVersion.id.desc())
         .limit(1)
     ).first()
 
 
-def latest_material_policy(site: Site) -> PolicyVersion | None:
+def latest_material_policy(site: Site, *, now: datetime | None = None) -> PolicyVersion | None:
+    """Return the latest material version in effect now: decisions before it are stale."""
     return db.session.scalars(
         select(PolicyVersion)
-        .where(PolicyVersion.site_id == site.id, PolicyVersion.is_material.is_(True))
+        .where(
+            PolicyVersion.site_id == site.id,
+            PolicyVersion.is_material.is_(True),
+            PolicyVersion.published_at <= (now or now_utc()),
+        )
         .order_by(PolicyVersion.published_at.desc(), PolicyVersion.id.desc())
         .limit(1)
     ).first()
+
+
+def scheduled_policies(site: Site, *, now: datetime | None = None) -> list[PolicyVersion]:
+    """Return the versions published ahead of time, soonest first."""
+    return list(
+        db.session.scalars(
+            select(PolicyVersion)
+            .where(PolicyVersion.site_id == site.id, PolicyVersion.published_at > (now or now_utc()))
+            .order_by(PolicyVersion.published_at, PolicyVersion.id)
+        )
+    )
 
 
 def find_policy(site: Site, version: str | None) -> PolicyVersion | None:
@@ -453,7 +470,7 @@ def check_purpose(
             )
         )
     }
-    material = latest_material_policy(site)
+    material = latest_material_policy(site, now=now)
     return judge_state(
         site.lifetime_days,
         states.get(""),
@@ -476,7 +493,12 @@ def _visitor_check_statement():
     """Built once: the check is the hot path, and building a query costs more than running it."""
     material_published_at = (
         select(PolicyVersion.published_at)
-        .where(PolicyVersion.site_id == Site.id, PolicyVersion.is_material.is_(True))
+        .where(
+            PolicyVersion.site_id == Site.id,
+            PolicyVersion.is_material.is_(True),
+            # A version scheduled ahead counts from its time, to the second.
+            PolicyVersion.published_at <= bindparam("now", type_=UTCDateTime()),
+        )
         .order_by(PolicyVersion.published_at.desc())
         .limit(1)
         .scalar_subquery()
@@ -528,7 +550,14 @@ def _check_on_driver(dialect) -> tuple[str, dict, tuple[str, ...] | None, list, 
     ]
     row_type = namedtuple("CheckRow", [column.key for column in statement.selected_columns])
     order = tuple(compiled.positiontup) if compiled.positional else None
-    return str(compiled), compiled.params, order, processors, row_type
+    # Parameters whose type converts them (the time: naive UTC on SQLite).
+    converters = {
+        name: converter
+        for name, bind in compiled.binds.items()
+        if (converter := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        and isinstance(bind.type, UTCDateTime)
+    }
+    return str(compiled), compiled.params, order, processors, row_type, converters
 
 
 def _check_rows_on_driver(engine: Engine, params: dict) -> list:
@@ -537,8 +566,10 @@ def _check_rows_on_driver(engine: Engine, params: dict) -> list:
     The statement and its type conversions are SQLAlchemy's, compiled once; each call
     is one ``cursor.execute``. A connection that fails is discarded, not reused.
     """
-    sql, fixed, order, processors, row_type = _check_on_driver(engine.dialect)
+    sql, fixed, order, processors, row_type, converters = _check_on_driver(engine.dialect)
     params = {**fixed, **params}
+    for name, convert in converters.items():
+        params[name] = convert(params[name])
     connection = engine.raw_connection()
     try:
         cursor = connection.cursor()
@@ -581,6 +612,7 @@ def check_visitor(
         "visitor_id": visitor_id,
         "purpose_key": purpose_key,
         "service": service or "",
+        "now": now or now_utc(),
     }
     if engine is not None:
         rows = _check_rows_on_driver(engine, params)
@@ -646,7 +678,7 @@ def judge_state(
 def describe_state(site: Site, subject: Subject, *, now: datetime | None = None) -> dict:
     """Every purpose's verdict for a subject, with per-service verdicts where decided."""
     now = now or now_utc()
-    material = latest_material_policy(site)
+    material = latest_material_policy(site, now=now)
     material_published_at = material.published_at if material else None
     states: dict[int, dict[str, CurrentState]] = {}
     for state in db.session.scalars(

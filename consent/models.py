@@ -40,6 +40,8 @@ RECORD_SOURCES = ("banner", "preferences", "api", "gpc", "unsubscribe", "import"
 RECORD_EVENTS = ("decision", "link", "erasure", "correction", "purge")
 #: read: checks and suppression; write: record and link; rights: export, correct, erase.
 API_SCOPES = ("read", "write", "rights")
+#: How many distinct refused origins are kept per site (the rest are not counted).
+MAX_REFUSED_ORIGINS = 50
 
 
 class Site(db.Model):
@@ -68,6 +70,9 @@ class Site(db.Model):
     #: Who is responsible for the data (shown in consent receipts).
     controller_name: Mapped[str | None] = mapped_column(String(200))
     controller_contact: Mapped[str | None] = mapped_column(String(200))
+    #: How the banner looks: {"layout": "box"|"bar"|"modal", "theme": "auto"|"light"|"dark",
+    #: "settings_button": bool, "button_side": "left"|"right"}; unset keys take defaults.
+    appearance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
     purposes: Mapped[list[Purpose]] = relationship(
@@ -121,6 +126,8 @@ class PolicyVersion(db.Model):
     #: The label people see ("2026-11-01", "v3"); unique per site.
     version: Mapped[str] = mapped_column(String(64))
     url: Mapped[str | None] = mapped_column(String(2000))
+    #: When the version takes effect: in the future for a scheduled version, which the
+    #: banner configuration announces ahead and which counts for staleness only from then.
     published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     #: A material change makes every earlier decision stale: the banner asks again.
     is_material: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -319,6 +326,24 @@ class BannerImpression(db.Model):
     )
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RefusedOrigin(db.Model):
+    """How often pages on an origin the site does not allow asked for its banner.
+
+    Per site and origin, nothing else (no address, no visitor); at most
+    ``MAX_REFUSED_ORIGINS`` origins per site, so forged Origin headers cannot grow it.
+    """
+
+    __tablename__ = "refused_origins"
+
+    site_id: Mapped[int] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True
+    )
+    origin: Mapped[str] = mapped_column(String(300), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
 
 class ErasedIdentifier(db.Model):

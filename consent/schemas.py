@@ -79,8 +79,10 @@ class IdentityArgs(ma.Schema):
 
 
 class RecordArgs(_SubmissionArgs):
+    # A browser says only what a visitor did: the first layer or the preference centre.
+    # "api" and "import" are the site's backend's (server key); "gpc" is not a click.
     source = fields.String(
-        load_default="banner", validate=validate.OneOf(["banner", "preferences", "gpc", "api"])
+        load_default="banner", validate=validate.OneOf(["banner", "preferences"])
     )
 
 
@@ -184,12 +186,26 @@ class PolicySchema(ma.Schema):
     is_material = fields.Boolean()
 
 
+class AppearanceSchema(ma.Schema):
+    layout = fields.String(validate=validate.OneOf(["box", "bar", "modal"]))
+    theme = fields.String(validate=validate.OneOf(["auto", "light", "dark"]))
+    settings_button = fields.Boolean()
+    button_side = fields.String(validate=validate.OneOf(["left", "right"]))
+
+
 class BannerConfigSchema(ma.Schema):
     site = fields.Dict()
     config_hash = fields.String()
-    policy = fields.Nested(PolicySchema, allow_none=True)
+    policy = fields.Nested(PolicySchema, allow_none=True, metadata={"description": "In effect."})
     material_version = fields.String(allow_none=True)
+    scheduled_policies = fields.List(
+        fields.Nested(PolicySchema),
+        metadata={"description": "Published ahead: each counts from its published_at."},
+    )
     lifetime_days = fields.Integer()
+    max_age = fields.Integer(metadata={"description": "Seconds a copy may be used unasked."})
+    origins = fields.List(fields.String(), metadata={"description": "Where the banner runs."})
+    appearance = fields.Nested(AppearanceSchema)
     languages = fields.List(fields.String())
     default_language = fields.String()
     texts = fields.Dict(keys=fields.String(), values=fields.Dict())

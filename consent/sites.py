@@ -8,18 +8,26 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from consent.db import db, now_utc
 from consent.errors import InvalidRequest
-from consent.ledger import latest_material_policy, latest_policy, start_chain
+from consent.i18n import BANNER_TEXTS, BUILT_IN_LANGUAGES, purpose_translations
+from consent.ledger import (
+    latest_material_policy,
+    latest_policy,
+    scheduled_policies,
+    start_chain,
+)
 from consent.models import (
     DEFAULT_LIFETIME_DAYS,
     MAX_LIFETIME_DAYS,
+    MAX_REFUSED_ORIGINS,
     BannerImpression,
     PolicyVersion,
     Purpose,
+    RefusedOrigin,
     Site,
 )
 
@@ -27,31 +35,8 @@ from consent.models import (
 SITE_KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{1,63}\Z")
 ORIGIN_PATTERN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?\Z")
 
-#: Banner texts used where a site gives none; sites override them per language.
-DEFAULT_TEXTS = {
-    "en": {
-        "title": "Your privacy choices",
-        "description": (
-            "We use cookies to keep the site working and, with your permission, to remember "
-            "your preferences, understand how the site is used and show relevant ads. "
-            "You can change your choice at any time from “Cookie settings”."
-        ),
-        "accept_all": "Accept all",
-        "reject_all": "Reject all",
-        "customise": "Customise",
-        "save": "Save choices",
-        "close": "Close",
-        "always_on": "Always on",
-        "policy_link": "Privacy policy",
-        "settings_title": "Cookie settings",
-        "services": "Services",
-        "cookies": "Cookies",
-        "gpc_notice": ("Your browser sent a Global Privacy Control signal, so advertising is off."),
-        "placeholder": "This content from {service} needs your consent to {purpose}.",
-        "load": "Allow and load",
-    },
-}
-
+#: The built-in banner texts per language (a site's own texts override them).
+DEFAULT_TEXTS = BANNER_TEXTS
 
 #: The four cookie purposes every new site starts with.
 STANDARD_PURPOSES = [
@@ -59,48 +44,28 @@ STANDARD_PURPOSES = [
         "key": "necessary",
         "kind": "cookie",
         "is_required": True,
-        "translations": {
-            "en": {
-                "title": "Strictly necessary",
-                "description": "Keeps you signed in and the site secure. Always on.",
-            }
-        },
+        "translations": purpose_translations("necessary"),
         "consent_mode": ["security_storage"],
     },
     {
         "key": "preferences",
         "kind": "cookie",
         "is_required": False,
-        "translations": {
-            "en": {
-                "title": "Preferences",
-                "description": "Remembers your language and display choices.",
-            }
-        },
+        "translations": purpose_translations("preferences"),
         "consent_mode": ["functionality_storage", "personalization_storage"],
     },
     {
         "key": "analytics",
         "kind": "cookie",
         "is_required": False,
-        "translations": {
-            "en": {
-                "title": "Analytics",
-                "description": "Helps us understand how the site is used, to improve it.",
-            }
-        },
+        "translations": purpose_translations("analytics"),
         "consent_mode": ["analytics_storage"],
     },
     {
         "key": "marketing",
         "kind": "cookie",
         "is_required": False,
-        "translations": {
-            "en": {
-                "title": "Marketing",
-                "description": "Lets partners show you ads that match your interests.",
-            }
-        },
+        "translations": purpose_translations("marketing"),
         "consent_mode": ["ad_storage", "ad_user_data", "ad_personalization"],
     },
 ]
@@ -156,7 +121,7 @@ def create_site(
     )
     if get_site_by_key(key) is not None:
         raise InvalidRequest("key", f"A site with key {key!r} exists already.")
-    languages = languages or ["en"]
+    languages = languages or list(BUILT_IN_LANGUAGES)
     site = Site(
         key=key,
         name=name,
@@ -240,27 +205,70 @@ def _banner_content(site: Site) -> dict[str, Any]:
     }
 
 
-def banner_config(site: Site) -> dict[str, Any]:
-    """The configuration the widget needs, with the hash of what it shows."""
+#: How the banner looks where a site sets nothing (``Site.appearance``).
+DEFAULT_APPEARANCE = {
+    "layout": "box",
+    "theme": "auto",
+    "settings_button": True,
+    "button_side": "left",
+}
+APPEARANCE_CHOICES = {
+    "layout": ("box", "bar", "modal"),
+    "theme": ("auto", "light", "dark"),
+    "settings_button": (True, False),
+    "button_side": ("left", "right"),
+}
+
+
+def validate_appearance(appearance: dict[str, Any]) -> dict[str, Any]:
+    """Return the appearance with defaults filled in; refuse unknown keys or values."""
+    for name, value in appearance.items():
+        if name not in APPEARANCE_CHOICES:
+            raise InvalidRequest(name, f"{name!r} is not a banner appearance setting.")
+        if value not in APPEARANCE_CHOICES[name] or type(value) is not type(
+            APPEARANCE_CHOICES[name][0]
+        ):
+            choices = ", ".join(str(choice).lower() for choice in APPEARANCE_CHOICES[name])
+            raise InvalidRequest(name, f"Choose {name} from: {choices}.")
+    return {**DEFAULT_APPEARANCE, **appearance}
+
+
+def _policy_entry(policy: PolicyVersion | None) -> dict[str, Any] | None:
+    if policy is None:
+        return None
+    return {
+        "version": policy.version,
+        "url": policy.url,
+        "published_at": policy.published_at.isoformat(),
+        "is_material": policy.is_material,
+    }
+
+
+def banner_config(site: Site, *, max_age: int = 300) -> dict[str, Any]:
+    """The configuration the widget needs, with the hash of what it shows.
+
+    It names the policy in effect and the versions scheduled ahead, so the widget
+    switches at a scheduled version's time without asking; ``max_age`` is how long a
+    copy may be used before the widget asks again.
+    """
     content = _banner_content(site)
     serialised = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    policy = latest_policy(site)
-    material = latest_material_policy(site)
+    now = now_utc()
+    material = latest_material_policy(site, now=now)
     return {
         "site": {"key": site.key, "name": site.name},
         "config_hash": hashlib.sha256(serialised.encode()).hexdigest(),
-        "policy": (
-            {
-                "version": policy.version,
-                "url": policy.url,
-                "published_at": policy.published_at.isoformat(),
-                "is_material": policy.is_material,
-            }
-            if policy
-            else None
-        ),
+        "policy": _policy_entry(latest_policy(site, now=now)),
         "material_version": material.version if material else None,
+        "scheduled_policies": [
+            _policy_entry(policy) for policy in scheduled_policies(site, now=now)
+        ],
         "lifetime_days": site.lifetime_days,
+        "max_age": max_age,
+        # Pages elsewhere get no banner: the widget fails closed there (a ?site= bundle
+        # is a script, which any page can load).
+        "origins": site.allowed_origins,
+        "appearance": validate_appearance(site.appearance or {}),
         **content,
     }
 
@@ -275,5 +283,41 @@ def count_banner_shown(site: Site) -> None:
         statement.on_conflict_do_update(
             index_elements=["site_id", "day"],
             set_={"count": BannerImpression.count + 1},
+        )
+    )
+
+
+def count_refused_origin(site: Site, origin: str) -> None:
+    """Add one to the count of requests from an origin the site does not allow.
+
+    Only well-formed origins are kept, and at most ``MAX_REFUSED_ORIGINS`` per site:
+    forged Origin headers cannot grow the table without limit.
+    """
+    if len(origin) > 300 or not ORIGIN_PATTERN.match(origin):
+        return
+    now = now_utc()
+    if db.session.get(RefusedOrigin, (site.id, origin)) is None:
+        kept = select(func.count()).where(RefusedOrigin.site_id == site.id)
+        if db.session.scalar(kept) >= MAX_REFUSED_ORIGINS:
+            return
+    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(RefusedOrigin).values(
+        site_id=site.id, origin=origin, count=1, first_seen_at=now, last_seen_at=now
+    )
+    db.session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["site_id", "origin"],
+            set_={"count": RefusedOrigin.count + 1, "last_seen_at": now},
+        )
+    )
+
+
+def refused_origins(site: Site) -> list[RefusedOrigin]:
+    """Return the origins refused for the site, most often refused first."""
+    return list(
+        db.session.scalars(
+            select(RefusedOrigin)
+            .where(RefusedOrigin.site_id == site.id)
+            .order_by(RefusedOrigin.count.desc(), RefusedOrigin.origin)
         )
     )

@@ -75,6 +75,34 @@ def subject_for_visitor(site: Site, visitor_id: str | None) -> tuple[Visitor, bo
     return ledger.create_visitor(site), True
 
 
+def is_advertising(purpose) -> bool:
+    """Whether Global Privacy Control opts a purpose out: it sells or shares for ads."""
+    return purpose.key == "marketing" or any(
+        signal.startswith("ad_") for signal in purpose.consent_mode or []
+    )
+
+
+def refuse_advertising_without_explicit_choice(
+    site: Site, decisions: list[dict[str, Any]], source: str
+) -> None:
+    """Under Global Privacy Control, grant an advertising purpose only one by one.
+
+    "Accept all" on the first layer never overrides the signal; a switch turned on in
+    the preference centre (source ``preferences``) is the person's explicit choice.
+    """
+    if source == "preferences":
+        return
+    by_key = {purpose.key: purpose for purpose in site.purposes}
+    for decision in decisions:
+        purpose = by_key.get(decision["purpose"])
+        if decision["granted"] and purpose is not None and is_advertising(purpose):
+            raise InvalidRequest(
+                "decisions",
+                f"Global Privacy Control is on: {purpose.key!r} can be granted only as "
+                "an explicit choice in the preference centre (source 'preferences').",
+            )
+
+
 def record_submission(
     site: Site,
     visitor_id: str | None,
@@ -98,6 +126,8 @@ def record_submission(
     request_digest, earlier = find_earlier_answer(site, idempotency_key, request)
     if earlier is not None:
         return earlier, True
+    if is_gpc:
+        refuse_advertising_without_explicit_choice(site, args["decisions"], args["source"])
     if visitor_id is not None:
         # A returning visitor's subject may be erased or decide meanwhile: read it locked.
         ledger.lock_chain_head(site)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import brotli
 import rcssmin
 import rjsmin
 from flask import Blueprint, Response, abort, current_app, render_template, request
@@ -40,12 +41,21 @@ SLOTS = {"CSS": r"const CSS\s*=\s*'';", "PRELOADED": r"const PRELOADED\s*=\s*nul
 
 @dataclass(frozen=True)
 class Asset:
-    """One served widget file: its bytes, their gzip, a version and an SRI hash."""
+    """One served widget file: its bytes, compressed both ways, a version and an SRI hash."""
 
     body: bytes
     gzipped: bytes
+    brotli: bytes
     version: str
     integrity: str
+
+    def encoded_for(self, accepted) -> tuple[bytes, str | None]:
+        """The bytes to send for an Accept-Encoding, and their Content-Encoding."""
+        if "br" in accepted:
+            return self.brotli, "br"
+        if "gzip" in accepted:
+            return self.gzipped, "gzip"
+        return self.body, None
 
 
 def compact_js(source: str) -> str:
@@ -80,6 +90,7 @@ def _asset(body: bytes) -> Asset:
     return Asset(
         body=body,
         gzipped=gzip.compress(body, compresslevel=9, mtime=0),
+        brotli=brotli.compress(body, quality=11),
         version=hashlib.sha256(body).hexdigest()[:16],
         integrity="sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode(),
     )
@@ -111,7 +122,8 @@ def load_bundle(site_key: str) -> Asset | None:
     site = get_site_by_key(site_key)
     if site is None:
         return None
-    config_json = json.dumps(banner_config(site), sort_keys=True)
+    config = banner_config(site, max_age=current_app.config["CONFIG_MAX_AGE"])
+    config_json = json.dumps(config, sort_keys=True)
     return _bundle(load_asset("consent.js").body, config_json)
 
 
@@ -146,7 +158,7 @@ def asset(name: str):
         served = bundle
         # It carries the configuration: cached like the configuration endpoint.
         cache_control = f"public, max-age={current_app.config['CONFIG_MAX_AGE']}"
-    is_gzip = "gzip" in request.accept_encodings
+    body, encoding = served.encoded_for(request.accept_encodings)
     headers = {
         "Cache-Control": cache_control,
         "Access-Control-Allow-Origin": "*",
@@ -154,14 +166,10 @@ def asset(name: str):
         "X-Content-Type-Options": "nosniff",
         "Vary": "Accept-Encoding",
     }
-    response = Response(
-        served.gzipped if is_gzip else served.body,
-        mimetype=ASSETS[name],
-        headers=headers,
-    )
-    if is_gzip:
-        response.headers["Content-Encoding"] = "gzip"
-    # One weak tag for both encodings: they are the same file.
+    response = Response(body, mimetype=ASSETS[name], headers=headers)
+    if encoding:
+        response.headers["Content-Encoding"] = encoding
+    # One weak tag for every encoding: they are the same file.
     response.set_etag(served.version, weak=True)
     return response.make_conditional(request)
 

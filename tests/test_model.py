@@ -118,11 +118,13 @@ class ConsentModel(RuleBasedStateMachine):
             headers["X-Consent-Token"] = browser.token
         body = {"decisions": [{"purpose": p, "granted": g} for p, g in sorted(choices.items())]}
         if is_gpc:
-            body["source"] = "gpc"
+            # Under GPC a marketing grant stands only as a choice made one by one.
+            body["source"] = "preferences"
         response = self.client.post(f"/v1/sites/{self.site}/records", json=body, headers=headers)
         assert response.status_code == 201, response.get_json()
         answer = response.get_json()
-        assert (answer["record"]["gpc"], answer["record"]["source"] == "gpc") == (is_gpc,) * 2
+        assert answer["record"]["gpc"] is is_gpc
+        assert answer["record"]["source"] == ("preferences" if is_gpc else "banner")
         if browser.person is None or browser.person.is_erased:
             browser.person = Person()  # a new visitor: the old one, if any, was erased
         browser.token = answer["visitor_token"]

@@ -109,6 +109,31 @@ def test_decision_under_new_material_policy_is_allowed(client, runner, make_site
     assert check(client, site, "analytics", token=token).get_json()["allowed"] is True
 
 
+def test_scheduled_policy_is_announced_and_counts_from_its_time(
+    client, runner, make_site, monkeypatch
+):
+    site = make_site()
+    token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    effective_at = consent.ledger.now_utc().replace(microsecond=0) + timedelta(days=2)
+    result = runner.invoke(
+        args=["add-policy", site, "v2", "--material", "--effective-at", f"{effective_at:%Y-%m-%d %H:%M:%S}"]
+    )
+    assert result.exit_code == 0, result.output
+    config = client.get(f"/v1/sites/{site}/config").get_json()
+    assert config["policy"]["version"] == "v1"
+    assert [(p["version"], p["published_at"]) for p in config["scheduled_policies"]] == [
+        ("v2", effective_at.isoformat())
+    ]
+    assert check(client, site, "analytics", token=token).get_json()["allowed"] is True
+
+    for moment, allowed in ((effective_at - timedelta(seconds=1), True), (effective_at, False)):
+        monkeypatch.setattr(consent.ledger, "now_utc", lambda moment=moment: moment)
+        body = check(client, site, "analytics", token=token).get_json()
+        assert (body["allowed"], body["reason"]) == (
+            (True, "granted") if allowed else (False, "stale_policy")
+        )
+
+
 def test_service_refused_inside_granted_purpose(client, demo_site):
     decisions = [{"purpose": "analytics", "granted": True, "services": {"matomo": False}}]
     token = submit(client, demo_site, decisions).get_json()["visitor_token"]
@@ -186,12 +211,34 @@ def test_reused_idempotency_key_with_other_body_is_refused(client, make_site, re
     assert record_count() == 1
 
 
-def test_gpc_header_is_recorded(client, make_site):
+def test_gpc_header_is_recorded_with_the_real_source(client, make_site):
     site = make_site()
-    response = submit(client, site, REJECT_ALL, headers={"Sec-GPC": "1"}, source="gpc")
+    response = submit(client, site, REJECT_ALL, headers={"Sec-GPC": "1"})
     record = response.get_json()["record"]
-    assert record["gpc"] is True
-    assert record["source"] == "gpc"
+    assert (record["gpc"], record["source"]) == (True, "banner")
+
+
+@pytest.mark.parametrize("source", ["api", "import", "gpc", "unsubscribe"])
+def test_a_browser_cannot_claim_a_source_it_is_not(client, make_site, record_count, source):
+    response = submit(client, make_site(), REJECT_ALL, source=source)
+    assert response.status_code == 422
+    assert "source" in response.get_json()["errors"]
+    assert record_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("source", "status"),
+    [("banner", 422), (None, 422), ("preferences", 201)],
+)
+def test_under_gpc_marketing_is_granted_only_from_the_preference_centre(
+    client, make_site, record_count, source, status
+):
+    body_source = {"source": source} if source else {}
+    response = submit(client, make_site(), ACCEPT_ALL, headers={"Sec-GPC": "1"}, **body_source)
+    assert response.status_code == status, response.get_json()
+    if status == 422:
+        assert "decisions" in response.get_json()["errors"]
+    assert record_count() == (1 if status == 201 else 0)
 
 
 def test_full_ip_never_enters_the_history(client, make_site):
@@ -326,13 +373,66 @@ def test_allowed_origin_gets_cors_headers(client, make_site):
 
 
 @pytest.mark.parametrize("origin", ["https://evil.example", "null"])
-def test_foreign_origin_gets_no_cors_and_cannot_record(client, make_site, record_count, origin):
+def test_foreign_origin_gets_no_banner_and_cannot_record(client, make_site, record_count, origin):
     site = make_site(origins=["https://shop.example"])
     config = client.get(f"/v1/sites/{site}/config", headers={"Origin": origin})
-    assert "Access-Control-Allow-Origin" not in config.headers
+    assert config.status_code == 403
+    # Readable by the page, so the banner can say why it does not run there.
+    assert config.headers["Access-Control-Allow-Origin"] == origin
+    assert "purposes" not in config.get_json()
     response = submit(client, site, ACCEPT_ALL, headers={"Origin": origin})
     assert response.status_code == 403
+    assert "Access-Control-Allow-Origin" not in response.headers
     assert record_count() == 0
+
+
+def test_refusal_names_the_fix(client, make_site):
+    site = make_site(origins=["https://shop.example"])
+    config = client.get(f"/v1/sites/{site}/config", headers={"Origin": "https://new.example"})
+    assert config.get_json()["message"] == (
+        f"Pages on https://new.example may not use site {site}: "
+        f"add https://new.example to the allowed origins of site {site}."
+    )
+
+
+def test_refused_origins_are_counted_per_origin_and_bounded(app, client, make_site):
+    from consent.models import MAX_REFUSED_ORIGINS
+    from consent.sites import get_site_by_key, refused_origins
+
+    site = make_site(origins=["https://shop.example"])
+    for _ in range(3):
+        client.get(f"/v1/sites/{site}/config", headers={"Origin": "https://staging.example"})
+    submit(client, site, ACCEPT_ALL, headers={"Origin": "https://staging.example"})
+    for number in range(MAX_REFUSED_ORIGINS + 20):
+        client.get(f"/v1/sites/{site}/config", headers={"Origin": f"https://f{number}.example"})
+    client.get(f"/v1/sites/{site}/config", headers={"Origin": "javascript:alert(1)"})
+    client.get(f"/v1/sites/{site}/config", headers={"Origin": "https://shop.example"})
+    with app.app_context():
+        counted = refused_origins(get_site_by_key(site))
+    assert len(counted) == MAX_REFUSED_ORIGINS
+    assert (counted[0].origin, counted[0].count) == ("https://staging.example", 4)
+    assert "https://shop.example" not in {entry.origin for entry in counted}
+
+
+def test_preflight_is_cached_by_the_browser(client, make_site):
+    site = make_site(origins=["https://shop.example"])
+    preflight = client.options(
+        f"/v1/sites/{site}/records",
+        headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert int(preflight.headers["Access-Control-Max-Age"]) >= 7200
+
+
+def test_config_is_compressed_when_the_client_accepts_it(client, demo_site):
+    import gzip
+    import json
+
+    plain = client.get(f"/v1/sites/{demo_site}/config")
+    packed = client.get(f"/v1/sites/{demo_site}/config", headers={"Accept-Encoding": "gzip"})
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in packed.headers["Vary"]
+    assert json.loads(gzip.decompress(packed.data)) == plain.get_json()
+    assert len(packed.data) < len(plain.data) / 3
 
 
 def test_banner_shown_is_counted_without_identifier(client, make_site):

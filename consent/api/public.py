@@ -11,7 +11,13 @@ from flask_smorest import abort
 from sqlalchemy import select
 
 from consent import ledger
-from consent.api.common import ApiBlueprint, created, is_allowed_origin, truncated_client_ip
+from consent.api.common import (
+    ApiBlueprint,
+    compress,
+    created,
+    is_allowed_origin,
+    truncated_client_ip,
+)
 from consent.db import db
 from consent.models import ConsentRecord, Site, Subject
 from consent.schemas import (
@@ -22,7 +28,13 @@ from consent.schemas import (
     RecordResultSchema,
     VisitorDataSchema,
 )
-from consent.sites import banner_config, count_banner_shown, get_site_by_key, is_site_key
+from consent.sites import (
+    banner_config,
+    count_banner_shown,
+    count_refused_origin,
+    get_site_by_key,
+    is_site_key,
+)
 from consent.subjects import record_submission
 from consent.tokens import read_visitor_token
 
@@ -36,20 +48,31 @@ blp = ApiBlueprint(
 TOKEN_HEADER = "X-Consent-Token"
 
 
-def load_site(site_key: str) -> Site:
-    """The site named in the URL (404), refusing writes from origins it does not allow."""
+def load_site(site_key: str, *, is_banner: bool = False) -> Site:
+    """The site named in the URL (404), refusing pages on origins it does not allow.
+
+    Writes are refused from such origins, and so is the banner's configuration
+    (``is_banner``): a banner there could only collect choices that are never recorded.
+    Each refusal is counted per origin for the site's admin page.
+    """
     site = get_site_by_key(site_key)
     if site is None:
         abort(404, message=f"No site with key {site_key!r}.")
+    g.site = site
+    g.allowed_origins = site.allowed_origins
     origin = request.headers.get("Origin")
     if (
         origin is not None
-        and request.method != "GET"
+        and (request.method != "GET" or is_banner)
         and not is_allowed_origin(site.allowed_origins, origin)
     ):
-        abort(403, message="This origin is not allowed for the site.")
-    g.site = site
-    g.allowed_origins = site.allowed_origins
+        count_refused_origin(site, origin)
+        db.session.commit()  # the count stands although the request fails
+        abort(
+            403,
+            message=f"Pages on {origin} may not use site {site.key}: add {origin} "
+            f"to the allowed origins of site {site.key}.",
+        )
     return site
 
 
@@ -69,14 +92,16 @@ class BannerConfig(MethodView):
     @blp.response(200, BannerConfigSchema)
     @blp.alt_response(304, response="NOT_MODIFIED")
     @blp.alt_response(404, response="NOT_FOUND")
+    @compress.compressed()
     def get(self, site_key):
         """Return what the banner shows, cacheable with an ETag."""
-        site = load_site(site_key)
-        config = banner_config(site)
+        site = load_site(site_key, is_banner=True)
+        config = banner_config(site, max_age=current_app.config["CONFIG_MAX_AGE"])
         body = json.dumps(config, sort_keys=True).encode()
         etag = hashlib.sha256(body).hexdigest()[:32]
-        headers = {"ETag": f'"{etag}"', "Cache-Control": _config_cache_control()}
-        if request.if_none_match.contains(etag):
+        # Weak: the same configuration whatever the encoding (gzip, brotli or none).
+        headers = {"ETag": f'W/"{etag}"', "Cache-Control": _config_cache_control()}
+        if request.if_none_match.contains_weak(etag):
             return Response(status=304, headers=headers)
         return config, 200, headers
 
