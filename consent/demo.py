@@ -106,6 +106,7 @@ DEMO_PURPOSES = [
     },
 ]
 
+
 def seed_demo_site(origins: list[str] | None = None) -> Site:
     """Create or bring up to date the demo site; running it twice changes nothing."""
     site = get_site_by_key(DEMO_KEY)

@@ -302,7 +302,9 @@ def scheduled_policies(site: Site, *, now: datetime | None = None) -> list[Polic
     return list(
         db.session.scalars(
             select(PolicyVersion)
-            .where(PolicyVersion.site_id == site.id, PolicyVersion.published_at > (now or now_utc()))
+            .where(
+                PolicyVersion.site_id == site.id, PolicyVersion.published_at > (now or now_utc())
+            )
             .order_by(PolicyVersion.published_at, PolicyVersion.id)
         )
     )

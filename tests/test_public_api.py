@@ -116,7 +116,14 @@ def test_scheduled_policy_is_announced_and_counts_from_its_time(
     token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
     effective_at = consent.ledger.now_utc().replace(microsecond=0) + timedelta(days=2)
     result = runner.invoke(
-        args=["add-policy", site, "v2", "--material", "--effective-at", f"{effective_at:%Y-%m-%d %H:%M:%S}"]
+        args=[
+            "add-policy",
+            site,
+            "v2",
+            "--material",
+            "--effective-at",
+            f"{effective_at:%Y-%m-%d %H:%M:%S}",
+        ]
     )
     assert result.exit_code == 0, result.output
     config = client.get(f"/v1/sites/{site}/config").get_json()

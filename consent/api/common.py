@@ -9,7 +9,6 @@ from flask_compress import Compress
 from flask_smorest import Blueprint, abort
 from webargs.flaskparser import FlaskParser
 
-
 #: Brotli or gzip, for the answers that are worth it (``@compress.compressed()``) only:
 #: most answers are a few hundred bytes, and the check's fast path must match Flask's.
 compress = Compress()

@@ -15,6 +15,7 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
+
 def upgrade():
     with op.batch_alter_table("sites") as batch:
         batch.add_column(sa.Column("appearance", sa.JSON(), nullable=False, server_default="{}"))
@@ -28,6 +29,7 @@ def upgrade():
         sa.ForeignKeyConstraint(["site_id"], ["sites.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("site_id", "origin"),
     )
+
 
 def downgrade():
     op.drop_table("refused_origins")
