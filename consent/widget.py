@@ -1,7 +1,8 @@
 """Serve the embeddable banner (static/widget/) and the demo shop page.
 
 The files in ``static/widget/`` are the readable source. What pages download is one
-script: consent.js minified (rjsmin) with consent.css minified (rcssmin) inside it
+script: consent.js with consent.css inside it, minified (tdewolff's minify: names shortened,
+white space and comments out)
 (the widget adopts it as a constructed stylesheet: no second request, and no CSP
 ``style-src`` exception on the host page). ``/widget/consent.js?site=KEY`` also carries
 the site's banner configuration, so a first visit needs that one response only. No build
@@ -20,8 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import brotli
-import rcssmin
-import rjsmin
+import minify
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from markupsafe import Markup, escape
 
@@ -59,13 +59,13 @@ class Asset:
 
 
 def compact_js(source: str) -> str:
-    """Minify JavaScript (rjsmin: comments and needless white space out, strings kept)."""
-    return rjsmin.jsmin(source)
+    """Minify JavaScript: local names shortened, comments and needless white space out."""
+    return minify.string("application/javascript", source)
 
 
 def compact_css(source: str) -> str:
-    """Minify CSS (rcssmin)."""
-    return rcssmin.cssmin(source)
+    """Minify CSS."""
+    return minify.string("text/css", source)
 
 
 def widget_folder() -> Path:
@@ -74,16 +74,20 @@ def widget_folder() -> Path:
 
 
 def fill_slot(script: str, name: str, value) -> str:
-    """Put a JSON value into one of the script's server-filled constants."""
+    """Put a JSON value into one of the readable script's server-filled constants."""
     pattern = re.compile(SLOTS[name])
     if not pattern.search(script):
         raise RuntimeError(f"consent.js lost its server-filled constant {name}")
     return pattern.sub(lambda _: f"const {name}={json.dumps(value)};", script, count=1)
 
 
-def build_script(js_source: str, css_source: str) -> str:
-    """Return the served consent.js: minified, with the minified stylesheet inside."""
-    return fill_slot(compact_js(js_source), "CSS", compact_css(css_source))
+def build_script(js_source: str, css_source: str, preloaded: dict | None = None) -> str:
+    """Return the served consent.js: the stylesheet (and a site's configuration) inside,
+    then minified (the slots are filled first: minifying renames the constants)."""
+    script = fill_slot(js_source, "CSS", compact_css(css_source))
+    if preloaded is not None:
+        script = fill_slot(script, "PRELOADED", preloaded)
+    return compact_js(script)
 
 
 def _asset(body: bytes) -> Asset:
@@ -96,25 +100,23 @@ def _asset(body: bytes) -> Asset:
     )
 
 
-@lru_cache(maxsize=8)
-def _build(folder: str, js_modified: float, css_modified: float, name: str) -> Asset:
+@lru_cache(maxsize=72)
+def _build(
+    folder: str, js_modified: float, css_modified: float, name: str, config_json: str | None
+) -> Asset:
     css = (Path(folder) / "consent.css").read_text(encoding="utf-8")
     if name == "consent.css":
         return _asset(compact_css(css).encode())
     js = (Path(folder) / "consent.js").read_text(encoding="utf-8")
-    return _asset(build_script(js, css).encode())
+    preloaded = json.loads(config_json) if config_json else None
+    return _asset(build_script(js, css, preloaded).encode())
 
 
-def load_asset(name: str) -> Asset:
+def load_asset(name: str, config_json: str | None = None) -> Asset:
     """Return the served form of one widget file, rebuilt when the sources change."""
     folder = widget_folder()
     modified = [(folder / f).stat().st_mtime for f in ASSETS]
-    return _build(str(folder), *modified, name)
-
-
-@lru_cache(maxsize=64)
-def _bundle(script: bytes, config_json: str) -> Asset:
-    return _asset(fill_slot(script.decode(), "PRELOADED", json.loads(config_json)).encode())
+    return _build(str(folder), *modified, name, config_json)
 
 
 def load_bundle(site_key: str) -> Asset | None:
@@ -123,8 +125,7 @@ def load_bundle(site_key: str) -> Asset | None:
     if site is None:
         return None
     config = banner_config(site, max_age=current_app.config["CONFIG_MAX_AGE"])
-    config_json = json.dumps(config, sort_keys=True)
-    return _bundle(load_asset("consent.js").body, config_json)
+    return load_asset("consent.js", json.dumps(config, sort_keys=True))
 
 
 def embed_snippet(base_url: str, site_key: str, *, bundle: bool = False) -> Markup:

@@ -428,6 +428,15 @@ def test_site_page_shows_embed_snippet_with_sri_of_the_served_widget(admin, site
     assert "data-site=&#34;shop&#34;" in page or 'data-site="shop"' in page
 
 
+def test_site_page_warns_of_origins_it_refused(admin, site_key):
+    assert "does not allow" not in admin.get("/admin/sites/shop").text
+    for _ in range(2):
+        admin.get("/v1/sites/shop/config", headers={"Origin": "https://staging.example"})
+    page = admin.get("/admin/sites/shop").text
+    assert "Pages on origins this site does not allow asked for its banner" in page
+    assert re.search(r"<code>https://staging.example</code></td><td>2</td>", page)
+
+
 # --- purposes --------------------------------------------------------------------------
 
 PURPOSE_FORM = {

@@ -246,6 +246,7 @@ def site(site_key: str):
         policy=ledger.latest_policy(site),
         config_hash=editing.config_hash(site),
         run=records.latest_verification(site),
+        refused=sites.refused_origins(site),
     )
 
 

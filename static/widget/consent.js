@@ -1,7 +1,8 @@
-/*! consent.js: the embeddable consent banner. One global: window.Consent.
+/* consent.js: the embeddable consent banner. One global: window.Consent.
  *
  * Embed (in <head>, before any tag it gates):
  *   <script src="https://HOST/widget/consent.js" data-site="SITE_KEY" defer></script>
+ *   or, with the site's configuration inside (one request): .../consent.js?site=SITE_KEY
  * Stub: page code that runs before the script has loaded queues callbacks; each is called
  * with the API once the script has started (and at once afterwards):
  *   <script>window.Consent = window.Consent || [];
@@ -26,25 +27,21 @@
   const E_CHANGE = 'consent:change';
   const E_SAVED = 'consent:saved';
   const DAY = 864e5;
+  const RTL = /^(ar|he|fa|ur|yi|ps|sd|ug|dv|ckb)\b/;
+  const ALIASES = { nb: 'no', nn: 'no' };
   // Denied by default before the config is known; security_storage is left to the config.
   const CM_SIGNALS = ['ad_storage', 'ad_user_data', 'ad_personalization', 'analytics_storage',
     'functionality_storage', 'personalization_storage'];
-  // Used only when the service cannot be reached and its texts are not cached.
-  const FALLBACK = {
-    title: 'Cookies', description: 'We use optional cookies only with your consent.',
-    accept_all: 'Accept all', reject_all: 'Reject all', customise: 'Customise', save: 'Save',
-    close: 'Close', always_on: 'Always on', policy_link: 'Privacy policy', settings_title: 'Cookie settings',
-    gpc_notice: 'Global Privacy Control is on: marketing is off.', services: 'Services', cookies: 'Cookies',
-    load: 'Load', placeholder: '{service} content needs consent to {purpose}.'
-  };
+
 
   // Filled in by the server: the stylesheet (consent.css), and in ?site= bundles the
   // site's config, so that the banner needs no other request.
   const CSS = '';
   const PRELOADED = null;
 
-  const script = document.currentScript || document.querySelector('script[data-site][src*="consent.js"]');
-  const site = script && script.getAttribute('data-site');
+  const script = document.currentScript ||
+    document.querySelector('script[data-site][src*="consent.js"],script[src*="consent.js?site="]');
+  const site = script && (script.getAttribute('data-site') || new URL(script.src, location.href).searchParams.get('site'));
   if (!site) return;
   const base = new URL(script.src, location.href).origin;
   const endpoint = `${base}/v1/sites/${encodeURIComponent(site)}`;
@@ -68,15 +65,32 @@
   const isMarketing = (p) => p.key === 'marketing' || (p.consent_mode || []).some((s) => s.startsWith('ad_'));
   const findPurpose = (config, key) => config && config.purposes.find((p) => p.key === key);
 
+  /** Return the policy in effect at a time, and the latest material one (scheduled ones count from their time). */
+  const policyAt = (config, now) => {
+    let policy = config?.policy || null, material = config?.material_version || null;
+    for (const p of config?.scheduled_policies || []) {
+      if (Date.parse(p.published_at) > now) continue;
+      policy = p;
+      if (p.is_material) material = p.version;
+    }
+    return { policy, material };
+  };
+
+  /** When the next scheduled version takes effect after now, or Infinity. */
+  const nextChange = (config, now) => Math.min(...(config?.scheduled_policies || [])
+    .map((p) => Date.parse(p.published_at)).filter((t) => t > now));
+
   /** Say whether a stored choice still stands (not expired; same material policy and banner). */
   const isCurrent = (choice, config, now) => !!choice && now < choice.exp &&
-    (!config || !choice.hash || (choice.hash === config.config_hash && choice.material === config.material_version));
+    (!config || (choice.hash === config.config_hash && choice.material === policyAt(config, now).material));
+
+  /** Say whether the page may use the site: its origin is allowed (or the service's own). */
+  const isAllowedHere = (config) => !config?.origins || location.origin === base || config.origins.includes(location.origin);
 
   /** Build a selection granting everything or nothing optional (GPC keeps marketing off). */
   const allOrNone = (config, grant) => {
     const sel = { purposes: {}, services: {} };
-    if (!config) sel.purposes['*'] = grant; // no config yet: a wildcard, expanded later
-    for (const p of config ? config.purposes : []) {
+    for (const p of config.purposes) {
       const on = p.is_required || (grant && !(gpc && isMarketing(p)));
       sel.purposes[p.key] = on;
       sel.services[p.key] = {};
@@ -86,25 +100,24 @@
   };
 
   /** Turn a selection into a choice stamped with the policy, banner hash and expiry. */
-  const makeChoice = (config, sel, now) => ({
-    purposes: sel.purposes, services: sel.services || {}, at: now,
-    exp: now + (config ? config.lifetime_days : 182) * DAY,
-    policy: config?.policy?.version,
-    material: config?.material_version,
-    hash: config?.config_hash
-  });
+  const makeChoice = (config, sel, now) => {
+    const { policy, material } = policyAt(config, now);
+    return {
+      purposes: sel.purposes, services: sel.services || {}, at: now,
+      exp: now + (config ? config.lifetime_days : 182) * DAY,
+      policy: policy?.version, material, hash: config?.config_hash
+    };
+  };
 
   /** Say whether a choice allows a purpose (and optionally one of its services). */
   const isAllowed = (config, choice, purpose, service) => {
     if (findPurpose(config, purpose)?.is_required) return true;
     if (!choice) return false;
-    const on = purpose in choice.purposes ? choice.purposes[purpose] : choice.purposes['*'];
-    return !!on && (!service || (choice.services[purpose] || {})[service] !== false);
+    return !!choice.purposes[purpose] && (!service || (choice.services[purpose] || {})[service] !== false);
   };
 
   /** Build the POST /records body for a choice. */
   const toRecord = (config, choice, source, language) => {
-    if (!choice.hash) choice = makeChoice(config, allOrNone(config, !!choice.purposes['*']), choice.at);
     const decisions = config.purposes.map((p) => {
       const d = { purpose: p.key, granted: isAllowed(config, choice, p.key) };
       if (p.services?.length) {
@@ -120,8 +133,7 @@
   /** Map a choice to Consent Mode v2 signals: granted only if every purpose naming it is allowed. */
   const consentModeFor = (config, choice) => {
     const out = {};
-    if (!config) for (const s of CM_SIGNALS) out[s] = isAllowed(null, choice, '*') ? 'granted' : 'denied';
-    for (const p of config ? config.purposes : []) {
+    for (const p of config.purposes) {
       const on = isAllowed(config, choice, p.key);
       for (const s of p.consent_mode || []) out[s] = on && out[s] !== 'denied' ? 'granted' : 'denied';
     }
@@ -173,23 +185,29 @@
   const st = { config: null, choice: null, token: null, visitor: null, checked: 0, outbox: [] };
   const load = () => {
     Object.assign(st, readStore());
-    if (!isCurrent(st.choice, null, Date.now())) st.choice = null;
+    if (!st.choice?.hash || !isCurrent(st.choice, null, Date.now())) st.choice = null;
+    st.outbox = st.outbox.filter((entry) => entry.body); // a record is built with its config
   };
   load();
   if (PRELOADED) {
     st.config = PRELOADED; // fresher than any stored copy: it came with the code
     st.checked = Date.now();
-    if (!isCurrent(st.choice, PRELOADED, Date.now())) st.choice = null;
   }
   let listeners = [];
   let lang = 'en';
+  // Set when the service refuses this page (origin not allowed, unknown site): then
+  // nothing runs, nothing is shown and nothing is written.
+  let refused = null;
 
-  const persist = () => writeStore(st);
+  const persist = () => refused || writeStore(st);
 
-  const allowed = (purpose, service) => isAllowed(st.config, st.choice, purpose, service);
+  /** The stored choice if it still stands now (a scheduled policy ends it at its time). */
+  const standing = () => (!refused && isCurrent(st.choice, st.config, Date.now()) ? st.choice : null);
+
+  const allowed = (purpose, service) => !refused && isAllowed(st.config, standing(), purpose, service);
 
   const state = () => {
-    const c = st.choice, purposes = {};
+    const c = standing(), purposes = {};
     for (const k of st.config ? st.config.purposes.map((p) => p.key) : Object.keys(c ? c.purposes : {})) {
       purposes[k] = allowed(k);
     }
@@ -198,15 +216,17 @@
       decided: !!c, purposes, services: c ? copy(c.services) : {},
       policy_version: c?.policy || null, config_hash: c?.hash || null,
       decided_at: iso(c?.at), expires_at: iso(c?.exp),
-      gpc, visitor_id: st.visitor, pending: st.outbox.length
+      gpc, visitor_id: st.visitor, pending: st.outbox.length, refused: !!refused
     };
   };
 
   /** Make the current choice true on the page: signals, cookies, gated tags, listeners. */
   const apply = () => {
-    if (st.choice) gtag('consent', 'update', consentModeFor(st.config, st.choice));
-    if (st.config) deleteCookies(cookiesToDelete(st.config, st.choice));
-    whenDom(() => { runGated(); placeholders(); });
+    const choice = standing();
+    if (choice) gtag('consent', 'update', consentModeFor(st.config, choice));
+    if (st.config) deleteCookies(cookiesToDelete(st.config, choice));
+    if (!refused) whenDom(() => { runGated(); placeholders(); });
+    showButton();
     const s = state();
     for (const cb of listeners) {
       try { cb(s); } catch (e) { console.error(e); }
@@ -216,10 +236,10 @@
 
   /** Record a selection: apply it at once, keep it, and queue it for the service. */
   const choose = (sel, source) => {
+    if (refused || !st.config) return;
     st.choice = makeChoice(st.config, sel, Date.now());
-    if (gpc && st.config?.purposes.some((p) => isMarketing(p) && !allowed(p.key))) source = 'gpc';
     // The body is fixed now: a retry must send exactly what the first attempt sent.
-    const body = st.config && toRecord(st.config, st.choice, source, lang);
+    const body = toRecord(st.config, st.choice, source, lang);
     st.outbox.push({ key: uuid(), choice: st.choice, body, source, language: lang });
     persist();
     closeUi();
@@ -227,46 +247,78 @@
     flush();
   };
 
+  /** Ask again: the stored choice no longer stands (policy, banner, expiry, not recorded). */
+  const askAgain = () => {
+    st.choice = null;
+    persist();
+    apply();
+    showBanner();
+  };
+
+  /** Stop for good on this page: the service refused it; say why in the console. */
+  const refuse = (message) => {
+    if (refused) return;
+    refused = message;
+    console.error('consent: ' + message);
+    closeUi();
+    apply(); // clears the optional purposes' cookies, runs nothing
+    resolveReady(state());
+  };
+
   // randomUUID needs a secure context; elsewhere a blob URL ends with a fresh random UUID.
   const uuid = () => crypto.randomUUID?.() || URL.createObjectURL(new Blob()).slice(-36);
 
   // ---- network: config, outbox ------------------------------------------------------------
 
-  const getConfig = () => PRELOADED ? Promise.resolve(PRELOADED) : fetch(endpoint + '/config', { credentials: 'omit', signal: AbortSignal.timeout?.(8000) })
+  const refusal = (message) => ({ refused: message });
+  const notHere = () => refusal(`add ${location.origin} to the allowed origins of site ${site}`);
+
+  /** Read a 4xx answer's reason: the service names the fix. */
+  const refusalOf = (r) => r.json().catch(() => ({})).then((body) => {
+    throw refusal(body.message || `the service refused site ${site} (${r.status})`);
+  });
+
+  // The browser's HTTP cache revalidates with the ETag: an unchanged config costs a 304.
+  const fetchConfig = () => fetch(endpoint + '/config', { credentials: 'omit', signal: AbortSignal.timeout?.(8000) })
     .then((r) => {
+      if (r.status >= 400 && r.status < 500) return refusalOf(r);
       if (!r.ok) throw new Error(r.status);
       return r.json();
     })
     .then((config) => {
+      if (!isAllowedHere(config)) throw notHere();
       st.config = config;
       st.checked = Date.now();
       lang = pickLanguage(config);
       return config;
     });
 
+  const getConfig = () => (PRELOADED ? Promise.resolve(PRELOADED) : fetchConfig());
+
+  /** Whether the stored configuration may still be used without asking (its max age). */
+  const isFresh = () => !!st.config && Date.now() - st.checked < (st.config.max_age ?? 300) * 1000;
+
   let sending = false, tries = 0, timer = 0;
 
   /** Send the oldest queued record; on failure retry with back-off (the queue is stored). */
   const flush = () => {
-    if (sending || !st.outbox.length) return;
+    if (sending || refused || !st.outbox.length) return;
     sending = true;
     clearTimeout(timer);
     const entry = st.outbox[0];
-    (st.config ? Promise.resolve(st.config) : getConfig()).then((config) => {
-      const headers = { 'Content-Type': 'application/json', 'Idempotency-Key': entry.key };
-      if (st.token) headers['X-Consent-Token'] = st.token;
-      return fetch(endpoint + '/records', {
-        method: 'POST', headers, credentials: 'omit', keepalive: true,
-        body: JSON.stringify(entry.body || toRecord(config, entry.choice, entry.source, entry.language))
-      });
+    const headers = { 'Content-Type': 'application/json', 'Idempotency-Key': entry.key };
+    if (st.token) headers['X-Consent-Token'] = st.token;
+    fetch(endpoint + '/records', {
+      method: 'POST', headers, credentials: 'omit', keepalive: true, body: JSON.stringify(entry.body)
     }).then((r) => {
       if ((r.status === 401 || r.status === 403) && st.token) {
         st.token = null; // a token the service no longer accepts: go on as a new visitor
         return { retry: true };
       }
+      if (r.status === 403 || r.status === 404) return refusalOf(r);
       if (r.status >= 400 && r.status < 500 && r.status !== 408 && r.status !== 429) {
-        console.warn('consent: record refused', r.status); // retrying cannot help
-        return {};
+        console.error('consent: the service refused the choice', r.status); // retrying cannot help
+        return { lost: true };
       }
       if (!r.ok) throw new Error(r.status);
       return r.json();
@@ -278,11 +330,14 @@
         st.token = body.visitor_token;
         st.visitor = body.visitor_id;
       }
+      // A choice that cannot be recorded does not stand: ask again.
+      if (body.lost && st.choice && st.choice.at === entry.choice.at) askAgain();
       persist();
       if (body.record) emit(E_SAVED, { record: body.record, state: state() });
       flush();
-    }, () => {
+    }, (e) => {
       sending = false;
+      if (e?.refused) return refuse(e.refused);
       timer = setTimeout(flush, Math.min(60000, 1000 * 2 ** tries++) * (0.8 + Math.random() * 0.4));
     });
   };
@@ -352,8 +407,8 @@
   const pickLanguage = (config) => {
     const langs = config.languages || [];
     for (const wanted of [document.documentElement.lang, ...navigator.languages]) {
-      const tag = (wanted || '').toLowerCase();
-      const found = [tag, tag.split('-')[0]].find((l) => langs.includes(l));
+      const tag = (wanted || '').toLowerCase(), base = tag.split('-')[0];
+      const found = [tag, base, ALIASES[base]].find((l) => langs.includes(l));
       if (found) return found;
     }
     return config.default_language || 'en';
@@ -361,7 +416,7 @@
 
   const t = (key) => {
     const texts = st.config?.texts || {};
-    return texts[lang]?.[key] || texts[st.config?.default_language]?.[key] || FALLBACK[key];
+    return texts[lang]?.[key] || texts[st.config.default_language]?.[key] || key;
   };
 
   const tr = (item, key) => {
@@ -386,14 +441,25 @@
 
   let ui = null, opener = null, shownCounted = false;
 
+  const look = () => st.config?.appearance || {};
+
   const mount = () => {
     if (!ui) {
       ui = shadowHost('consent-widget');
       ui.root.addEventListener('keydown', onKey);
     }
+    ui.host.setAttribute('data-theme', look().theme || 'auto');
     if (!ui.host.isConnected) document.body.append(ui.host);
     for (const el of all('.layer', ui.root)) el.remove();
+    fab?.host.remove();
   };
+
+  /** The language attributes of a layer: right-to-left scripts read from the right. */
+  const speech = () => ({ lang, dir: RTL.test(lang) ? 'rtl' : 'ltr' });
+
+  // Focus moves once the layer is painted: asking for it sooner forces style and layout
+  // of the new tree before the first frame.
+  const focusSoon = (el) => requestAnimationFrame(() => setTimeout(() => el.isConnected && el.focus({ preventScroll: true })));
 
   const rememberOpener = () => {
     const active = document.activeElement;
@@ -405,7 +471,34 @@
     ui.host.remove();
     if (opener?.isConnected) opener.focus();
     opener = null;
+    showButton();
   };
+
+  let fab = null;
+  const SVG = 'http://www.w3.org/2000/svg';
+
+  /** Show the floating "cookie settings" button once a choice stands (unless turned off). */
+  const showButton = () => whenDom(() => {
+    if (refused || !standing() || look().settings_button === false || ui?.host.isConnected) {
+      fab?.host.remove();
+      return;
+    }
+    if (!fab) {
+      fab = shadowHost('consent-settings');
+      const icon = document.createElementNS(SVG, 'svg'), path = document.createElementNS(SVG, 'path');
+      icon.setAttribute('viewBox', '0 0 24 24');
+      icon.setAttribute('aria-hidden', 'true');
+      path.setAttribute('d', 'M12 2a10 10 0 1 0 10 10 4 4 0 0 1-5-5 4 4 0 0 1-5-5zM8 9a1.5 1.5 0 1 1 0 3 1.5 1.5 0 0 1 0-3zm3 5a1.5 1.5 0 1 1 0 3 1.5 1.5 0 0 1 0-3zm5 0a1 1 0 1 1 0 2 1 1 0 0 1 0-2z');
+      icon.append(path);
+      fab.button = h('button', { type: 'button', class: 'fab', onclick: () => Consent.open() }, [icon]);
+      fab.root.append(fab.button);
+    }
+    fab.button.setAttribute('aria-label', t('settings_title'));
+    fab.button.title = t('settings_title');
+    fab.host.setAttribute('data-side', look().button_side || 'left');
+    fab.host.setAttribute('data-theme', look().theme || 'auto');
+    if (!fab.host.isConnected) document.body.append(fab.host);
+  });
 
 
   const button = (label, onclick, cls = 'btn', ariaLabel = null) =>
@@ -420,18 +513,25 @@
   ]);
 
   const link = (href, text) => href && h('a', { href: new URL(href, base), target: '_blank', rel: 'noopener' }, [text]);
-  const policyLink = () => link(st.config?.policy?.url, t('policy_link'));
+  const policyLink = () => link(policyAt(st.config, Date.now()).policy?.url, t('policy_link'));
+
+  /** The policy's "Last updated" date, in the banner's language. */
+  const lastUpdated = () => {
+    const policy = policyAt(st.config, Date.now()).policy, when = policy && (policy.updated_at || policy.published_at);
+    return when && h('p', { class: 'meta' }, [t('last_updated').replace('{date}', new Date(when).toLocaleDateString(lang))]);
+  };
   const gpcNotice = () => gpc && h('p', { class: 'gpc' }, [t('gpc_notice')]);
   const alwaysOn = () => h('span', { class: 'on' }, [t('always_on')]);
 
   /** Show the first layer: Accept all, Reject all and Customise, with equal weight. */
   const showBanner = () => whenDom(() => {
+    if (refused) return;
     rememberOpener();
     mount();
     const chips = (st.config?.purposes || []).map((p) => h('li', {}, [tr(p, 'title'), p.is_required && alwaysOn()]));
     const layer = h('div', {
-      class: 'layer banner', role: 'dialog', 'aria-modal': 'false', tabindex: '-1',
-      'aria-labelledby': 'c-title', 'aria-describedby': 'c-desc'
+      class: `layer banner ${look().layout || 'box'}`, role: 'dialog', 'aria-modal': 'false', tabindex: '-1',
+      'aria-labelledby': 'c-title', 'aria-describedby': 'c-desc', ...speech()
     }, [
       closeButton(closeUi),
       h('h2', { id: 'c-title' }, [t('title')]),
@@ -441,7 +541,7 @@
       actions(button(t('customise'), openPrefs))
     ]);
     ui.root.append(layer);
-    layer.focus({ preventScroll: true });
+    focusSoon(layer);
     if (!shownCounted) {
       shownCounted = true;
       countShown();
@@ -462,10 +562,11 @@
 
   /** Show the preference centre: a switch per purpose and per service, lists, policy link. */
   const openPrefs = () => {
+    if (refused) return;
     rememberOpener();
     mount();
     const config = st.config || { purposes: [] };
-    const draft = st.choice ? copy(st.choice) : allOrNone(st.config, false);
+    const draft = standing() ? copy(st.choice) : allOrNone(st.config, false);
     const on = (p, s) => isAllowed(config, draft, p.key, s && s.key);
     const sections = config.purposes.map((p, i) => {
       const services = p.services || [];
@@ -500,18 +601,18 @@
       ]);
     });
     const dialog = h('div', {
-      class: 'prefs', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'c-ptitle', tabindex: '-1'
+      class: 'prefs', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'c-ptitle', tabindex: '-1', ...speech()
     }, [
       h('div', { class: 'head' }, [h('h2', { id: 'c-ptitle' }, [t('settings_title')]), closeButton(closePrefs)]),
-      h('div', { class: 'body' }, [gpcNotice(), ...sections, h('p', {}, [policyLink()])]),
+      h('div', { class: 'body' }, [gpcNotice(), ...sections, h('p', {}, [policyLink()]), lastUpdated()]),
       actions(button(t('save'), () => choose(draft, 'preferences')))
     ]);
     ui.root.append(h('div', { class: 'layer overlay' }, [dialog]));
-    dialog.focus();
+    focusSoon(dialog);
   };
 
   /** Close the preference centre; without a choice the first layer comes back. */
-  const closePrefs = () => (st.choice ? closeUi() : showBanner());
+  const closePrefs = () => (standing() ? closeUi() : showBanner());
 
   const onKey = (e) => {
     const dialog = ui.root.querySelector('.prefs');
@@ -550,12 +651,12 @@
         if (v) ph.host.style[d] = /^\d+$/.test(v) ? v + 'px' : v;
       }
       ph.root.append(h('div', { class: 'ph' }, [h('p', {}, [text]), button(t('load'), () => {
-        const sel = st.choice ? copy(st.choice) : allOrNone(st.config, false);
+        const sel = standing() ? copy(st.choice) : allOrNone(st.config, false);
         for (const k of keys) {
           sel.purposes[k] = true;
           if (serviceKey) (sel.services[k] = sel.services[k] || {})[serviceKey] = true;
         }
-        choose(sel, 'banner');
+        choose(sel, 'preferences'); // one purpose, chosen on its own
       })]));
       frame.hidden = true;
       frame.before(ph.host);
@@ -579,15 +680,15 @@
     },
     /** Set purposes from page code, e.g. set({analytics: true}); recorded with source "api". */
     set(purposes) {
-      const sel = st.choice ? copy(st.choice) : allOrNone(st.config, false);
+      const sel = standing() ? copy(st.choice) : allOrNone(st.config, false);
       for (const k in purposes) sel.purposes[k] = !!purposes[k];
-      choose(sel, 'api');
+      choose(sel, 'preferences'); // the site's own settings UI, purpose by purpose
     },
     push(fn) {
       try { fn(Consent); } catch (e) { console.error(e); }
     },
     // Internals for tests; not part of the public API.
-    _: { isCurrent, isAllowed, allOrNone, makeChoice, toRecord, consentModeFor, cookiesToDelete, readStore, flush, storeKey }
+    _: { isCurrent, isAllowed, allOrNone, makeChoice, toRecord, consentModeFor, cookiesToDelete, policyAt, readStore, flush, storeKey }
   };
   window.Consent = Consent;
   if (Array.isArray(queued)) queued.forEach((fn) => Consent.push(fn));
@@ -597,35 +698,60 @@
   for (const s of CM_SIGNALS.concat(...(st.config?.purposes || []).map((p) => p.consent_mode || []))) defaults[s] = 'denied';
   gtag('consent', 'default', defaults);
 
-  if (st.config) lang = pickLanguage(st.config);
-  if (st.choice) {
-    // Returning visitor: apply from storage now, without a request.
-    apply();
+  let switchTimer = 0;
+  /** At the time a scheduled policy takes effect, ask again if the choice no longer stands. */
+  const watchSchedule = () => {
+    clearTimeout(switchTimer);
+    const at = nextChange(st.config, Date.now());
+    if (at === Infinity) return;
+    switchTimer = setTimeout(() => {
+      if (st.choice && !standing()) askAgain();
+      watchSchedule();
+    }, Math.min(at - Date.now(), 2 ** 31 - 1));
+  };
+
+  /** Apply the stored choice if it still stands under this configuration, else ask again. */
+  const settle = () => {
+    if (standing()) apply();
+    else askAgain();
+    persist();
     resolveReady(state());
-    if (Date.now() - st.checked > DAY || !st.choice.hash) {
-      // At most daily, in the background: has the policy or the banner changed?
-      getConfig().then((config) => {
-        if (!st.choice.hash) st.choice = makeChoice(config, allOrNone(config, !!st.choice.purposes['*']), st.choice.at);
-        if (!isCurrent(st.choice, config, Date.now())) {
-          st.choice = null;
-          apply();
-          showBanner();
-        }
-        persist();
-      }).catch(() => {});
+    watchSchedule();
+  };
+
+  /** First visit, expired or stale: nothing is written until the visitor chooses. */
+  const welcome = () => {
+    if (st.choice) return; // chosen meanwhile, e.g. in another tab
+    deleteCookies(cookiesToDelete(st.config, null));
+    showBanner();
+    whenDom(placeholders);
+    resolveReady(state());
+    watchSchedule();
+  };
+
+  const onRefused = (e) => {
+    if (!e?.refused) throw e;
+    refuse(e.refused);
+  };
+
+  if (st.config && !isAllowedHere(st.config)) refuse(notHere().refused);
+  else {
+    if (st.config) lang = pickLanguage(st.config);
+    const begin = () => (st.choice ? settle() : welcome());
+    if (isFresh()) begin(); // within its max age: the stored copy, with no request
+    else {
+      // Has the policy or the banner changed? Offline, a stored copy stands; with none
+      // there is no banner (and nothing runs) until the service can be reached.
+      fetchConfig().catch((e) => {
+        if (e?.refused || !st.config) throw e;
+      }).then(begin, (e) => {
+        if (e?.refused) return refuse(e.refused);
+        console.warn('consent: the service cannot be reached; nothing optional runs');
+        resolveReady(state());
+      });
     }
-  } else {
-    // First visit, expired or stale: nothing is written until the visitor chooses.
-    if (st.config) deleteCookies(cookiesToDelete(st.config, null));
-    getConfig().catch(() => {}).then(() => {
-      if (st.choice) return; // chosen meanwhile, e.g. in another tab
-      if (st.config) deleteCookies(cookiesToDelete(st.config, null));
-      showBanner();
-      whenDom(placeholders);
-      resolveReady(state());
-    });
+    flush();
   }
-  flush();
 
   window.addEventListener('online', flush);
   window.addEventListener('storage', (e) => {

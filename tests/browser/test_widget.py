@@ -190,7 +190,7 @@ def test_withdrawal_deletes_the_purposes_cookies_and_keeps_them_deleted(page, li
     assert not cookie_names(page) & {"_pk_ses.1.demo", "_pk_id.1.demo", "_ad_id"}
 
 
-def test_gpc_denies_marketing_by_default_and_records_source_gpc(new_context):
+def test_gpc_denies_marketing_and_records_the_real_source(new_context):
     context = new_context(extra_http_headers={"Sec-GPC": "1"})
     context.add_init_script(
         "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true})"
@@ -207,9 +207,26 @@ def test_gpc_denies_marketing_by_default_and_records_source_gpc(new_context):
     expect(page.locator("consent-placeholder")).to_be_visible()
     wait_until_saved(page)
     [record] = my_history(page)
-    assert record["source"] == "gpc"
+    assert record["source"] == "banner"  # what the visitor clicked, with the signal beside it
     assert record["gpc"] is True  # the service saw the browser's Sec-GPC header too
     assert decisions_of(record)["marketing"] is False
+
+
+def test_under_gpc_marketing_is_granted_only_by_its_own_switch(new_context):
+    context = new_context(extra_http_headers={"Sec-GPC": "1"})
+    context.add_init_script(
+        "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true})"
+    )
+    page = context.new_page()
+    open_demo(page)
+    banner(page).get_by_role("button", name="Customise").click()
+    preference_centre(page).get_by_role("switch", name="Marketing").click()
+    preference_centre(page).get_by_role("button", name="Save choices").click()
+    wait_until_saved(page)
+    [record] = my_history(page)
+    assert (record["source"], record["gpc"]) == ("preferences", True)
+    assert decisions_of(record)["marketing"] is True
+    assert page.evaluate("Consent.allowed('marketing')") is True
 
 
 def test_consent_mode_default_comes_first_and_update_follows_each_choice(page):
@@ -417,12 +434,14 @@ def test_service_down_then_up_keeps_the_choice_and_records_it_once(page):
     assert len(history) == 1 and history[0]["source"] == "banner"
 
 
-def test_unreachable_service_still_shows_the_banner_and_runs_nothing(page):
+def test_unreachable_service_on_a_first_visit_shows_nothing_and_runs_nothing(page):
+    # Without its configuration the banner cannot say what it asks for, nor know that
+    # this page may use the site: nothing optional runs until the service answers.
     page.route(f"**{API}/**", lambda route: route.abort())
     open_demo(page)
-    expect(page.get_by_role("dialog")).to_be_visible()
-    expect(page.get_by_role("button", name="Accept all")).to_be_visible()
+    expect(page.locator("consent-widget")).to_have_count(0)
     assert gated_runs(page) == []
+    assert page.evaluate("Consent.allowed('analytics')") is False
     assert page.evaluate("localStorage.length") == 0
 
 
@@ -493,7 +512,8 @@ def test_js_api_events_and_stub(page):
     )
     page.get_by_role("button", name="Allow analytics only (Consent.set)").click()
     page.wait_for_function("() => seen.length === 3")
-    assert page.evaluate("seen") == ["callback:true", "change:true", "saved:api"]
+    # Page code choosing for the visitor is the site's own settings UI, purpose by purpose.
+    assert page.evaluate("seen") == ["callback:true", "change:true", "saved:preferences"]
     assert page.evaluate("Consent.allowed('marketing')") is False
     page.get_by_role("button", name="Open settings (Consent.open)").click()
     expect(preference_centre(page)).to_be_visible()

@@ -6,6 +6,7 @@ import base64
 import gzip
 import hashlib
 
+import brotli
 import pytest
 
 from consent.widget import embed_snippet, load_asset
@@ -64,15 +65,15 @@ def test_embed_snippet_carries_the_sri_hash_of_the_served_bytes(client, live_app
 def test_script_carries_the_stylesheet(client):
     script = client.get("/widget/consent.js").get_data(as_text=True)
 
-    assert 'const CSS=":host{' in script
-    assert "const PRELOADED=null;" in script
+    assert ":host{all:initial;" in script  # the minified stylesheet, as a string constant
+    assert "config_hash" not in script  # no site's configuration in the plain script
 
 
 def test_bundle_carries_the_site_configuration(client):
     script = client.get("/widget/consent.js?site=demo").get_data(as_text=True)
     response = client.get("/widget/consent.js?site=demo")
 
-    assert '"config_hash": "' in script and "const PRELOADED=null;" not in script
+    assert 'config_hash:"' in script and 'site:{key:"demo"' in script
     assert response.headers["Cache-Control"] == "public, max-age=300"
     assert (
         client.get(
@@ -80,6 +81,15 @@ def test_bundle_carries_the_site_configuration(client):
         ).status_code
         == 304
     )
+
+
+@pytest.mark.parametrize("encoding", ["br", "gzip"])
+def test_scripts_are_sent_compressed(client, encoding):
+    plain = client.get("/widget/consent.js").data
+    packed = client.get("/widget/consent.js", headers={"Accept-Encoding": encoding})
+    assert packed.headers["Content-Encoding"] == encoding
+    unpack = brotli.decompress if encoding == "br" else gzip.decompress
+    assert unpack(packed.data) == plain
 
 
 def test_bundle_for_an_unknown_site_is_the_plain_script(client):
