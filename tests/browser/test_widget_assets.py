@@ -66,7 +66,7 @@ def test_script_carries_the_stylesheet(client):
     script = client.get("/widget/consent.js").get_data(as_text=True)
 
     assert ":host{all:initial;" in script  # the minified stylesheet, as a string constant
-    assert "config_hash" not in script  # no site's configuration in the plain script
+    assert 'site:{key:"' not in script  # no site's configuration in the plain script
 
 
 def test_bundle_carries_the_site_configuration(client):
