@@ -186,6 +186,16 @@ class PolicySchema(ma.Schema):
     is_material = fields.Boolean()
 
 
+class BannerConfigArgs(ma.Schema):
+    lang = fields.String(
+        validate=validate.Regexp(
+            r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*(,[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*){0,9}\Z",
+            error="Give up to 10 language tags, comma-separated, best first.",
+        ),
+        metadata={"description": "The visitor's languages, best first (fr-CA,fr,en)."},
+    )
+
+
 class AppearanceSchema(ma.Schema):
     layout = fields.String(validate=validate.OneOf(["box", "bar", "modal"]))
     theme = fields.String(validate=validate.OneOf(["auto", "light", "dark"]))

@@ -244,15 +244,55 @@ def _policy_entry(policy: PolicyVersion | None) -> dict[str, Any] | None:
     }
 
 
-def banner_config(site: Site, *, max_age: int = 300) -> dict[str, Any]:
+#: Language tags that name another one the banner speaks (Norwegian Bokmål and Nynorsk).
+LANGUAGE_ALIASES = {"nb": "no", "nn": "no"}
+
+
+def choose_language(site: Site, wanted: list[str]) -> str:
+    """Return the first wanted language the site offers (as the widget picks), else its
+    default: ``fr-CA`` matches ``fr``, ``nb`` matches ``no``."""
+    for tag in wanted:
+        tag = tag.strip().lower()
+        base = tag.split("-")[0]
+        for candidate in (tag, base, LANGUAGE_ALIASES.get(base)):
+            if candidate in site.languages:
+                return candidate
+    return site.default_language
+
+
+def _only_languages(content: dict[str, Any], keep: set[str]) -> dict[str, Any]:
+    """The content with texts and translations for those languages only."""
+    return {
+        **content,
+        "texts": {lang: texts for lang, texts in content["texts"].items() if lang in keep},
+        "purposes": [
+            {
+                **purpose,
+                "translations": {
+                    lang: entry for lang, entry in purpose["translations"].items() if lang in keep
+                },
+            }
+            for purpose in content["purposes"]
+        ],
+    }
+
+
+def banner_config(
+    site: Site, *, max_age: int = 300, wanted_languages: list[str] | None = None
+) -> dict[str, Any]:
     """The configuration the widget needs, with the hash of what it shows.
 
     It names the policy in effect and the versions scheduled ahead, so the widget
     switches at a scheduled version's time without asking; ``max_age`` is how long a
-    copy may be used before the widget asks again.
+    copy may be used before the widget asks again. With ``wanted_languages`` (the
+    visitor's, best first) it carries the texts of the chosen one and the site's
+    default only; ``languages`` still lists all, and the hash covers all.
     """
     content = _banner_content(site)
     serialised = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if wanted_languages is not None:
+        chosen = choose_language(site, wanted_languages)
+        content = _only_languages(content, {chosen, site.default_language})
     now = now_utc()
     material = latest_material_policy(site, now=now)
     return {

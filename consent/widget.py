@@ -119,12 +119,20 @@ def load_asset(name: str, config_json: str | None = None) -> Asset:
     return _build(str(folder), *modified, name, config_json)
 
 
-def load_bundle(site_key: str) -> Asset | None:
-    """Return consent.js with the site's banner configuration inside, or None if no site."""
+def load_bundle(site_key: str, wanted_languages: list[str]) -> Asset | None:
+    """Return consent.js with the site's banner configuration inside, or None if no site.
+
+    It carries the texts of the language the browser prefers (and the site's default);
+    on a page in another language the site offers, the widget asks for that one.
+    """
     site = get_site_by_key(site_key)
     if site is None:
         return None
-    config = banner_config(site, max_age=current_app.config["CONFIG_MAX_AGE"])
+    config = banner_config(
+        site,
+        max_age=current_app.config["CONFIG_MAX_AGE"],
+        wanted_languages=wanted_languages,
+    )
     return load_asset("consent.js", json.dumps(config, sort_keys=True))
 
 
@@ -154,18 +162,22 @@ def asset(name: str):
     served = load_asset(name)
     is_versioned = request.args.get("v") == served.version
     cache_control = CACHE_VERSIONED if is_versioned else CACHE_UNVERSIONED
-    bundle = load_bundle(request.args["site"]) if "site" in request.args else None
+    vary = "Accept-Encoding"
+    bundle = None
+    if "site" in request.args:
+        bundle = load_bundle(request.args["site"], [tag for tag, _ in request.accept_languages])
     if name == "consent.js" and bundle is not None:
         served = bundle
         # It carries the configuration: cached like the configuration endpoint.
         cache_control = f"public, max-age={current_app.config['CONFIG_MAX_AGE']}"
+        vary = "Accept-Encoding, Accept-Language"
     body, encoding = served.encoded_for(request.accept_encodings)
     headers = {
         "Cache-Control": cache_control,
         "Access-Control-Allow-Origin": "*",
         "Cross-Origin-Resource-Policy": "cross-origin",
         "X-Content-Type-Options": "nosniff",
-        "Vary": "Accept-Encoding",
+        "Vary": vary,
     }
     response = Response(body, mimetype=ASSETS[name], headers=headers)
     if encoding:

@@ -430,6 +430,23 @@ def test_preflight_is_cached_by_the_browser(client, make_site):
     assert int(preflight.headers["Access-Control-Max-Age"]) >= 7200
 
 
+def test_config_in_the_visitors_languages_carries_only_the_chosen_and_default_texts(
+    client, demo_site
+):
+    full = client.get(f"/v1/sites/{demo_site}/config").get_json()
+    trimmed = client.get(f"/v1/sites/{demo_site}/config?lang=xx,de-AT,fr").get_json()
+    assert set(trimmed["texts"]) == {"de", "en"}
+    assert {lang for p in trimmed["purposes"] for lang in p["translations"]} == {"de", "en"}
+    assert trimmed["languages"] == full["languages"]
+    assert trimmed["config_hash"] == full["config_hash"]  # the hash covers every language
+
+
+def test_config_names_a_bad_language_list(client, demo_site):
+    response = client.get(f"/v1/sites/{demo_site}/config?lang=fr;drop")
+    assert response.status_code == 422
+    assert "lang" in response.get_json()["errors"]
+
+
 def test_config_is_compressed_when_the_client_accepts_it(client, demo_site):
     import gzip
     import json

@@ -21,6 +21,7 @@ from consent.api.common import (
 from consent.db import db
 from consent.models import ConsentRecord, Site, Subject
 from consent.schemas import (
+    BannerConfigArgs,
     BannerConfigSchema,
     CheckArgs,
     CheckSchema,
@@ -93,10 +94,19 @@ class BannerConfig(MethodView):
     @blp.alt_response(304, response="NOT_MODIFIED")
     @blp.alt_response(404, response="NOT_FOUND")
     @compress.compressed()
-    def get(self, site_key):
-        """Return what the banner shows, cacheable with an ETag."""
+    @blp.arguments(BannerConfigArgs, location="query")
+    def get(self, args, site_key):
+        """Return what the banner shows, cacheable with an ETag.
+
+        ``lang`` (the visitor's languages, best first) trims the texts to the one the
+        banner will speak and the site's default.
+        """
         site = load_site(site_key, is_banner=True)
-        config = banner_config(site, max_age=current_app.config["CONFIG_MAX_AGE"])
+        config = banner_config(
+            site,
+            max_age=current_app.config["CONFIG_MAX_AGE"],
+            wanted_languages=args["lang"].split(",") if "lang" in args else None,
+        )
         body = json.dumps(config, sort_keys=True).encode()
         etag = hashlib.sha256(body).hexdigest()[:32]
         # Weak: the same configuration whatever the encoding (gzip, brotli or none).

@@ -278,8 +278,14 @@
     throw refusal(body.message || `the service refused site ${site} (${r.status})`);
   });
 
+  // The page's language, then the browser's: the config carries the texts of the first
+  // one the site offers (and its default).
+  const wanted = () => [...new Set([document.documentElement.lang, ...navigator.languages]
+    .filter((tag) => /^[a-z]{2,3}(-[a-z0-9]{1,8})*$/i.test(tag || '')))].slice(0, 10);
+
   // The browser's HTTP cache revalidates with the ETag: an unchanged config costs a 304.
-  const fetchConfig = () => fetch(endpoint + '/config', { credentials: 'omit', signal: AbortSignal.timeout?.(8000) })
+  const fetchConfig = () => fetch(`${endpoint}/config?lang=${encodeURIComponent(wanted().join(','))}`,
+    { credentials: 'omit', signal: AbortSignal.timeout?.(8000) })
     .then((r) => {
       if (r.status >= 400 && r.status < 500) return refusalOf(r);
       if (!r.ok) throw new Error(r.status);
@@ -293,10 +299,12 @@
       return config;
     });
 
-  const getConfig = () => (PRELOADED ? Promise.resolve(PRELOADED) : fetchConfig());
+  const getConfig = () => (isFresh() ? Promise.resolve(st.config) : fetchConfig());
 
-  /** Whether the stored configuration may still be used without asking (its max age). */
-  const isFresh = () => !!st.config && Date.now() - st.checked < (st.config.max_age ?? 300) * 1000;
+  /** Whether the stored configuration may still be used without asking: within its max
+   * age, and with the texts of this page's language. */
+  const isFresh = () => !!st.config && Date.now() - st.checked < (st.config.max_age ?? 300) * 1000 &&
+    !!st.config.texts[pickLanguage(st.config)];
 
   let sending = false, tries = 0, timer = 0;
 
@@ -562,10 +570,10 @@
 
   /** Show the preference centre: a switch per purpose and per service, lists, policy link. */
   const openPrefs = () => {
-    if (refused) return;
+    if (refused || !st.config) return;
     rememberOpener();
     mount();
-    const config = st.config || { purposes: [] };
+    const config = st.config;
     const draft = standing() ? copy(st.choice) : allOrNone(st.config, false);
     const on = (p, s) => isAllowed(config, draft, p.key, s && s.key);
     const sections = config.purposes.map((p, i) => {
@@ -676,7 +684,7 @@
       return () => (listeners = listeners.filter((x) => x !== cb));
     },
     open() {
-      (st.config ? Promise.resolve() : getConfig()).catch(() => {}).then(() => whenDom(openPrefs));
+      (st.config ? Promise.resolve() : fetchConfig()).catch(() => {}).then(() => whenDom(openPrefs));
     },
     /** Set purposes from page code, e.g. set({analytics: true}); recorded with source "api". */
     set(purposes) {

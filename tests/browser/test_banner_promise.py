@@ -287,6 +287,20 @@ def test_the_site_parameter_alone_is_enough(page, live_server, make_shop):
     assert gated(page) == {"analytics": "ran", "marketing": "ran"}
 
 
+def test_a_bundle_on_a_page_in_another_language_asks_for_that_one(
+    new_context, live_server, make_shop
+):
+    page = new_context(locale="en-US").new_page()  # the bundle comes in English
+    site = make_shop()
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    open_shop(page, live_server, site, lang="fi", bundle=True)
+    expect(banner(page).get_by_role("heading")).to_have_text(BANNER_TEXTS["fi"]["title"])
+    assert [url for url in requests if "/config" in url] == [
+        f"{live_server}/v1/sites/{site}/config?lang=fi%2Cen-US"
+    ]
+
+
 def test_the_floating_button_reopens_the_preference_centre(page, live_server, make_shop):
     site = make_shop()
     open_shop(page, live_server, site)

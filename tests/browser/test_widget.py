@@ -91,7 +91,11 @@ def test_first_visit_shows_banner_and_runs_no_gated_tag(page, artifacts):
     assert page.evaluate("localStorage.length + sessionStorage.length") == 0
     assert page.context.cookies() == []
     api_calls = [(r.method, r.url.split("/v1/")[-1]) for r in requests if "/v1/" in r.url]
-    assert api_calls == [("GET", f"sites/{SITE}/config"), ("POST", f"sites/{SITE}/shown")]
+    # The config is asked for in the page's and the browser's languages, nothing else.
+    assert api_calls == [
+        ("GET", f"sites/{SITE}/config?lang=en%2Cen-US"),
+        ("POST", f"sites/{SITE}/shown"),
+    ]
     shown = next(r for r in requests if r.url.endswith("/shown"))
     assert "x-consent-token" not in shown.headers and shown.post_data is None
 
