@@ -145,6 +145,26 @@ def add_policy_command(site_key, version, url, material, effective_at: datetime 
     click.echo(f"Published {kind} policy version {policy.version!r} for {site.key!r}{when}.")
 
 
+@click.command("set-appearance")
+@click.argument("site_key")
+@click.option("--layout", type=click.Choice(sites.APPEARANCE_CHOICES["layout"]))
+@click.option("--theme", type=click.Choice(sites.APPEARANCE_CHOICES["theme"]))
+@click.option(
+    "--settings-button/--no-settings-button",
+    default=None,
+    help="The floating button that reopens the preference centre.",
+)
+@click.option("--button-side", type=click.Choice(sites.APPEARANCE_CHOICES["button_side"]))
+@in_transaction
+def set_appearance_command(site_key, **changes):
+    """Choose how a site's banner looks: layout, theme, settings button."""
+    site = site_by_key(site_key)
+    given = {name: value for name, value in changes.items() if value is not None}
+    site.appearance = sites.validate_appearance({**(site.appearance or {}), **given})
+    shown = ", ".join(f"{name}={value}" for name, value in site.appearance.items())
+    click.echo(f"Banner of {site.key!r}: {shown}.")
+
+
 @click.command("issue-key")
 @click.argument("site_key")
 @click.argument("name")
@@ -336,6 +356,7 @@ COMMANDS = [
     seed_demo_command,
     create_site_command,
     add_policy_command,
+    set_appearance_command,
     create_admin_command,
     issue_key_command,
     revoke_key_command,

@@ -25,6 +25,7 @@ import minify
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from markupsafe import Markup, escape
 
+from consent.i18n import BUILT_IN_LANGUAGES
 from consent.ledger import latest_policy
 from consent.security import CONTENT_SECURITY_POLICY, talisman
 from consent.sites import banner_config, get_site_by_key
@@ -189,8 +190,9 @@ def asset(name: str):
 
 @bp.get("/")
 def demo():
-    """Show the demo shop with the banner (``?lang=fr``: French; ``?bundle=1``: one request)."""
-    language = request.args.get("lang") if request.args.get("lang") in ("en", "fr") else "en"
+    """Show the demo shop with the banner (``?lang=fr``: in French; ``?bundle=1``: one request)."""
+    language = request.args.get("lang", "en")
+    language = language if language in BUILT_IN_LANGUAGES else "en"
     return render_template(
         "demo.html", site_key="demo", language=language, bundle=bool(request.args.get("bundle"))
     )

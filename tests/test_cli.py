@@ -101,3 +101,24 @@ def test_verify_every_site(runner, client, make_site):
     assert "alpha: OK, 1 records." in result.output
     assert "beta: OK, 0 records." in result.output
     assert second
+
+
+def test_set_appearance_changes_only_what_is_given(runner, client, make_site):
+    site = make_site()
+    result = runner.invoke(args=["set-appearance", site, "--layout", "bar", "--no-settings-button"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(args=["set-appearance", site, "--theme", "dark"])
+    assert result.exit_code == 0, result.output
+    appearance = client.get(f"/v1/sites/{site}/config").get_json()["appearance"]
+    assert appearance == {
+        "layout": "bar",
+        "theme": "dark",
+        "settings_button": False,
+        "button_side": "left",
+    }
+
+
+def test_set_appearance_names_a_bad_choice_in_one_line(runner, make_site):
+    result = runner.invoke(args=["set-appearance", make_site(), "--layout", "popup"])
+    assert result.exit_code == 2
+    assert "'popup' is not one of 'box', 'bar', 'modal'" in result.output
