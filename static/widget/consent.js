@@ -451,12 +451,16 @@
 
   const look = () => st.config?.appearance || {};
 
+  /** Dark for the site's theme "dark", or "auto" with a dark system preference. */
+  const theme = (host) => host.toggleAttribute('data-dark', look().theme === 'dark' ||
+    (look().theme !== 'light' && matchMedia('(prefers-color-scheme: dark)').matches));
+
   const mount = () => {
     if (!ui) {
       ui = shadowHost('consent-widget');
       ui.root.addEventListener('keydown', onKey);
     }
-    ui.host.setAttribute('data-theme', look().theme || 'auto');
+    theme(ui.host);
     if (!ui.host.isConnected) document.body.append(ui.host);
     for (const el of all('.layer', ui.root)) el.remove();
     fab?.host.remove();
@@ -504,7 +508,7 @@
     fab.button.setAttribute('aria-label', t('settings_title'));
     fab.button.title = t('settings_title');
     fab.host.setAttribute('data-side', look().button_side || 'left');
-    fab.host.setAttribute('data-theme', look().theme || 'auto');
+    theme(fab.host);
     if (!fab.host.isConnected) document.body.append(fab.host);
   });
 

@@ -194,12 +194,17 @@ def test_withdrawal_deletes_the_purposes_cookies_and_keeps_them_deleted(page, li
     assert not cookie_names(page) & {"_pk_ses.1.demo", "_pk_id.1.demo", "_ad_id"}
 
 
-def test_gpc_denies_marketing_and_records_the_real_source(new_context):
+def gpc_page(new_context) -> Page:
+    """A page in a browser that sends Global Privacy Control (header and navigator)."""
     context = new_context(extra_http_headers={"Sec-GPC": "1"})
     context.add_init_script(
         "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true})"
     )
-    page = context.new_page()
+    return context.new_page()
+
+
+def test_gpc_denies_marketing_and_records_the_real_source(new_context):
+    page = gpc_page(new_context)
     open_demo(page)
 
     expect(banner(page).get_by_text("Global Privacy Control")).to_be_visible()
@@ -217,11 +222,7 @@ def test_gpc_denies_marketing_and_records_the_real_source(new_context):
 
 
 def test_under_gpc_marketing_is_granted_only_by_its_own_switch(new_context):
-    context = new_context(extra_http_headers={"Sec-GPC": "1"})
-    context.add_init_script(
-        "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true})"
-    )
-    page = context.new_page()
+    page = gpc_page(new_context)
     open_demo(page)
     banner(page).get_by_role("button", name="Customise").click()
     preference_centre(page).get_by_role("switch", name="Marketing").click()
