@@ -15,6 +15,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from consent.api import public, server, wellknown
 from consent.api.common import CORS_EXPOSED_HEADERS, is_allowed_origin
 from consent.db import db, describe_database_error
+from consent.decision import Reason
 from consent.errors import Conflict, InvalidRequest
 from consent.limits import LIMITED_ENDPOINTS
 from consent.schemas import ErrorSchema
@@ -61,7 +62,9 @@ def error_response(
         payload["errors"] = errors
     if request.endpoint in CHECK_ENDPOINTS:
         # A check that could not be answered still answers: not allowed.
-        reason = {429: "rate_limited"}.get(code, "unavailable" if code >= 500 else "error")
+        reason = {429: Reason.RATE_LIMITED}.get(
+            code, Reason.UNAVAILABLE if code >= 500 else Reason.ERROR
+        )
         payload.update(allowed=False, reason=reason)
     headers = dict(headers or {})
     if code == 503:

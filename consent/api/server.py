@@ -128,17 +128,14 @@ class ServerCheck(MethodView):
     def get(self, args):
         """Answer whether a purpose is allowed for a user id, email or visitor."""
         subject, _ = subject_from_args(g.site, args, create=False)
-        verdict = ledger.check_purpose(g.site, subject, args["purpose"], args.get("service"))
-        if subject is None and verdict.reason == "no_decision" and was_erased(g.site, args):
-            verdict = ledger.Verdict(False, "erased")
-        body = {
-            "allowed": verdict.allowed,
-            "purpose": args["purpose"],
-            "service": args.get("service"),
-            "reason": verdict.reason,
-            "decided_at": verdict.decided_at,
-            "expires_at": verdict.expires_at,
-        }
+        verdict = ledger.check_purpose(
+            g.site,
+            subject,
+            args["purpose"],
+            args.get("service"),
+            is_identifier_erased=subject is None and was_erased(g.site, args),
+        )
+        body = verdict.body(args["purpose"], args.get("service"))
         return body, 200, {"Cache-Control": "no-store"}
 
 
