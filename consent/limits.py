@@ -56,6 +56,8 @@ def client_address_on_site() -> str:
 LIMITED_ENDPOINTS = {
     "public.Records": ("RATELIMIT_RECORD", None, client_address_on_site),
     "public.Check": ("RATELIMIT_CHECK", None, client_address_on_site),
+    # Counted apart from records: shows cannot use up a visitor's allowance to record.
+    "public.Shown": ("RATELIMIT_RECORD", None, client_address_on_site),
     "server.ServerCheck": ("RATELIMIT_CHECK", None, client_address),
     "server.BulkCheck": ("RATELIMIT_CHECK", None, client_address),
     "admin.sign_in": ("RATELIMIT_SIGN_IN", ["POST"], client_address),

@@ -40,6 +40,7 @@ ERROR_NAMES = {
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
+    405: "method_not_allowed",
     413: "request_entity_too_large",
     415: "unsupported_media_type",
     422: "unprocessable_entity",
@@ -142,6 +143,7 @@ MALFORMED_BODIES = {
     "invalid UTF-8": (b'{"purpose": "\xff\xfe"}', 400, "body"),
     "UTF-16": ('{"purpose": "x"}'.encode("utf-16"), 400, "body"),
     "nested too deep": (b"[" * 30_000 + b"]" * 30_000, 400, "body"),
+    "number too long to convert": (b'{"config_hash": ' + b"9" * 5_000 + b"}", 400, "body"),
     "array": (b"[]", 422, "body"),
     "string": (b'"hello"', 422, "body"),
     "number": (b"42", 422, "body"),
@@ -196,6 +198,46 @@ def test_body_over_the_limit_gets_413_json_on_every_route(app, client, person, r
         assert_refused(send(client, person, route, body=body), 413, case=route)
         assert rows() == before, route
         tally["bad inputs tried"] += 1
+
+
+#: Every server route, and a request to it that is wrong in every way but the key.
+SERVER_ROUTES = [
+    ("POST", JSON_ROUTES[route][0])
+    for route in JSON_ROUTES
+    if "/v1/server/" in JSON_ROUTES[route][0]
+] + [
+    ("GET", "/v1/server/check"),
+    ("GET", "/v1/server/suppression"),
+    ("GET", "/v1/server/subjects/export"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), SERVER_ROUTES)
+@pytest.mark.parametrize("key", [None, "Bearer nope.wrong"], ids=["no key", "wrong key"])
+def test_server_routes_authenticate_before_they_validate(client, person, rows, method, path, key):
+    before = rows()
+    headers = {"Authorization": key} if key else {}
+    response = client.open(
+        path, method=method, json={"unknown": 1} if method == "POST" else None, headers=headers
+    )
+    assert_refused(response, 401, case=path)
+    assert "errors" not in response.get_json()
+    assert rows() == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/v1/sites/{site}/check", {"GET", "HEAD", "OPTIONS"}),
+        ("DELETE", "/v1/sites/{site}/records", {"POST", "OPTIONS"}),
+        ("PUT", "/v1/server/records", {"POST", "OPTIONS"}),
+        ("POST", "/v1/server/check", {"GET", "HEAD", "OPTIONS"}),
+    ],
+)
+def test_method_not_allowed_names_the_allowed_methods(client, person, method, path, allowed):
+    response = client.open(path.format(site=person["site"]), method=method, json={})
+    assert_refused(response, 405)
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) == allowed
 
 
 def test_json_just_under_the_recursion_limit_is_a_field_error(client, person, rows):

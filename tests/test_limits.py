@@ -15,6 +15,10 @@ import uuid
 import pytest
 import redis
 from helpers import ACCEPT_ALL, bearer, check, submit
+from sqlalchemy import func, select
+
+from consent.db import db
+from consent.models import BannerImpression
 
 REDIS_URL = os.environ.get("CONSENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLIENT = "192.0.2.10"
@@ -117,6 +121,16 @@ def test_server_checks_are_limited(app_with, demo_site, make_key, method, path, 
     response = getattr(client, method)(path, json=body, headers=headers)
     assert_refused(response)
     assert response.get_json()["error"] == "too_many_requests"
+
+
+def test_banner_shows_over_the_limit_get_429_and_are_not_counted(app, app_with, demo_site):
+    client = client_at(app_with(RATELIMIT_RECORD="2/minute"))
+    shown = [client.post(f"/v1/sites/{demo_site}/shown").status_code for _ in range(3)]
+    assert shown == [204, 204, 429]
+    assert_refused(client.post(f"/v1/sites/{demo_site}/shown"))
+    with app.app_context():
+        assert db.session.scalar(select(func.sum(BannerImpression.count))) == 2
+    assert submit(client, demo_site, ACCEPT_ALL).status_code == 201  # a count of its own
 
 
 def test_each_site_counts_apart(app_with, demo_site, make_site):

@@ -361,6 +361,7 @@ def test_openapi_document_describes_every_route(client, app):
         "/v1/sites/{site_key}/records",
         "/v1/sites/{site_key}/me",
         "/v1/sites/{site_key}/check",
+        "/v1/sites/{site_key}/shown",
         "/v1/server/check",
         "/v1/server/records",
         "/v1/server/links",
@@ -373,6 +374,7 @@ def test_openapi_document_declares_failure_answers(client, app):
     limited = {
         "/v1/sites/{site_key}/records",
         "/v1/sites/{site_key}/check",
+        "/v1/sites/{site_key}/shown",
         "/v1/server/check",
         "/v1/server/bulk-check",
     }

@@ -40,13 +40,18 @@ class ConsentApi(Api):
             return error
         data = getattr(error, "data", None) or {}
         messages = data.get("errors") or data.get("messages")
+        # The exception's own headers (Allow on a 405, say), less its HTML content type.
+        headers = {
+            name: value for name, value in error.get_headers() if name.lower() != "content-type"
+        }
+        headers.update(data.get("headers") or {})
         return error_response(
             error.code or 500,
             data.get("message")
             or (messages and "The request has invalid fields.")
             or error.description,
             _flatten(messages) if messages else None,
-            data.get("headers"),
+            headers,
         )
 
 
