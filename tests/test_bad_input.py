@@ -468,10 +468,27 @@ def test_unstorable_idempotency_key_is_refused(client, person, rows):
         person,
         "public records",
         body={"decisions": DECISION},
-        headers={"Idempotency-Key": "retry\x00one"},
+        headers={"Idempotency-Key": "retry\x00one-of-many-attempts"},
     )
     assert_refused(response, 422, "Idempotency-Key")
     assert rows() == before
+
+
+@pytest.mark.parametrize("route", ["public records", "server records"])
+@pytest.mark.parametrize("key", ["", "1", "retry", "x" * 15], ids=["empty", "1", "5", "15"])
+def test_guessably_short_idempotency_key_is_refused(client, person, rows, route, key):
+    before = rows()
+    response = send(
+        client, person, route, body=valid_body(route, person), headers={"Idempotency-Key": key}
+    )
+    assert_refused(response, 422, "Idempotency-Key")
+    assert rows() == before
+
+
+def test_sixteen_characters_are_enough_for_an_idempotency_key(client, person, rows):
+    headers = {"Idempotency-Key": "x" * 16}
+    response = send(client, person, "public records", body={"decisions": DECISION}, headers=headers)
+    assert response.status_code == 201
 
 
 #: (query, field) for the GET routes; each is sent with the site's key where needed.
