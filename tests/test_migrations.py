@@ -31,8 +31,8 @@ def test_keys_stored_before_digests_still_replay_after_the_upgrade(app, client, 
     key = "stored-before-0010-as-sent"
     first = submit(client, site, ACCEPT_ALL, headers={"Idempotency-Key": key})
     with app.app_context():
-        downgrade(revision="0004")
-        db.session.execute(update(IdempotentRequest).values(key=key))  # as 0004 kept it
+        downgrade(revision="0010-1")
+        db.session.execute(update(IdempotentRequest).values(key=key))  # as before 0010
         db.session.commit()
         upgrade()
         assert db.session.scalars(select(IdempotentRequest.key)).all() == [
