@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, joinedload
 
 from consent.db import UTCDateTime, db, now_utc
+from consent.decision import Verdict, decide
 from consent.errors import InvalidRequest
 from consent.models import (
     ChainCheckpoint,
@@ -434,51 +435,44 @@ def record_decision(
     return record
 
 
-@dataclass
-class Verdict:
-    """The answer to "may I?" for one purpose (and optionally one service)."""
-
-    allowed: bool
-    reason: str
-    decided_at: datetime | None = None
-    expires_at: datetime | None = None
-
-
 def check_purpose(
     site: Site,
     subject: Subject | None,
     purpose_key: str,
     service: str | None = None,
     *,
+    is_identifier_erased: bool = False,
     now: datetime | None = None,
 ) -> Verdict:
-    """Decide whether a purpose (or one of its services) is allowed; fail closed."""
+    """Decide whether a purpose (or one of its services) is allowed for a subject.
+
+    ``is_identifier_erased``: no subject, because the email or user id asked about
+    belonged to a person who was erased.
+    """
     purpose = next((p for p in site.purposes if p.key == purpose_key), None)
-    if purpose is None or (service is not None and service not in purpose.service_keys):
-        return Verdict(False, "unknown_purpose")
-    if purpose.is_required:
-        return Verdict(True, "required")
-    if subject is None:
-        return Verdict(False, "no_decision")
-    if subject.erased_at is not None:
-        return Verdict(False, "erased")
-    states = {
-        state.service: state
-        for state in db.session.scalars(
-            select(CurrentState).where(
-                CurrentState.subject_id == subject.id,
-                CurrentState.purpose_id == purpose.id,
-                CurrentState.service.in_(["", service or ""]),
+    is_known = purpose is not None and (service is None or service in purpose.service_keys)
+    states = {}
+    if is_known and subject is not None and not purpose.is_required:
+        states = {
+            state.service: state
+            for state in db.session.scalars(
+                select(CurrentState).where(
+                    CurrentState.subject_id == subject.id,
+                    CurrentState.purpose_id == purpose.id,
+                    CurrentState.service.in_(["", service or ""]),
+                )
             )
-        )
-    }
-    material = latest_material_policy(site, now=now)
-    return judge_state(
-        site.lifetime_days,
-        states.get(""),
-        states.get(service) if service else None,
-        material.published_at if material else None,
-        now or now_utc(),
+        }
+    material = latest_material_policy(site, now=now) if states else None
+    return decide(
+        is_known=is_known,
+        is_required=is_known and purpose.is_required,
+        is_erased=is_identifier_erased if subject is None else subject.erased_at is not None,
+        purpose_state=states.get(""),
+        service_state=states.get(service) if service else None,
+        lifetime_days=site.lifetime_days,
+        material_published_at=material.published_at if material else None,
+        now=now or now_utc(),
     )
 
 
@@ -628,53 +622,18 @@ def check_visitor(
         return None
     first = rows[0]
     service_keys = {entry["key"] for entry in first.services or []}
-    if first.purpose_id is None or (service is not None and service not in service_keys):
-        verdict = Verdict(False, "unknown_purpose")
-    elif first.is_required:
-        verdict = Verdict(True, "required")
-    elif first.subject_id is None:
-        verdict = Verdict(False, "no_decision")
-    elif first.erased_at is not None:
-        verdict = Verdict(False, "erased")
-    else:
-        states = {row.service: row for row in rows if row.service is not None}
-        verdict = judge_state(
-            first.lifetime_days,
-            states.get(""),
-            states.get(service) if service else None,
-            first.material_published_at,
-            now or now_utc(),
-        )
+    states = {row.service: row for row in rows if row.service is not None}
+    verdict = decide(
+        is_known=first.purpose_id is not None and (service is None or service in service_keys),
+        is_required=bool(first.is_required),
+        is_erased=first.erased_at is not None,
+        purpose_state=states.get(""),
+        service_state=states.get(service) if service else None,
+        lifetime_days=first.lifetime_days,
+        material_published_at=first.material_published_at,
+        now=now or now_utc(),
+    )
     return VisitorCheck(list(first.allowed_origins or []), verdict)
-
-
-def judge_state(
-    lifetime_days: int,
-    purpose_state,
-    service_state,
-    material_published_at: datetime | None,
-    now: datetime,
-) -> Verdict:
-    """Turn stored state into a verdict: expiry, staleness and refusals all deny.
-
-    The states are current-state rows (or rows with the same attributes).
-    """
-    if purpose_state is None:
-        return Verdict(False, "no_decision")
-    state = service_state or purpose_state
-    decided_at = state.decided_at
-    expires_at = min(state.expires_at, decided_at + timedelta(days=lifetime_days))
-    if now >= expires_at:
-        return Verdict(False, "expired", decided_at, expires_at)
-    if material_published_at is not None and (
-        state.policy_published_at is None or state.policy_published_at < material_published_at
-    ):
-        return Verdict(False, "stale_policy", decided_at, expires_at)
-    for each in (purpose_state, service_state):
-        if each is not None and not each.is_granted:
-            reason = "withdrawn" if each.is_withdrawal else "denied"
-            return Verdict(False, reason, each.decided_at, expires_at)
-    return Verdict(True, "granted", decided_at, expires_at)
 
 
 def describe_state(site: Site, subject: Subject, *, now: datetime | None = None) -> dict:
@@ -690,35 +649,18 @@ def describe_state(site: Site, subject: Subject, *, now: datetime | None = None)
     described = {}
     for purpose in site.purposes:
         mine = states.get(purpose.id, {})
-        if purpose.is_required:
-            verdict = Verdict(True, "required")
-        elif subject.erased_at is not None:
-            verdict = Verdict(False, "erased")
-        else:
-            verdict = judge_state(
-                site.lifetime_days, mine.get(""), None, material_published_at, now
-            )
-        services = {}
-        for service in sorted(purpose.service_keys):
-            if service in mine and subject.erased_at is None and not purpose.is_required:
-                service_verdict = judge_state(
-                    site.lifetime_days, mine.get(""), mine[service], material_published_at, now
-                )
-            else:
-                service_verdict = verdict
-            services[service] = {
-                "allowed": service_verdict.allowed,
-                "purpose": purpose.key,
-                "service": service,
-                "reason": service_verdict.reason,
-                "decided_at": service_verdict.decided_at,
-                "expires_at": service_verdict.expires_at,
-            }
-        described[purpose.key] = {
-            "allowed": verdict.allowed,
-            "reason": verdict.reason,
-            "decided_at": verdict.decided_at,
-            "expires_at": verdict.expires_at,
-            "services": services,
+        facts = {
+            "is_known": True,
+            "is_required": purpose.is_required,
+            "is_erased": subject.erased_at is not None,
+            "purpose_state": mine.get(""),
+            "lifetime_days": site.lifetime_days,
+            "material_published_at": material_published_at,
+            "now": now,
         }
+        services = {
+            service: decide(**facts, service_state=mine.get(service)).body(purpose.key, service)
+            for service in sorted(purpose.service_keys)
+        }
+        described[purpose.key] = {**decide(**facts).body(purpose.key), "services": services}
     return described

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from consent import identifiers, ledger
 from consent.db import db, now_utc
+from consent.decision import Reason, Verdict, decide
 from consent.errors import InvalidRequest
 from consent.models import CurrentState, ErasedIdentifier, Purpose, Site, Subject
 from consent.sites import get_site_by_key
@@ -106,21 +107,21 @@ def bulk_check(site: Site, purpose_key: str, kind: str, values: list[str]) -> li
     results = []
     for index, value in enumerate(values):
         if index not in digests_of:
-            verdict = ledger.Verdict(False, "invalid")
-        elif purpose.is_required:  # as the single check answers, known or not
-            verdict = ledger.Verdict(True, "required")
+            verdict = Verdict(False, Reason.INVALID)
         else:
             subject_id = next(
                 (subject_ids_by_digest[d] for d in digests_of[index] if d in subject_ids_by_digest),
                 None,
             )
-            if subject_id is None:
-                reason = "erased" if erased.intersection(digests_of[index]) else "no_decision"
-                verdict = ledger.Verdict(False, reason)
-            else:
-                verdict = ledger.judge_state(
-                    site.lifetime_days, states.get(subject_id), None, material_published_at, now
-                )
+            verdict = decide(
+                is_known=True,
+                is_required=purpose.is_required,
+                is_erased=subject_id is None and bool(erased.intersection(digests_of[index])),
+                purpose_state=states.get(subject_id),
+                lifetime_days=site.lifetime_days,
+                material_published_at=material_published_at,
+                now=now,
+            )
         results.append({kind: value, "allowed": verdict.allowed, "reason": verdict.reason})
     return results
 
@@ -165,8 +166,14 @@ def suppression_rows(site: Site, purpose_key: str, *, after: int = 0) -> Iterato
             .limit(CHUNK)
         ).all()
         for subject, state in batch:
-            verdict = ledger.judge_state(
-                site.lifetime_days, state, None, material_published_at, now
+            verdict = decide(
+                is_known=True,
+                is_required=purpose.is_required,
+                is_erased=False,
+                purpose_state=state,
+                lifetime_days=site.lifetime_days,
+                material_published_at=material_published_at,
+                now=now,
             )
             if not verdict.allowed:
                 yield SuppressionRow(

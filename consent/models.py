@@ -309,6 +309,7 @@ class IdempotentRequest(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    #: SHA-256 of the client's ``Idempotency-Key`` (hex): the key itself is not kept.
     key: Mapped[str] = mapped_column(String(200))
     #: SHA-256 of the request body and visitor: the same key with another body is refused.
     request_digest: Mapped[str] = mapped_column(String(64))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from consent.decision import Reason
 from consent.identifiers import is_storable_text
 from consent.models import RECORD_SOURCES
 
@@ -127,10 +128,7 @@ class CheckSchema(ma.Schema):
     purpose = fields.String()
     service = fields.String(allow_none=True)
     reason = fields.String(
-        metadata={
-            "description": "granted, required, denied, withdrawn, expired, stale_policy, "
-            "no_decision, unknown_purpose, erased or unavailable"
-        }
+        metadata={"description": "One of: " + ", ".join(reason.value for reason in Reason)}
     )
     decided_at = fields.DateTime(allow_none=True)
     expires_at = fields.DateTime(allow_none=True)

@@ -164,6 +164,15 @@ def record_submission(
     return response, False
 
 
+#: Shorter keys could be guessed, and a guessed key would replay someone else's answer.
+MIN_KEY_LENGTH = 16
+
+
+def idempotency_key_digest(idempotency_key: str) -> str:
+    """Return what is stored of an ``Idempotency-Key``: its SHA-256, never the key."""
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()
+
+
 def find_earlier_answer(
     site: Site, idempotency_key: str | None, request: Any
 ) -> tuple[str | None, dict[str, Any] | None]:
@@ -174,14 +183,19 @@ def find_earlier_answer(
     """
     if idempotency_key is None:
         return None, None
-    if not 1 <= len(idempotency_key) <= 200 or not idempotency_key.isprintable():
-        raise InvalidRequest("Idempotency-Key", "Must be 1 to 200 printable characters.")
+    if not MIN_KEY_LENGTH <= len(idempotency_key) <= 200 or not idempotency_key.isprintable():
+        raise InvalidRequest(
+            "Idempotency-Key",
+            f"Must be {MIN_KEY_LENGTH} to 200 printable characters: send a random one "
+            "(a UUID) per submission.",
+        )
     request_digest = hashlib.sha256(
         json.dumps(request, sort_keys=True, default=str).encode()
     ).hexdigest()
     earlier = db.session.scalars(
         select(IdempotentRequest).where(
-            IdempotentRequest.site_id == site.id, IdempotentRequest.key == idempotency_key
+            IdempotentRequest.site_id == site.id,
+            IdempotentRequest.key == idempotency_key_digest(idempotency_key),
         )
     ).first()
     if earlier is None:
@@ -200,7 +214,7 @@ def remember_answer(
     db.session.add(
         IdempotentRequest(
             site_id=site.id,
-            key=idempotency_key,
+            key=idempotency_key_digest(idempotency_key),
             request_digest=request_digest,
             response=response,
         )

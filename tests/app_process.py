@@ -127,7 +127,7 @@ def write(site_key: str, api_key: str, threads: int) -> None:
             if choice < 0.6:
                 headers = {"X-Consent-Token": token} if token else {}
                 if chance.random() < 0.3:
-                    headers["Idempotency-Key"] = f"{number}-{step}-{os.getpid()}"
+                    headers["Idempotency-Key"] = f"retry-{number:04d}-{step:04d}-{os.getpid()}"
                 response = client.post(
                     f"/v1/sites/{site_key}/records",
                     json={"decisions": decisions},

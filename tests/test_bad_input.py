@@ -40,6 +40,7 @@ ERROR_NAMES = {
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
+    405: "method_not_allowed",
     413: "request_entity_too_large",
     415: "unsupported_media_type",
     422: "unprocessable_entity",
@@ -142,6 +143,7 @@ MALFORMED_BODIES = {
     "invalid UTF-8": (b'{"purpose": "\xff\xfe"}', 400, "body"),
     "UTF-16": ('{"purpose": "x"}'.encode("utf-16"), 400, "body"),
     "nested too deep": (b"[" * 30_000 + b"]" * 30_000, 400, "body"),
+    "number too long to convert": (b'{"config_hash": ' + b"9" * 5_000 + b"}", 400, "body"),
     "array": (b"[]", 422, "body"),
     "string": (b'"hello"', 422, "body"),
     "number": (b"42", 422, "body"),
@@ -196,6 +198,46 @@ def test_body_over_the_limit_gets_413_json_on_every_route(app, client, person, r
         assert_refused(send(client, person, route, body=body), 413, case=route)
         assert rows() == before, route
         tally["bad inputs tried"] += 1
+
+
+#: Every server route, and a request to it that is wrong in every way but the key.
+SERVER_ROUTES = [
+    ("POST", JSON_ROUTES[route][0])
+    for route in JSON_ROUTES
+    if "/v1/server/" in JSON_ROUTES[route][0]
+] + [
+    ("GET", "/v1/server/check"),
+    ("GET", "/v1/server/suppression"),
+    ("GET", "/v1/server/subjects/export"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), SERVER_ROUTES)
+@pytest.mark.parametrize("key", [None, "Bearer nope.wrong"], ids=["no key", "wrong key"])
+def test_server_routes_authenticate_before_they_validate(client, person, rows, method, path, key):
+    before = rows()
+    headers = {"Authorization": key} if key else {}
+    response = client.open(
+        path, method=method, json={"unknown": 1} if method == "POST" else None, headers=headers
+    )
+    assert_refused(response, 401, case=path)
+    assert "errors" not in response.get_json()
+    assert rows() == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/v1/sites/{site}/check", {"GET", "HEAD", "OPTIONS"}),
+        ("DELETE", "/v1/sites/{site}/records", {"POST", "OPTIONS"}),
+        ("PUT", "/v1/server/records", {"POST", "OPTIONS"}),
+        ("POST", "/v1/server/check", {"GET", "HEAD", "OPTIONS"}),
+    ],
+)
+def test_method_not_allowed_names_the_allowed_methods(client, person, method, path, allowed):
+    response = client.open(path.format(site=person["site"]), method=method, json={})
+    assert_refused(response, 405)
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) == allowed
 
 
 def test_json_just_under_the_recursion_limit_is_a_field_error(client, person, rows):
@@ -426,10 +468,27 @@ def test_unstorable_idempotency_key_is_refused(client, person, rows):
         person,
         "public records",
         body={"decisions": DECISION},
-        headers={"Idempotency-Key": "retry\x00one"},
+        headers={"Idempotency-Key": "retry\x00one-of-many-attempts"},
     )
     assert_refused(response, 422, "Idempotency-Key")
     assert rows() == before
+
+
+@pytest.mark.parametrize("route", ["public records", "server records"])
+@pytest.mark.parametrize("key", ["", "1", "retry", "x" * 15], ids=["empty", "1", "5", "15"])
+def test_guessably_short_idempotency_key_is_refused(client, person, rows, route, key):
+    before = rows()
+    response = send(
+        client, person, route, body=valid_body(route, person), headers={"Idempotency-Key": key}
+    )
+    assert_refused(response, 422, "Idempotency-Key")
+    assert rows() == before
+
+
+def test_sixteen_characters_are_enough_for_an_idempotency_key(client, person, rows):
+    headers = {"Idempotency-Key": "x" * 16}
+    response = send(client, person, "public records", body={"decisions": DECISION}, headers=headers)
+    assert response.status_code == 201
 
 
 #: (query, field) for the GET routes; each is sent with the site's key where needed.

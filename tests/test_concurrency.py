@@ -148,7 +148,7 @@ def test_one_idempotency_key_sent_to_two_processes_records_once(
             return post_json(
                 f"{urls[number % PROCESSES]}/v1/sites/{site}/records",
                 {"decisions": ACCEPT_ALL},
-                {"Idempotency-Key": "the-one-click"},
+                {"Idempotency-Key": "the-one-click-a17c"},
             )
 
         with ThreadPoolExecutor(max_workers=THREADS) as pool:

@@ -189,7 +189,7 @@ def test_retries_with_one_key_after_an_outage_record_once(
     outage, make_site, record_count, dialect, tally
 ):
     site = make_site()
-    headers = {"Idempotency-Key": "retry-me"}
+    headers = {"Idempotency-Key": "retry-me-7e41b9d0"}
     outage.cut()
     assert submit(outage.client, site, ACCEPT_ALL, headers=headers).status_code == 503
     outage.restore()
@@ -212,7 +212,7 @@ def test_a_connection_lost_at_commit_records_nothing_and_the_retry_records_once(
     outage, make_site, record_count, dialect, tally
 ):
     site = make_site()
-    headers = {"Idempotency-Key": "lost-at-commit"}
+    headers = {"Idempotency-Key": "lost-at-commit-2c5f"}
     armed = [True]
 
     def cut_before_commit(session):

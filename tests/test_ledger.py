@@ -153,7 +153,7 @@ def test_concurrent_retries_with_one_idempotency_key_record_once(app, make_site,
 
     def retry(_):
         return submit(
-            app.test_client(), site, ACCEPT_ALL, headers={"Idempotency-Key": "one-click"}
+            app.test_client(), site, ACCEPT_ALL, headers={"Idempotency-Key": "one-click-3f9a7c2e"}
         ).get_json()
 
     with ThreadPoolExecutor(max_workers=6) as pool:

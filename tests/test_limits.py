@@ -11,10 +11,17 @@ import os
 import re
 import threading
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 import redis
 from helpers import ACCEPT_ALL, bearer, check, submit
+from sqlalchemy import func, select
+from tcp_proxy import CuttableProxy
+
+from consent.db import db
+from consent.limits import FallbackStorage
+from consent.models import BannerImpression
 
 REDIS_URL = os.environ.get("CONSENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLIENT = "192.0.2.10"
@@ -117,6 +124,16 @@ def test_server_checks_are_limited(app_with, demo_site, make_key, method, path, 
     response = getattr(client, method)(path, json=body, headers=headers)
     assert_refused(response)
     assert response.get_json()["error"] == "too_many_requests"
+
+
+def test_banner_shows_over_the_limit_get_429_and_are_not_counted(app, app_with, demo_site):
+    client = client_at(app_with(RATELIMIT_RECORD="2/minute"))
+    shown = [client.post(f"/v1/sites/{demo_site}/shown").status_code for _ in range(3)]
+    assert shown == [204, 204, 429]
+    assert_refused(client.post(f"/v1/sites/{demo_site}/shown"))
+    with app.app_context():
+        assert db.session.scalar(select(func.sum(BannerImpression.count))) == 2
+    assert submit(client, demo_site, ACCEPT_ALL).status_code == 201  # a count of its own
 
 
 def test_each_site_counts_apart(app_with, demo_site, make_site):
@@ -228,13 +245,44 @@ def test_unreachable_storage_falls_back_to_counting_in_memory(app_with, demo_sit
     assert check(client, demo_site, "analytics").status_code == 429
 
 
-def test_counting_in_memory_starts_no_thread_per_request(app_with, demo_site, monkeypatch):
+def test_counts_go_back_to_redis_once_it_answers_again(
+    app_with, demo_site, redis_prefix, monkeypatch
+):
+    monkeypatch.setattr(FallbackStorage, "RETRY_SECONDS", 0.0)
+    proxy = CuttableProxy("127.0.0.1", urlsplit(REDIS_URL).port or 6379)
+    try:
+        settings = {
+            "RATELIMIT_STORAGE_URL": f"redis://127.0.0.1:{proxy.port}/0",
+            "RATELIMIT_KEY_PREFIX": redis_prefix,
+            "RATELIMIT_RECORD": "2/minute",
+        }
+        first, second = client_at(app_with(**settings)), client_at(app_with(**settings))
+        proxy.cut()
+        assert submit(first, demo_site, ACCEPT_ALL).status_code == 201  # in first's memory
+        proxy.restore()
+        assert submit(first, demo_site, ACCEPT_ALL).status_code == 201  # in Redis again
+        assert submit(second, demo_site, ACCEPT_ALL).status_code == 201
+        assert_refused(submit(second, demo_site, ACCEPT_ALL))
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize(
+    "storage_url",
+    ["memory://", "redis://127.0.0.1:1/0"],
+    ids=["memory", "redis down"],
+)
+def test_counting_in_memory_starts_no_thread_per_request(
+    app_with, demo_site, monkeypatch, storage_url
+):
     # The library's own memory storage starts a timer thread on nearly every hit, which
-    # cost the check most of its throughput under gunicorn (bench/check_throughput.py).
-    client = client_at(app_with(RATELIMIT_CHECK="1000/minute"))
+    # cost the check most of its throughput under gunicorn (bench/check_throughput.py);
+    # Flask-Limiter's fallback for a Redis that is down is that same storage.
+    app = app_with(RATELIMIT_STORAGE_URL=storage_url, RATELIMIT_CHECK="1000/minute")
+    client = client_at(app)
     check(client, demo_site, "analytics")
     started = []
     monkeypatch.setattr(threading.Thread, "start", lambda thread: started.append(thread))
-    for _ in range(20):
-        assert check(client, demo_site, "analytics").status_code == 200
+    for path in ["analytics", "Analytics"] * 10:  # the fast path and Flask
+        assert check(client, demo_site, path).status_code == 200
     assert started == []

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 import pytest
 from helpers import ACCEPT_ALL, REJECT_ALL, check, submit
+from sqlalchemy import select
 
 import consent.ledger
+from consent.db import db
+from consent.models import IdempotentRequest
 
 
 def test_first_submission_issues_a_visitor_token(client, make_site):
@@ -199,7 +203,7 @@ def test_other_sites_token_is_refused(client, make_site, record_count):
 
 def test_retried_submission_with_idempotency_key_records_once(client, make_site, record_count):
     site = make_site()
-    headers = {"Idempotency-Key": "6b1a1f9e-retry"}
+    headers = {"Idempotency-Key": "6b1a1f9e-retry-0001"}
     first = submit(client, site, ACCEPT_ALL, headers=headers)
     second = submit(client, site, ACCEPT_ALL, headers=headers)
     assert first.status_code == second.status_code == 201
@@ -208,9 +212,18 @@ def test_retried_submission_with_idempotency_key_records_once(client, make_site,
     assert record_count() == 1
 
 
+def test_idempotency_key_is_stored_as_its_digest(app, client, make_site):
+    site = make_site()
+    key = "6b1a1f9e-kept-as-digest"
+    assert submit(client, site, ACCEPT_ALL, headers={"Idempotency-Key": key}).status_code == 201
+    with app.app_context():
+        stored = db.session.scalars(select(IdempotentRequest.key)).all()
+    assert stored == [hashlib.sha256(key.encode()).hexdigest()]
+
+
 def test_reused_idempotency_key_with_other_body_is_refused(client, make_site, record_count):
     site = make_site()
-    headers = {"Idempotency-Key": "same-key"}
+    headers = {"Idempotency-Key": "same-key-5d2c8e1f"}
     submit(client, site, ACCEPT_ALL, headers=headers)
     response = submit(client, site, REJECT_ALL, headers=headers)
     assert response.status_code == 422
@@ -485,6 +498,7 @@ def test_openapi_document_describes_every_route(client, app):
         "/v1/sites/{site_key}/records",
         "/v1/sites/{site_key}/me",
         "/v1/sites/{site_key}/check",
+        "/v1/sites/{site_key}/shown",
         "/v1/server/check",
         "/v1/server/records",
         "/v1/server/links",
@@ -497,6 +511,7 @@ def test_openapi_document_declares_failure_answers(client, app):
     limited = {
         "/v1/sites/{site_key}/records",
         "/v1/sites/{site_key}/check",
+        "/v1/sites/{site_key}/shown",
         "/v1/server/check",
         "/v1/server/bulk-check",
     }

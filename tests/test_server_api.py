@@ -171,7 +171,7 @@ def test_server_record_retried_with_idempotency_key_records_once(
     client, make_site, make_key, record_count, identity
 ):
     site = make_site()
-    headers = {**bearer(make_key(site, "write")), "Idempotency-Key": "crm-sync-17"}
+    headers = {**bearer(make_key(site, "write")), "Idempotency-Key": "crm-sync-17-4be1d07a"}
     body = {**identity, "decisions": ACCEPT_ALL}
     first = client.post("/v1/server/records", json=body, headers=headers)
     second = client.post("/v1/server/records", json=body, headers=headers)

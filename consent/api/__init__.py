@@ -15,6 +15,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from consent.api import public, server, wellknown
 from consent.api.common import CORS_EXPOSED_HEADERS, compress, is_allowed_origin
 from consent.db import db, describe_database_error
+from consent.decision import Reason
 from consent.errors import Conflict, InvalidRequest
 from consent.limits import LIMITED_ENDPOINTS
 from consent.schemas import ErrorSchema
@@ -39,13 +40,18 @@ class ConsentApi(Api):
             return error
         data = getattr(error, "data", None) or {}
         messages = data.get("errors") or data.get("messages")
+        # The exception's own headers (Allow on a 405, say), less its HTML content type.
+        headers = {
+            name: value for name, value in error.get_headers() if name.lower() != "content-type"
+        }
+        headers.update(data.get("headers") or {})
         return error_response(
             error.code or 500,
             data.get("message")
             or (messages and "The request has invalid fields.")
             or error.description,
             _flatten(messages) if messages else None,
-            data.get("headers"),
+            headers,
         )
 
 
@@ -61,7 +67,9 @@ def error_response(
         payload["errors"] = errors
     if request.endpoint in CHECK_ENDPOINTS:
         # A check that could not be answered still answers: not allowed.
-        reason = {429: "rate_limited"}.get(code, "unavailable" if code >= 500 else "error")
+        reason = {429: Reason.RATE_LIMITED}.get(
+            code, Reason.UNAVAILABLE if code >= 500 else Reason.ERROR
+        )
         payload.update(allowed=False, reason=reason)
     headers = dict(headers or {})
     if code == 503:

@@ -15,13 +15,15 @@ compress = Compress()
 
 
 class JsonParser(FlaskParser):
-    """webargs' parser, with a 400 (not a 500) for JSON nested too deeply to decode."""
+    """webargs' parser, with a 400 (not a 500) for JSON it cannot turn into values."""
 
     def load_json(self, req, schema):
         try:
             return super().load_json(req, schema)
         except RecursionError:
             abort(400, messages={"json": ["The JSON body is nested too deeply."]})
+        except ValueError:  # a number with more digits than Python converts, for one
+            abort(400, messages={"json": ["The JSON body holds a value that cannot be read."]})
 
 
 class ApiBlueprint(Blueprint):

@@ -35,6 +35,7 @@ from consent import ledger
 from consent.api.common import CORS_EXPOSED_HEADERS, is_allowed_origin
 from consent.db import autocommit_engine, db
 from consent.limits import LimitCounter
+from consent.schemas import CheckSchema
 from consent.security import headers_outside_flask
 from consent.sites import is_site_key
 from consent.tokens import open_visitor_token, visitor_serializer
@@ -46,6 +47,8 @@ CHECK_PATH = re.compile(r"/v1/sites/([^/]+)/check\Z")
 PLAIN_VALUE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
 #: SQLAlchemy's and the drivers' own (the statement runs on the driver).
 DATABASE_ERRORS = (DBAPIError, sqlite3.Error, psycopg.Error)
+#: The schema Flask's check view answers with: one shape, whichever path answers.
+CHECK_ANSWER = CheckSchema()
 
 
 class FastCheck:
@@ -117,21 +120,9 @@ class FastCheck:
         )
         if found is None:
             return None  # Flask answers 404
-        verdict = found.verdict
-        body = (
-            self.app.json.dumps(
-                {
-                    "allowed": verdict.allowed,
-                    "purpose": args["purpose"],
-                    "service": args.get("service"),
-                    "reason": verdict.reason,
-                    "decided_at": _iso(verdict.decided_at),
-                    "expires_at": _iso(verdict.expires_at),
-                },
-                separators=(",", ":"),
-            ).encode()
-            + b"\n"
-        )
+        answer = found.verdict.body(args["purpose"], args.get("service"))
+        body = self.app.json.dumps(CHECK_ANSWER.dump(answer), separators=(",", ":")).encode()
+        body += b"\n"
         headers = [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),
@@ -157,10 +148,6 @@ def _plain_arguments(query_string: str) -> dict[str, str] | None:
             return None
         args[name] = value
     return args if "purpose" in args else None
-
-
-def _iso(moment) -> str | None:
-    return moment.isoformat() if moment is not None else None
 
 
 def install_fast_check(app: Flask, limiter: Limiter | None) -> None:

@@ -212,18 +212,8 @@ class Check(MethodView):
         if found is None:
             abort(404, message=f"No site with key {site_key!r}.")
         g.allowed_origins = found.allowed_origins
-        return _verdict_body(found.verdict, args), 200, {"Cache-Control": "no-store"}
-
-
-def _verdict_body(verdict: ledger.Verdict, args: dict) -> dict:
-    return {
-        "allowed": verdict.allowed,
-        "purpose": args["purpose"],
-        "service": args.get("service"),
-        "reason": verdict.reason,
-        "decided_at": verdict.decided_at,
-        "expires_at": verdict.expires_at,
-    }
+        body = found.verdict.body(args["purpose"], args.get("service"))
+        return body, 200, {"Cache-Control": "no-store"}
 
 
 @blp.route("/shown")

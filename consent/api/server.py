@@ -121,29 +121,27 @@ def actor() -> str:
 
 @blp.route("/check")
 class ServerCheck(MethodView):
+    @require_key("read")
     @blp.arguments(ServerCheckArgs, location="query")
     @blp.response(200, CheckSchema)
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
-    @require_key("read")
     def get(self, args):
         """Answer whether a purpose is allowed for a user id, email or visitor."""
         subject, _ = subject_from_args(g.site, args, create=False)
-        verdict = ledger.check_purpose(g.site, subject, args["purpose"], args.get("service"))
-        if subject is None and verdict.reason == "no_decision" and was_erased(g.site, args):
-            verdict = ledger.Verdict(False, "erased")
-        body = {
-            "allowed": verdict.allowed,
-            "purpose": args["purpose"],
-            "service": args.get("service"),
-            "reason": verdict.reason,
-            "decided_at": verdict.decided_at,
-            "expires_at": verdict.expires_at,
-        }
+        verdict = ledger.check_purpose(
+            g.site,
+            subject,
+            args["purpose"],
+            args.get("service"),
+            is_identifier_erased=subject is None and was_erased(g.site, args),
+        )
+        body = verdict.body(args["purpose"], args.get("service"))
         return body, 200, {"Cache-Control": "no-store"}
 
 
 @blp.route("/records")
 class ServerRecords(MethodView):
+    @require_key("write")
     @blp.arguments(ServerRecordArgs)
     @blp.response(201, RecordResultSchema)
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
@@ -157,7 +155,6 @@ class ServerRecords(MethodView):
             }
         ]
     )
-    @require_key("write")
     def post(self, args):
         """Record decisions on behalf of a logged-in user (or a known visitor)."""
         site = g.site
@@ -196,10 +193,10 @@ class ServerRecords(MethodView):
 
 @blp.route("/links")
 class Links(MethodView):
+    @require_key("write")
     @blp.arguments(LinkArgs)
     @blp.response(201, LinkResultSchema)
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
-    @require_key("write")
     def post(self, args):
         """Link a visitor to the site's user id so consent follows them across devices."""
         site = g.site
@@ -211,10 +208,10 @@ class Links(MethodView):
 
 @blp.route("/bulk-check")
 class BulkCheck(MethodView):
+    @require_key("read")
     @blp.arguments(BulkCheckArgs)
     @blp.response(200, BulkCheckSchema)
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
-    @require_key("read")
     def post(self, args):
         """Before a send: which of up to 10,000 emails or user ids may be contacted."""
         kind, values = (
@@ -233,6 +230,7 @@ SUPPRESSION_COLUMNS = ["email", "user_id", "reason", "decided_at"]
 
 @blp.route("/suppression")
 class Suppression(MethodView):
+    @require_key("read")
     @blp.arguments(SuppressionArgs, location="query")
     @blp.response(200, SuppressionPageSchema)
     @blp.alt_response(
@@ -241,7 +239,6 @@ class Suppression(MethodView):
         content_type="text/csv",
         description="format=json: a page; format=csv: every entry, streamed",
     )
-    @require_key("read")
     def get(self, args):
         """Everyone who must not be contacted for a purpose: paged JSON or streamed CSV."""
         site = g.site
@@ -290,10 +287,10 @@ def _suppression_csv(site_id: int, purpose: str, after: int):
 
 @blp.route("/unsubscribe-links")
 class UnsubscribeLinks(MethodView):
+    @require_key("write")
     @blp.arguments(UnsubscribeLinksArgs)
     @blp.response(201, UnsubscribeLinksSchema)
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
-    @require_key("write")
     def post(self, args):
         """Mint a signed one-click unsubscribe link, with its mail headers, per email."""
         return {"links": marketing.unsubscribe_links(g.site, args["purpose"], args["emails"])}, 201
@@ -311,6 +308,7 @@ EXPORT_FORMATS = "format=json: the export; format=receipts: one receipt per reco
 
 @blp.route("/subjects/export")
 class SubjectExport(MethodView):
+    @require_key("rights")
     @blp.arguments(ExportArgs, location="query")
     @blp.response(
         200,
@@ -321,7 +319,6 @@ class SubjectExport(MethodView):
         200, schema={"type": "string"}, content_type="text/csv", description=EXPORT_FORMATS
     )
     @blp.alt_response(404, response="NOT_FOUND")
-    @require_key("rights")
     def get(self, args):
         """Export everything held about one person: JSON, CSV or consent receipts."""
         site = g.site
@@ -340,12 +337,12 @@ class SubjectExport(MethodView):
 
 @blp.route("/subjects/correct")
 class SubjectCorrection(MethodView):
+    @require_key("rights")
     @blp.arguments(CorrectionArgs)
     @blp.response(200, RightsResultSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
-    @require_key("rights")
     def post(self, args):
         """Change or remove a person's email or user id; the change is recorded."""
         site = g.site
@@ -357,11 +354,11 @@ class SubjectCorrection(MethodView):
 
 @blp.route("/subjects/erase")
 class SubjectErasure(MethodView):
+    @require_key("rights")
     @blp.arguments(IdentityArgs)
     @blp.response(200, RightsResultSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
-    @require_key("rights")
     def post(self, args):
         """Erase a person: forget their identifiers, deny every check, keep the chain."""
         site = g.site
