@@ -20,15 +20,9 @@ DEMO_POLICY_VERSION = "2026-11-01"
 DEMO_EXTRAS = {
     "necessary": {
         "fr": ("Strictement nécessaires", "Maintient votre session et la sécurité du site."),
-        "cookies": [
-            {
-                "name": "session",
-                "is_prefix": False,
-                "provider": "Demo shop",
-                "duration": "session",
-                "description": "Your sign-in session.",
-            }
-        ],
+        # The demo page sets no necessary cookie (it has no sign-in); a scan would call a
+        # declared one stale.
+        "cookies": [],
         "services": [],
     },
     "preferences": {
