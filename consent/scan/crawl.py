@@ -68,14 +68,18 @@ async () => {
 WIDGET_ORIGIN = """
 () => {
   const s = document.querySelector('script[data-site][src*="consent.js"]');
-  return s ? new URL(s.src, location.href).origin : null;
+  return { origin: s ? new URL(s.src, location.href).origin : null };
 }
 """
+
+LINKS = "() => [...document.querySelectorAll('a[href]')].map((a) => a.href)"
 
 #: After the load event: wait for the network to go quiet, at most this long (seconds).
 SETTLE_SECONDS = 3.0
 #: How long the banner may take to appear (seconds).
 BANNER_SECONDS = 8.0
+#: How long a page may take to answer one question (its storage keys, its links).
+EVALUATE_SECONDS = 3.0
 
 Progress = Callable[[str, str, int], None]
 
@@ -99,10 +103,11 @@ class _Pass:
         self.context.add_init_script(COOKIE_WATCH)
         self.context.expose_binding("__consentScanCookie", self._cookie_written)
         self.context.route("**/*", self._route)
+        self.context.on("request", self._request)
         self.context.on("response", self._response)
-        self.page = self.context.new_page()
-        self.page.on("dialog", self._dialog)
+        self.is_opening = self.is_hung = False
         self.context.on("page", self._popup)
+        self.page = self._open_page()
 
     # --- browser events ------------------------------------------------------------
 
@@ -113,17 +118,25 @@ class _Pass:
         if name and url:
             self.set_by.setdefault(name, url)
 
+    def _leaves_site(self, request) -> bool:
+        try:
+            is_top = request.is_navigation_request() and request.frame.parent_frame is None
+        except PlaywrightError:
+            return False  # no frame (a worker's request)
+        return is_top and not self.plan.may_visit(request.url)
+
     def _route(self, route, request) -> None:
-        # A page may lead anywhere; the scan only ever loads the site's own pages.
-        is_top = request.is_navigation_request() and request.frame.parent_frame is None
-        if is_top and not self.plan.may_visit(request.url):
+        # A page may lead anywhere; the scan only ever loads the site's own pages. (Chromium
+        # follows redirects without asking: ``visit`` notices those.)
+        if self._leaves_site(request):
             self.problem(f"left the site for {origin_of(request.url) or request.url}: not followed")
             route.abort("blockedbyclient")
         else:
-            self._count_request(request)
             route.continue_()
 
-    def _count_request(self, request) -> None:
+    def _request(self, request) -> None:
+        if self._leaves_site(request) and request.redirected_from is None:
+            return  # refused in _route, never sent
         parts = urlsplit(request.url)
         host = parts.hostname or ""
         if parts.scheme not in ("http", "https") or self.plan.is_site_host(host):
@@ -161,8 +174,17 @@ class _Pass:
         except PlaywrightError:
             pass
 
+    def _open_page(self):
+        self.is_opening = True
+        try:
+            page = self.context.new_page()
+        finally:
+            self.is_opening = False
+        page.on("dialog", self._dialog)
+        return page
+
     def _popup(self, page) -> None:
-        if page is not self.page:
+        if not self.is_opening:
             self.problem("opened a new window: closed")
             try:
                 page.close()
@@ -176,14 +198,23 @@ class _Pass:
 
     def visit(self, url: str) -> bool:
         """Load a page within the bounds; False if there is nothing to collect."""
+        self.recover()
         self.page_url = url
         timeout = max(min(self.plan.page_timeout, self.remaining()), 1) * 1000
         try:
             self.page.goto(url, wait_until="load", timeout=timeout)
         except PlaywrightTimeout:
             self.problem(f"did not finish loading in {timeout / 1000:.0f} s")
+            self.is_hung = True  # read its cookies, ask it nothing
         except PlaywrightError as error:
             self.problem(f"could not be loaded: {_first_line(error)}")
+            self.is_hung = True  # its error page may still arrive: the next page starts anew
+            return False
+        if not self.plan.may_visit(self.page.url):
+            if urlsplit(self.page.url).scheme in ("http", "https"):
+                self.problem(f"redirected off the site to {origin_of(self.page.url)}: not scanned")
+            # else Chromium's error page for a navigation _route refused
+            self.is_hung = True
             return False
         self.settle()
         return True
@@ -197,10 +228,8 @@ class _Pass:
 
     def find_service(self) -> None:
         if self.seen.service_origin is None:
-            try:
-                self.seen.service_origin = self.page.evaluate(WIDGET_ORIGIN)
-            except PlaywrightError:
-                pass
+            found = self.evaluate(self.page, WIDGET_ORIGIN)
+            self.seen.service_origin = found["origin"] if found else None
 
     def choose(self, labels: list[str]) -> bool:
         """Click the banner's button with one of these names, as a visitor would."""
@@ -243,10 +272,7 @@ class _Pass:
                 )
             )
         for frame in self.page.frames:
-            try:
-                found = frame.evaluate(STORAGE_KEYS)
-            except PlaywrightError:
-                continue  # a frame that went away or never ran
+            found = self.evaluate(frame, STORAGE_KEYS)
             if not found or found["origin"] in ("null", ""):
                 continue
             for kind in ("localStorage", "sessionStorage", "indexedDB"):
@@ -259,11 +285,36 @@ class _Pass:
                         )
 
     def links(self) -> list[str]:
-        try:
-            hrefs = self.page.eval_on_selector_all("a[href]", "as => as.map((a) => a.href)")
-        except PlaywrightError:
-            return []
+        hrefs = self.evaluate(self.page, LINKS) or []
         return [urldefrag(href)[0] for href in hrefs]
+
+    def evaluate(self, target, expression: str):
+        """Run a question in a page or frame, bounded; None if it cannot answer in time.
+
+        ``evaluate`` would wait for ever on a page whose scripts never yield;
+        ``wait_for_function`` keeps its timeout outside the page.
+        """
+        if self.is_hung:
+            return None
+        try:
+            answer = target.wait_for_function(expression, timeout=EVALUATE_SECONDS * 1000)
+            return answer.json_value()
+        except PlaywrightTimeout:
+            self.is_hung = True
+            self.problem("stopped responding (a script keeps it busy): not read further")
+        except PlaywrightError:
+            pass  # a frame that went away or never ran
+        return None
+
+    def recover(self) -> None:
+        """Leave a page that stopped responding or failed for a new one (the profile stays)."""
+        if self.is_hung:
+            try:
+                self.page.close()
+            except PlaywrightError:
+                pass
+            self.page = self._open_page()
+            self.is_hung = False
 
     def close(self) -> None:
         self.seen.requests.extend(self.requests.values())
