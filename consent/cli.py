@@ -363,8 +363,11 @@ def scan_command(
         raise click.ClickException(
             "The scanner needs Playwright: pip install 'consent[scan]'."
         ) from None
+    site = site_by_key(site_key)
+    scan = db.session.get(Scan, scan_id) if scan_id else None
+    if scan_id and (scan is None or scan.site_id != site.id):
+        raise click.ClickException(f"No scan {scan_id} of {site_key!r}.")
     try:
-        site = site_by_key(site_key)
         plan = scans.plan_scan(
             site,
             list(urls),
@@ -373,11 +376,12 @@ def scan_command(
             time_limit=time_limit,
             page_timeout=page_timeout,
         )
-        scan = db.session.get(Scan, scan_id) if scan_id else scans.start_scan(site, urls, "cli")
-        if scan is None or scan.site_id != site.id:
-            raise click.ClickException(f"No scan {scan_id} of {site_key!r}.")
+        scan = scan or scans.start_scan(site, urls, "cli")
         db.session.commit()
     except InvalidRequest as error:
+        if scan is not None:  # the admin's scan: say why it never ran
+            scans.fail_scan(scan, f"{error.field}: {error.message}")
+            db.session.commit()
         raise click.ClickException(f"{error.field}: {error.message}") from None
     except DBAPIError as error:
         db.session.rollback()

@@ -145,7 +145,7 @@ def describe_lifetime(seconds: float | None) -> str:
     for unit, smallest in (("year", 1), ("month", 2), ("day", 1), ("hour", 1), ("minute", 0)):
         count = seconds / _UNIT_SECONDS[unit]
         is_whole = abs(count - round(count)) < 0.05
-        if count >= smallest and (is_whole or unit in ("day", "hour", "minute")):
+        if count >= smallest - 0.05 and (is_whole or unit in ("day", "hour", "minute")):
             whole = max(round(count), 1)
             return f"{whole} {unit}{'s' if whole != 1 else ''}"
     return "1 minute"
