@@ -348,7 +348,13 @@ def rotate_data_key_command():
 @click.option(
     "--allow-host", "allow_hosts", multiple=True, help="A host of the site's own (staging, CDN)."
 )
-@click.option("--time-limit", type=int, default=300, show_default=True, help="Seconds, in all.")
+@click.option(
+    "--time-limit",
+    type=int,
+    default=scans.DEFAULT_TIME_LIMIT,
+    show_default=True,
+    help="Seconds for the whole scan.",
+)
 @click.option(
     "--page-timeout", type=int, default=15, show_default=True, help="Seconds for one page to load."
 )
@@ -376,7 +382,7 @@ def scan_command(
             time_limit=time_limit,
             page_timeout=page_timeout,
         )
-        scan = scan or scans.start_scan(site, urls, "cli")
+        scan = scan or scans.start_scan(plan, site, "cli")
         db.session.commit()
     except InvalidRequest as error:
         if scan is not None:  # the admin's scan: say why it never ran

@@ -46,7 +46,7 @@ def store_scan(app, site_key: str, *seen_items) -> int:
     with app.app_context():
         site = get_site_by_key(site_key)
         plan = store.plan_scan(site, [PAGE], allow_hosts=["shop.example"])
-        scan = store.start_scan(site, [PAGE], "cli")
+        scan = store.start_scan(plan, site, "cli")
         _, report = store.assess(site, plan, seen, now_utc())
         store.finish_scan(scan, report)
         db.session.commit()

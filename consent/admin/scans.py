@@ -61,7 +61,7 @@ def scans(site_key: str):
         except InvalidRequest as error:
             status = _attach(form, error)
         else:
-            scan = store.start_scan(site, plan.start_urls, f"admin:{g.admin.name}")
+            scan = store.start_scan(plan, site, f"admin:{g.admin.name}")
 
             @after_this_request
             def _start(response):
@@ -87,13 +87,15 @@ def scan(site_key: str, scan_id: int):
     site = _site_or_404(site_key)
     scan = _scan_or_404(site, scan_id)
     previous = store.previous_scan(scan)
+    is_stalled = store.is_stalled(scan)
     return render_template(
         "admin/scan.html",
         scan=scan,
         previous=previous,
         changes=store.compare_scans(scan, previous) if scan.status == "done" else None,
         cookie_purposes=[p for p in site.purposes if p.kind == "cookie"],
-        refresh=REFRESH_SECONDS if scan.status == "running" else None,
+        is_stalled=is_stalled,
+        refresh=REFRESH_SECONDS if scan.status == "running" and not is_stalled else None,
         **_template_values(site),
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 from flask import current_app
 
@@ -46,7 +47,7 @@ def start_in_background(scan: Scan, plan: ScanPlan) -> subprocess.Popen:
         "CONSENT_SECRET_KEY": config["SECRET_KEY"],
         "CONSENT_DATA_KEY": config["DATA_KEY"],
     }
-    return subprocess.Popen(
+    process = subprocess.Popen(
         scan_command(scan, plan),
         env=environment,
         stdin=subprocess.DEVNULL,
@@ -54,3 +55,6 @@ def start_in_background(scan: Scan, plan: ScanPlan) -> subprocess.Popen:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    # Reap it when it ends, so no finished scan lingers as a zombie process.
+    threading.Thread(target=process.wait, name=f"scan-{scan.id}", daemon=True).start()
+    return process

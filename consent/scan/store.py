@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +19,7 @@ from consent.sites import DEFAULT_TEXTS, ORIGIN_PATTERN
 
 MAX_PAGES = 200
 MAX_TIME_LIMIT = 3600
+DEFAULT_TIME_LIMIT = 300
 
 
 def plan_scan(
@@ -27,7 +28,7 @@ def plan_scan(
     *,
     allow_hosts: list[str] | None = None,
     max_pages: int = 10,
-    time_limit: float = 300,
+    time_limit: float = DEFAULT_TIME_LIMIT,
     page_timeout: float = 15,
 ) -> ScanPlan:
     """Check the URLs (http(s), on the site's own origins) and say how to scan them."""
@@ -78,9 +79,15 @@ def assess(
     return findings, build_report(site.key, started_at, now_utc(), seen, findings)
 
 
-def start_scan(site: Site, urls: list[str], started_by: str) -> Scan:
+def start_scan(plan: ScanPlan, site: Site, started_by: str) -> Scan:
     """Add a running scan of a site, to be filled in when it finishes."""
-    scan = Scan(site=site, started_by=started_by, status="running", start_urls=list(urls))
+    scan = Scan(
+        site=site,
+        started_by=started_by,
+        status="running",
+        start_urls=list(plan.start_urls),
+        progress_total=3 * plan.max_pages,
+    )
     db.session.add(scan)
     db.session.flush()
     return scan
@@ -96,6 +103,12 @@ def finish_scan(scan: Scan, report: dict[str, Any]) -> Scan:
     scan.progress_done = scan.progress_total
     db.session.flush()
     return scan
+
+
+def is_stalled(scan: Scan) -> bool:
+    """Whether a running scan is long past any time limit (its process died)."""
+    limit = timedelta(seconds=MAX_TIME_LIMIT + 120)
+    return scan.status == "running" and now_utc() - scan.started_at > limit
 
 
 def fail_scan(scan: Scan, error: str) -> Scan:
