@@ -1,6 +1,8 @@
 """``consent scan`` refuses what it must not visit before any browser starts.
 
-The scans themselves run in a real browser: tests/browser/test_scan.py.
+The scans themselves run in a real browser: tests/browser/test_scan.py (whose sites are
+all on this machine, so the guard of the server's own network is shown here, on the plan
+a scan of a public site gets).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from sqlalchemy import func, select
 
 from consent.db import db
 from consent.models import Scan
+from consent.scan.store import plan_scan
+from consent.sites import get_site_by_key
 
 
 @pytest.mark.parametrize(
@@ -61,3 +65,23 @@ def test_scan_without_playwright_says_how_to_install_it(tmp_path):
         1,
         "Error: The scanner needs Playwright: pip install 'consent[scan]'.\n",
     )
+
+
+@pytest.mark.parametrize(
+    ("host", "is_allowed"),
+    [
+        ("cdn.example.net", True),
+        ("127.0.0.1", False),
+        ("localhost", False),
+        ("10.0.0.7", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("[::1]", False),
+        ("::1", False),
+    ],
+)
+def test_a_public_site_may_not_reach_the_servers_network(app, make_site, host, is_allowed):
+    make_site("shop", origins=["https://shop.example"])
+    with app.app_context():
+        plan = plan_scan(get_site_by_key("shop"), ["https://shop.example/"])
+    assert plan.may_request(host) is is_allowed

@@ -131,14 +131,19 @@ class _Pass:
         if self._leaves_site(request):
             self.problem(f"left the site for {origin_of(request.url) or request.url}: not followed")
             route.abort("blockedbyclient")
+        elif not self.plan.may_request(urlsplit(request.url).hostname or ""):
+            self.problem(f"asked for {origin_of(request.url)} on a private network: refused")
+            route.abort("blockedbyclient")
         else:
             route.continue_()
 
     def _request(self, request) -> None:
-        if self._leaves_site(request) and request.redirected_from is None:
-            return  # refused in _route, never sent
         parts = urlsplit(request.url)
         host = parts.hostname or ""
+        if self._leaves_site(request) and request.redirected_from is None:
+            return  # refused in _route, never sent
+        if not self.plan.may_request(host):
+            return  # refused in _route too
         if parts.scheme not in ("http", "https") or self.plan.is_site_host(host):
             return
         if origin_of(request.url) == self.seen.service_origin:

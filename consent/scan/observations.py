@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +29,8 @@ class ScanPlan:
     #: The banner's button names in every language of the site.
     accept_labels: list[str]
     reject_labels: list[str]
+    #: Hosts given with --allow-host: their pages may be visited too, on any port.
+    allowed_hosts: list[str] = field(default_factory=list)
     max_pages: int = 10
     time_limit: float = 300.0
     page_timeout: float = 15.0
@@ -40,11 +43,21 @@ class ScanPlan:
     def may_visit(self, url: str) -> bool:
         return origin_of(url) in self.allowed_origins or (
             urlsplit(url).scheme in ("http", "https")
-            and (urlsplit(url).hostname or "") in self.site_hosts
+            and (urlsplit(url).hostname or "") in self.allowed_hosts
         )
 
     def is_site_host(self, host: str) -> bool:
         return any(is_same_or_parent(host, own) for own in self.site_hosts)
+
+    def may_request(self, host: str) -> bool:
+        """Refuse the server's own network to pages of a site that is not on it.
+
+        Only addresses written in the URL (and ``localhost``) are caught: a public name
+        that resolves to a private address is not.
+        """
+        if any(is_internal_host(own) for own in self.site_hosts):
+            return True  # a site under test on this machine or network
+        return not is_internal_host(host)
 
 
 @dataclass
@@ -136,6 +149,18 @@ def origin_of(url: str) -> str:
         return ""
     suffix = f":{port}" if port and port != default else ""
     return f"{parts.scheme}://{host}{suffix}"
+
+
+def is_internal_host(host: str) -> bool:
+    """Whether a host is this machine or a private network (loopback, private, link-local)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
 
 
 def is_same_or_parent(host: str, other: str) -> bool:

@@ -63,6 +63,7 @@ def plan_scan(
         start_urls=list(urls),
         site_hosts=sorted({urlsplit(o).hostname or "" for o in origins} | set(allow_hosts)),
         allowed_origins=origins,
+        allowed_hosts=allow_hosts,
         accept_labels=sorted({t["accept_all"] for t in texts}),
         reject_labels=sorted({t["reject_all"] for t in texts}),
         max_pages=max_pages,
