@@ -416,6 +416,11 @@ def scan_command(
             scans.fail_scan(scan, str(error))
             db.session.commit()
             raise click.ClickException(f"The scan failed: {error}.") from None
+        except BaseException:  # a bug or Ctrl-C: the stored scan must not stay "running"
+            db.session.rollback()
+            scans.fail_scan(scan, "the scan stopped before it finished")
+            db.session.commit()
+            raise
     findings, report = scans.assess(site, plan, seen, started_at)
     try:
         scans.finish_scan(scan, report)
