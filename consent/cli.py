@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import secrets
+import sys
 from datetime import UTC, datetime
 
 import click
@@ -19,7 +20,11 @@ from consent.admin.records import record_verification
 from consent.db import db, describe_database_error
 from consent.demo import seed_demo_site
 from consent.errors import InvalidRequest
-from consent.models import API_SCOPES, Site
+from consent.models import API_SCOPES, Scan, Site
+from consent.scan import store as scans
+from consent.scan.findings import LEVELS, is_at_or_above
+from consent.scan.observations import PASS_TITLES
+from consent.scan.report import format_table, short_page
 
 
 def in_transaction(command):
@@ -351,6 +356,116 @@ def rotate_data_key_command():
     click.echo(f"Re-encrypted {count} subjects with the current data key.")
 
 
+@click.command("scan")
+@click.argument("site_key")
+@click.argument("urls", nargs=-1, required=True)
+@click.option("--pages", type=int, default=10, show_default=True, help="Most pages to visit.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write the JSON report here ('-': to standard output, instead of the table).",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(LEVELS),
+    default="violation",
+    show_default=True,
+    help="Exit 1 when a finding at or above this level exists.",
+)
+@click.option(
+    "--allow-host", "allow_hosts", multiple=True, help="A host of the site's own (staging, CDN)."
+)
+@click.option(
+    "--time-limit",
+    type=int,
+    default=scans.DEFAULT_TIME_LIMIT,
+    show_default=True,
+    help="Seconds for the whole scan.",
+)
+@click.option(
+    "--page-timeout", type=int, default=15, show_default=True, help="Seconds for one page to load."
+)
+@click.option("--scan-id", type=int, hidden=True, help="Fill in this running scan (the admin's).")
+def scan_command(
+    site_key, urls, pages, json_path, fail_on, allow_hosts, time_limit, page_timeout, scan_id
+):
+    """Scan a site's pages before a choice, after Reject all and after Accept all."""
+    try:  # Playwright is optional (the consent[scan] extra): import it only to scan
+        from consent.scan.crawl import ScanError, crawl
+    except ImportError:
+        raise click.ClickException(
+            "The scanner needs Playwright: pip install 'consent[scan]'."
+        ) from None
+    site = site_by_key(site_key)
+    scan = db.session.get(Scan, scan_id) if scan_id else None
+    if scan_id and (scan is None or scan.site_id != site.id):
+        raise click.ClickException(f"No scan {scan_id} of {site_key!r}.")
+    try:
+        plan = scans.plan_scan(
+            site,
+            list(urls),
+            allow_hosts=list(allow_hosts),
+            max_pages=pages,
+            time_limit=time_limit,
+            page_timeout=page_timeout,
+        )
+        scan = scan or scans.start_scan(plan, site, "cli")
+        db.session.commit()
+    except InvalidRequest as error:
+        if scan is not None:  # the admin's scan: say why it never ran
+            scans.fail_scan(scan, f"{error.field}: {error.message}")
+            db.session.commit()
+        raise click.ClickException(f"{error.field}: {error.message}") from None
+    except DBAPIError as error:
+        db.session.rollback()
+        raise click.ClickException(describe_database_error(error)[1]) from None
+    started_at = scan.started_at
+    quiet = json_path == "-"
+    with click.progressbar(
+        length=3 * plan.max_pages,
+        label=f"Scanning {plan.site_key}",
+        file=sys.stderr,
+        item_show_func=lambda item: item,
+        hidden=quiet,
+    ) as bar:
+
+        def progress(pass_name: str, url: str, total: int) -> None:
+            bar.length = total
+            bar.update(1, f"{PASS_TITLES[pass_name]}: {short_page(url)}")
+            if scan_id:
+                scan.progress_done, scan.progress_total = bar.pos, total
+                db.session.commit()
+
+        try:
+            db.session.commit()  # touch no row until it is done: SQLite would refuse writes
+            seen = crawl(plan, progress)
+        except ScanError as error:
+            scans.fail_scan(scan, str(error))
+            db.session.commit()
+            raise click.ClickException(f"The scan failed: {error}.") from None
+        except BaseException:  # a bug or Ctrl-C: the stored scan must not stay "running"
+            db.session.rollback()
+            scans.fail_scan(scan, "the scan stopped before it finished")
+            db.session.commit()
+            raise
+    findings, report = scans.assess(site, plan, seen, started_at)
+    try:
+        scans.finish_scan(scan, report)
+        db.session.commit()
+    except DBAPIError as error:  # the scan itself still counts
+        db.session.rollback()
+        click.echo(f"The scan was not kept: {describe_database_error(error)[1]}", err=True)
+    if json_path:
+        with click.open_file(json_path, "w") as file:
+            json.dump(report, file, indent=2, ensure_ascii=False)
+            file.write("\n")
+    if not quiet:
+        click.echo(format_table(report))
+    if any(is_at_or_above(finding.level, fail_on) for finding in findings):
+        raise SystemExit(1)
+
+
 COMMANDS = [
     init_db_command,
     seed_demo_command,
@@ -365,6 +480,7 @@ COMMANDS = [
     erase_command,
     purge_command,
     rotate_data_key_command,
+    scan_command,
 ]
 
 

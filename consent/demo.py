@@ -19,15 +19,9 @@ DEMO_POLICY_VERSION = "2026-11-01"
 #: What the demo page sets, per standard purpose (titles come in every built-in language).
 DEMO_EXTRAS = {
     "necessary": {
-        "cookies": [
-            {
-                "name": "session",
-                "is_prefix": False,
-                "provider": "Demo shop",
-                "duration": "session",
-                "description": "Your sign-in session.",
-            }
-        ],
+        # The demo page sets no necessary cookie (it has no sign-in); a scan would call a
+        # declared one stale.
+        "cookies": [],
         "services": [],
     },
     "preferences": {

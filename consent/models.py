@@ -381,3 +381,39 @@ class AccessLogEntry(db.Model):
     subject_pseudonym: Mapped[str | None] = mapped_column(String(40))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+SCAN_STATUSES = ("running", "done", "failed")
+
+
+class Scan(db.Model):
+    """One run of the cookie scanner over a site's pages, with what it found."""
+
+    __tablename__ = "scans"
+    __table_args__ = (
+        Index("ix_scans_site_started_at", "site_id", "started_at"),
+        CheckConstraint("status IN ('running', 'done', 'failed')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: "cli" or "admin:<name>".
+    started_by: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    #: The URLs the scan started from.
+    start_urls: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: The pages the passes visited.
+    pages: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: [{"level", "kind", "subject", "pass_name", "page", ...}], as in the JSON report.
+    findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    #: The whole JSON report (what was observed, problems), once finished.
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: Page visits done and expected (three passes), while it runs.
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    #: Why a failed scan failed, in one line.
+    error: Mapped[str | None] = mapped_column(String(500))
+
+    site: Mapped[Site] = relationship()

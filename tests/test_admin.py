@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import pytest
 from helpers import ACCEPT_ALL, REJECT_ALL, bearer, submit
+from scan_factory import cookie, store_scan
 from sqlalchemy import select, update
 
 from consent import create_app
@@ -235,7 +236,17 @@ ADMIN_PAGES = [
     "/admin/sites/shop/rates.csv",
     "/admin/sites/shop/records",
     "/admin/sites/shop/people",
+    "/admin/sites/shop/scans",
+    "/admin/sites/shop/scans/1",
+    "/admin/sites/shop/scans/1/inventory/analytics",
 ]
+#: How the pages above name the URL rules' variables.
+PAGE_VARIABLES = {
+    "/shop": "/<site_key>",
+    "/purposes/analytics": "/purposes/<purpose_key>",
+    "/scans/1": "/scans/<int:scan_id>",
+    "/inventory/analytics": "/inventory/<purpose_key>",
+}
 
 
 def test_every_admin_page_is_listed(app):
@@ -248,11 +259,7 @@ def test_every_admin_page_is_listed(app):
         and rule.endpoint != "admin.sign_in"
     }
     listed = {
-        re.sub(
-            r"/shop(/purposes/analytics)?",
-            lambda m: "/<site_key>" + ("/purposes/<purpose_key>" if m.group(1) else ""),
-            page,
-        )
+        re.sub("|".join(PAGE_VARIABLES), lambda m: PAGE_VARIABLES[m.group(0)], page)
         for page in ADMIN_PAGES
     }
     assert rules == listed
@@ -266,7 +273,8 @@ def test_every_admin_page_needs_sign_in(client, site_key, page):
 
 
 @pytest.mark.parametrize("page", ADMIN_PAGES)
-def test_every_admin_page_renders_for_an_admin(admin, site_key, page):
+def test_every_admin_page_renders_for_an_admin(app, admin, site_key, page):
+    store_scan(app, site_key, cookie("_ga"))
     response = admin.get(page)
     assert response.status_code == 200, response.text
     assert "nonce" not in response.headers.get("Content-Security-Policy", "").split("style-src")[1]
@@ -299,6 +307,7 @@ FORM_POSTS = [
     ("/admin/sites/shop/people/export", {"pseudonym": "x", "format": "json"}),
     ("/admin/sites/shop/people/erase", {"pseudonym": "x", "step": "ask"}),
     ("/admin/sites/shop/people/erase", {"pseudonym": "x", "confirmed": "y"}),
+    ("/admin/sites/shop/scans", {"urls": "https://shop.example/", "pages": "1"}),
 ]
 
 

@@ -351,3 +351,16 @@ def utc_datetime(value: datetime | None) -> datetime | None:
 
 def start_of(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+class ScanForm(FlaskForm):
+    urls = TextAreaField(
+        "Start from these pages (one URL per line)",
+        [DataRequired()],
+        description="On the site's allowed origins; same-site links are followed.",
+    )
+    pages = IntegerField("Most pages", [InputRequired(), NumberRange(1, 200)], default=10)
+
+    @property
+    def url_list(self) -> list[str]:
+        return [line.strip() for line in (self.urls.data or "").splitlines() if line.strip()]

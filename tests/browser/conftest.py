@@ -8,7 +8,6 @@ Each test gets a fresh browser context: a clean profile with no storage and no c
 from __future__ import annotations
 
 import base64
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,18 +19,8 @@ from werkzeug.serving import make_server
 from consent import create_app
 from consent.db import db
 from consent.demo import seed_demo_site
+from consent.scan.browser import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = os.environ.get("CONSENT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
