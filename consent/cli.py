@@ -12,7 +12,7 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy.exc import DBAPIError
 
-from consent import keys, ledger, retention, rights, sites, subjects
+from consent import accesslog, keys, ledger, retention, rights, sites, subjects
 from consent.admin.auth import set_admin_password
 from consent.admin.models import AdminUser
 from consent.admin.records import record_verification
@@ -179,9 +179,10 @@ def create_admin_command(name, password, replace):
 @click.command("verify")
 @click.argument("site_key", required=False)
 def verify_command(site_key):
-    """Verify the hash chain of one site (or every site); exit 1 if any is broken.
+    """Verify the hash chains (history and access log) of one site or every site.
 
-    Each result is kept, and shown in the admin console.
+    Exit status 1 if any is broken. Each history result is kept, and shown in the
+    admin console.
     """
     try:
         targets = (
@@ -189,11 +190,13 @@ def verify_command(site_key):
             if site_key
             else db.session.scalars(db.select(Site).order_by(Site.key)).all()
         )
-        reports = [(site, ledger.verify_chain(site)) for site in targets]
+        reports = [
+            (site, ledger.verify_chain(site), accesslog.verify_access_log(site)) for site in targets
+        ]
     except DBAPIError as error:
         raise click.ClickException(describe_database_error(error)[1]) from None
     broken = 0
-    for site, report in reports:
+    for site, report, access_report in reports:
         if report.is_intact:
             click.echo(f"{site.key}: OK, {report.records_checked} records.")
         else:
@@ -205,8 +208,19 @@ def verify_command(site_key):
                 f"{site.key}: BROKEN at {where}: {report.problem}. "
                 f"{report.records_checked} records before it are intact."
             )
+        if access_report.is_intact:
+            click.echo(f"{site.key}: access log OK, {access_report.records_checked} entries.")
+        else:
+            broken += 1
+            where = f"entry #{access_report.first_bad_sequence}"
+            if access_report.first_bad_record_id is not None:
+                where += f" (id {access_report.first_bad_record_id})"
+            click.echo(
+                f"{site.key}: access log BROKEN at {where}: {access_report.problem}. "
+                f"{access_report.records_checked} entries before it are intact."
+            )
     try:
-        for site, report in reports:
+        for site, report, _ in reports:
             record_verification(site, report, "cli")
         db.session.commit()
     except DBAPIError as error:  # a read-only database can still be verified
@@ -225,6 +239,11 @@ def subject_options(command):
     ):
         command = option(command)
     return command
+
+
+reason_option = click.option(
+    "--reason", help="Why (free text or a ticket number), kept in the access log."
+)
 
 
 def find_subject_or_fail(site: Site, email, user_id, visitor_id):
@@ -247,15 +266,16 @@ def find_subject_or_fail(site: Site, email, user_id, visitor_id):
     default="json",
     show_default=True,
 )
+@reason_option
 @in_transaction
-def export_command(site_key, email, user_id, visitor_id, output_format):
+def export_command(site_key, email, user_id, visitor_id, output_format, reason):
     """Print everything held about one person (access and portability)."""
     site = site_by_key(site_key)
     subject = find_subject_or_fail(site, email, user_id, visitor_id)
     if output_format == "receipts":
-        click.echo(json.dumps(rights.consent_receipts(site, subject, "cli"), indent=2))
+        click.echo(json.dumps(rights.consent_receipts(site, subject, "cli", reason), indent=2))
         return
-    export = rights.export_subject(site, subject, "cli")
+    export = rights.export_subject(site, subject, "cli", reason)
     if output_format == "csv":
         click.echo(rights.export_as_csv(export), nl=False)
     else:
@@ -266,15 +286,16 @@ def export_command(site_key, email, user_id, visitor_id, output_format):
 @click.argument("site_key")
 @subject_options
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@reason_option
 @in_transaction
-def erase_command(site_key, email, user_id, visitor_id, yes):
+def erase_command(site_key, email, user_id, visitor_id, yes, reason):
     """Erase one person: forget their identifiers, keep the verifiable history."""
     site = site_by_key(site_key)
     ledger.lock_chain_head(site)
     subject = find_subject_or_fail(site, email, user_id, visitor_id)
     if not yes:
         click.confirm(f"Erase subject {subject.pseudonym} of {site.key!r}?", abort=True)
-    record = rights.erase_subject(site, subject, "cli")
+    record = rights.erase_subject(site, subject, "cli", reason)
     if record is None:
         click.echo(f"Subject {subject.pseudonym} was already erased.")
     else:

@@ -1,6 +1,7 @@
 """People's rights over their data: access and export, correction, erasure.
 
-Every export, correction and erasure is written to the access log with who did it.
+Every export, correction and erasure is written to the access log with who did it
+and why (``consent.accesslog``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from consent import identifiers, ledger
+from consent.accesslog import log_access
 from consent.db import db, now_utc
 from consent.errors import Conflict, InvalidRequest
 from consent.models import (
-    AccessLogEntry,
     ConsentRecord,
     CurrentState,
     ErasedIdentifier,
@@ -28,22 +29,6 @@ from consent.schemas import PurposeStateSchema, RecordSchema
 from consent.subjects import find_subject_by, set_identifier
 
 IDENTIFIER_KINDS = ("email", "user_id")
-
-
-def log_access(
-    site: Site, actor: str, action: str, subject: Subject | None, details: dict | None = None
-) -> None:
-    """Append to the access log: who did what to whose data."""
-    db.session.add(
-        AccessLogEntry(
-            site_id=site.id,
-            actor=actor,
-            action=action,
-            subject_pseudonym=subject.pseudonym if subject else None,
-            details=details or {},
-        )
-    )
-    db.session.flush()
 
 
 def find_subject(
@@ -88,9 +73,11 @@ def subject_history(site: Site, subject: Subject) -> list[ConsentRecord]:
     ).all()
 
 
-def export_subject(site: Site, subject: Subject, actor: str) -> dict[str, Any]:
+def export_subject(
+    site: Site, subject: Subject, actor: str, reason: str | None = None
+) -> dict[str, Any]:
     """Everything the service holds about a subject, logged as an export."""
-    log_access(site, actor, "export", subject)
+    log_access(site, actor, "export", subject.pseudonym, reason=reason)
     visitors = db.session.scalars(
         select(Visitor.visitor_id).where(Visitor.subject_id == subject.id)
     ).all()
@@ -201,9 +188,13 @@ def export_as_csv(export: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def consent_receipts(site: Site, subject: Subject, actor: str) -> list[dict[str, Any]]:
+def consent_receipts(
+    site: Site, subject: Subject, actor: str, reason: str | None = None
+) -> list[dict[str, Any]]:
     """Each record as a consent receipt shaped after ISO/IEC TS 27560 and Kantara CR 1.1."""
-    log_access(site, actor, "export", subject, {"format": "receipts"})
+    log_access(
+        site, actor, "export", subject.pseudonym, reason=reason, details={"format": "receipts"}
+    )
     policies = {
         policy.version: policy
         for policy in db.session.scalars(
@@ -252,7 +243,12 @@ def consent_receipts(site: Site, subject: Subject, actor: str) -> list[dict[str,
 
 
 def correct_subject(
-    site: Site, subject: Subject, field: str, new_value: str | None, actor: str
+    site: Site,
+    subject: Subject,
+    field: str,
+    new_value: str | None,
+    actor: str,
+    reason: str | None = None,
 ) -> ConsentRecord:
     """Change or remove a subject's email or user id; record that it changed, not to what."""
     if field not in IDENTIFIER_KINDS:
@@ -267,7 +263,14 @@ def correct_subject(
     set_identifier(subject, field, new_value)
     db.session.flush()
     action = "removed" if new_value is None else ("changed" if had_value else "added")
-    log_access(site, actor, "correct", subject, {"field": field, "action": action})
+    log_access(
+        site,
+        actor,
+        "correct",
+        subject.pseudonym,
+        reason=reason,
+        details={"field": field, "action": action},
+    )
     return ledger.append_record(
         site,
         subject,
@@ -277,14 +280,16 @@ def correct_subject(
     )
 
 
-def erase_subject(site: Site, subject: Subject, actor: str) -> ConsentRecord | None:
+def erase_subject(
+    site: Site, subject: Subject, actor: str, reason: str | None = None
+) -> ConsentRecord | None:
     """Forget who the subject is; keep the pseudonymous history; deny every check.
 
     Removes the email and user id (keeping only their keyed hashes as suppression
     entries), drops the current state, and appends an erasure record. Erasing twice
     appends nothing the second time.
     """
-    log_access(site, actor, "erase", subject)
+    log_access(site, actor, "erase", subject.pseudonym, reason=reason)
     if subject.erased_at is not None:
         return None
     for kind in IDENTIFIER_KINDS:

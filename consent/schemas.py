@@ -276,13 +276,24 @@ class UnsubscribeLinksSchema(ma.Schema):
     links = fields.List(fields.Nested(UnsubscribeLinkSchema))
 
 
-class ExportArgs(IdentityArgs):
+class _ReasonArgs(ma.Schema):
+    reason = Text(
+        validate=validate.Length(min=1, max=500),
+        metadata={"description": "Why: free text or a ticket number, kept in the access log."},
+    )
+
+
+class ErasureArgs(IdentityArgs, _ReasonArgs):
+    pass
+
+
+class ExportArgs(IdentityArgs, _ReasonArgs):
     format = fields.String(
         load_default="json", validate=validate.OneOf(["json", "csv", "receipts"])
     )
 
 
-class CorrectionArgs(IdentityArgs):
+class CorrectionArgs(IdentityArgs, _ReasonArgs):
     field = fields.String(required=True, validate=validate.OneOf(["email", "user_id"]))
     value = Text(
         required=True,

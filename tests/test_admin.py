@@ -296,9 +296,9 @@ FORM_POSTS = [
     ("/admin/sites/shop/keys/PREFIX/revoke", {}),
     ("/admin/sites/shop/verify", {}),
     ("/admin/sites/shop/people", {"kind": "visitor_id", "value": "x"}),
-    ("/admin/sites/shop/people/export", {"pseudonym": "x", "format": "json"}),
+    ("/admin/sites/shop/people/export", {"pseudonym": "x", "format": "json", "reason": "t"}),
     ("/admin/sites/shop/people/erase", {"pseudonym": "x", "step": "ask"}),
-    ("/admin/sites/shop/people/erase", {"pseudonym": "x", "confirmed": "y"}),
+    ("/admin/sites/shop/people/erase", {"pseudonym": "x", "confirmed": "y", "reason": "t"}),
 ]
 
 
@@ -792,7 +792,7 @@ def test_export_downloads_the_data_and_is_logged(app, admin, ada_subscribed, exp
     response = post_form(
         admin,
         "/admin/sites/shop/people/export",
-        {"pseudonym": pseudonym_of(app), "format": export_format},
+        {"pseudonym": pseudonym_of(app), "format": export_format, "reason": "ticket 42"},
         page="/admin/sites/shop/people",
     )
     assert response.status_code == 200
@@ -801,6 +801,18 @@ def test_export_downloads_the_data_and_is_logged(app, admin, ada_subscribed, exp
     if export_format == "json":
         assert response.get_json()["history"][0]["decisions"][0]["purpose"] == "analytics"
     assert access_log(app) == [("admin:ada", "export")]
+
+
+def test_export_without_a_reason_asks_for_one_and_exports_nothing(app, admin, ada_subscribed):
+    response = post_form(
+        admin,
+        "/admin/sites/shop/people/export",
+        {"pseudonym": pseudonym_of(app), "format": "json"},
+        page="/admin/sites/shop/people",
+    )
+    assert "attachment" not in response.headers.get("Content-Disposition", "")
+    assert "Say why (a ticket number will do)" in response.text
+    assert access_log(app) == [("admin:ada", "lookup")]
 
 
 def test_erasure_asks_for_confirmation_first(app, admin, ada_subscribed, record_count):
@@ -829,7 +841,7 @@ def test_confirmed_erasure_forgets_the_person_and_is_logged(
     response = post_form(
         admin,
         "/admin/sites/shop/people/erase",
-        {"pseudonym": pseudonym_of(app), "confirmed": "y"},
+        {"pseudonym": pseudonym_of(app), "confirmed": "y", "reason": "ticket 43"},
         page="/admin/sites/shop/people",
     )
     assert response.status_code == 302

@@ -331,13 +331,26 @@ class PersonForm(FlaskForm):
     pseudonym = HiddenField(validators=[DataRequired(), Length(max=40)])
 
 
+def reason_field() -> StringField:
+    """Why an export or erasure is done: kept with it in the access log."""
+    return StringField(
+        "Reason or ticket",
+        [
+            DataRequired("Say why (a ticket number will do): it is kept in the access log."),
+            Length(max=500),
+        ],
+    )
+
+
 class ExportForm(PersonForm):
     format = SelectField(
         "Format", choices=[SelectChoice("json", "JSON"), SelectChoice("csv", "CSV")], default="json"
     )
+    reason = reason_field()
 
 
 class EraseForm(PersonForm):
+    reason = reason_field()
     confirmed = BooleanField(
         "I understand: this person's email and user id are removed for good.",
         [DataRequired("Tick the box to confirm the erasure.")],

@@ -21,8 +21,8 @@ from consent.schemas import (
     CheckSchema,
     ConsentReceiptSchema,
     CorrectionArgs,
+    ErasureArgs,
     ExportArgs,
-    IdentityArgs,
     LinkArgs,
     LinkResultSchema,
     RecordResultSchema,
@@ -220,7 +220,7 @@ class BulkCheck(MethodView):
         kind, values = (
             ("email", args["emails"]) if "emails" in args else ("user_id", args["user_ids"])
         )
-        results = marketing.bulk_check(g.site, args["purpose"], kind, values)
+        results = marketing.bulk_check(g.site, args["purpose"], kind, values, actor())
         return {
             "purpose": args["purpose"],
             "allowed_count": sum(result["allowed"] for result in results),
@@ -245,7 +245,7 @@ class Suppression(MethodView):
     def get(self, args):
         """Everyone who must not be contacted for a purpose: paged JSON or streamed CSV."""
         site = g.site
-        marketing.purpose_of(site, args["purpose"])
+        marketing.log_suppression_read(site, args["purpose"], actor(), args)
         if args["format"] == "csv":
             return Response(
                 stream_with_context(_suppression_csv(site.id, args["purpose"], args["after"])),
@@ -328,8 +328,9 @@ class SubjectExport(MethodView):
         subject = subject_or_404(site, args)
         headers = {"Cache-Control": "no-store"}
         if args["format"] == "receipts":
-            return jsonify(rights.consent_receipts(site, subject, actor())), 200, headers
-        export = rights.export_subject(site, subject, actor())
+            receipts = rights.consent_receipts(site, subject, actor(), args.get("reason"))
+            return jsonify(receipts), 200, headers
+        export = rights.export_subject(site, subject, actor(), args.get("reason"))
         if args["format"] == "csv":
             headers["Content-Disposition"] = (
                 f'attachment; filename="subject-{subject.pseudonym}.csv"'
@@ -351,13 +352,15 @@ class SubjectCorrection(MethodView):
         site = g.site
         ledger.lock_chain_head(site)
         subject = subject_or_404(site, args)
-        record = rights.correct_subject(site, subject, args["field"], args["value"], actor())
+        record = rights.correct_subject(
+            site, subject, args["field"], args["value"], actor(), args.get("reason")
+        )
         return {"subject": subject.pseudonym, "erased": False, "record": record}
 
 
 @blp.route("/subjects/erase")
 class SubjectErasure(MethodView):
-    @blp.arguments(IdentityArgs)
+    @blp.arguments(ErasureArgs)
     @blp.response(200, RightsResultSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
@@ -367,5 +370,5 @@ class SubjectErasure(MethodView):
         site = g.site
         ledger.lock_chain_head(site)
         subject = subject_or_404(site, args)
-        record = rights.erase_subject(site, subject, actor())
+        record = rights.erase_subject(site, subject, actor(), args.get("reason"))
         return {"subject": subject.pseudonym, "erased": True, "record": record}
