@@ -12,14 +12,15 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy.exc import DBAPIError
 
-from consent import accesslog, keys, ledger, retention, rights, sites, subjects
+from consent import accesslog, archive, keys, ledger, retention, rights, sites, subjects
 from consent.admin.auth import set_admin_password
 from consent.admin.models import AdminUser
 from consent.admin.records import record_verification
 from consent.db import db, describe_database_error
 from consent.demo import seed_demo_site
 from consent.errors import InvalidRequest
-from consent.models import API_SCOPES, Site
+from consent.models import API_SCOPES, BannerVersion, Site
+from consent.schemas import BannerVersionSchema
 
 
 def in_transaction(command):
@@ -122,8 +123,13 @@ def create_site_command(key, name, origins, lifetime_days, retention_days, langu
     help="A material change makes earlier decisions stale.",
 )
 @click.option("--published-at", type=click.DateTime(), help="UTC; default now.")
+@click.option(
+    "--text-file",
+    type=click.File("rb"),
+    help="The policy text as published: its SHA-256 is kept with the version.",
+)
 @in_transaction
-def add_policy_command(site_key, version, url, material, published_at: datetime | None):
+def add_policy_command(site_key, version, url, material, published_at: datetime | None, text_file):
     """Publish a policy version for a site."""
     site = site_by_key(site_key)
     policy = sites.publish_policy(
@@ -132,9 +138,12 @@ def add_policy_command(site_key, version, url, material, published_at: datetime 
         url=url,
         is_material=material,
         published_at=published_at.replace(tzinfo=UTC) if published_at else None,
+        text=text_file.read() if text_file else None,
     )
     kind = "material" if policy.is_material else "non-material"
     click.echo(f"Published {kind} policy version {policy.version!r} for {site.key!r}.")
+    if policy.text_sha256:
+        click.echo(f"Text SHA-256: {policy.text_sha256}")
 
 
 @click.command("issue-key")
@@ -331,6 +340,27 @@ def purge_command(site_key, dry_run):
         )
 
 
+@click.command("banner-version")
+@click.argument("config_hash")
+@click.option("--site", "site_key", help="The site, when several served the same banner.")
+def banner_version_command(config_hash, site_key):
+    """Print the banner configuration a record's config_hash names, as it was served."""
+    if not archive.is_config_hash(config_hash):
+        raise click.ClickException("config_hash: give the 64 lower-case hex digits of a record.")
+    query = db.select(BannerVersion, Site.key).join(Site, Site.id == BannerVersion.site_id)
+    query = query.where(BannerVersion.config_hash == config_hash)
+    if site_key:
+        query = query.where(Site.id == site_by_key(site_key).id)
+    found = db.session.execute(query.order_by(Site.key)).all()
+    if not found:
+        raise click.ClickException(f"No banner with hash {config_hash} was served.")
+    shown = [
+        {"site": key, **BannerVersionSchema().dump(archive.describe_banner_version(version))}
+        for version, key in found
+    ]
+    click.echo(json.dumps(shown[0] if len(shown) == 1 else shown, indent=2, ensure_ascii=False))
+
+
 @click.command("rotate-data-key")
 @in_transaction
 def rotate_data_key_command():
@@ -356,6 +386,7 @@ COMMANDS = [
     export_command,
     erase_command,
     purge_command,
+    banner_version_command,
     rotate_data_key_command,
 ]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from consent import identifiers, ledger
+from consent import archive, identifiers, ledger
 from consent.accesslog import log_access
 from consent.db import db, now_utc
 from consent.errors import Conflict, InvalidRequest
@@ -25,7 +25,7 @@ from consent.models import (
     Subject,
     Visitor,
 )
-from consent.schemas import PurposeStateSchema, RecordSchema
+from consent.schemas import BannerVersionSchema, PurposeStateSchema, RecordSchema
 from consent.subjects import find_subject_by, set_identifier
 
 IDENTIFIER_KINDS = ("email", "user_id")
@@ -81,6 +81,7 @@ def export_subject(
     visitors = db.session.scalars(
         select(Visitor.visitor_id).where(Visitor.subject_id == subject.id)
     ).all()
+    history = subject_history(site, subject)
     return {
         "site": site.key,
         "exported_at": now_utc().isoformat(),
@@ -96,7 +97,19 @@ def export_subject(
             purpose: PurposeStateSchema().dump(state)
             for purpose, state in ledger.describe_state(site, subject).items()
         },
-        "history": RecordSchema(many=True).dump(subject_history(site, subject)),
+        "history": RecordSchema(many=True).dump(history),
+        "banner_versions": _banner_versions_of(site, history),
+    }
+
+
+def _banner_versions_of(site: Site, history: list[ConsentRecord]) -> dict[str, Any]:
+    """The archived banner behind each record's config_hash, ready for JSON."""
+    versions = archive.banner_versions_by_hash(
+        site, {record.config_hash for record in history if record.config_hash}
+    )
+    return {
+        config_hash: BannerVersionSchema().dump(archive.describe_banner_version(version))
+        for config_hash, version in versions.items()
     }
 
 
@@ -202,8 +215,10 @@ def consent_receipts(
         )
     }
     purposes = {purpose.key: purpose for purpose in site.purposes}
+    history = subject_history(site, subject)
+    banners = _banner_versions_of(site, history)
     receipts = []
-    for record in subject_history(site, subject):
+    for record in history:
         policy = policies.get(record.policy_version)
         receipts.append(
             {
@@ -237,6 +252,7 @@ def consent_receipts(
                 ],
                 "gpc": record.is_gpc,
                 "previous_receipt_id": record.previous_hash,
+                "banner_version": banners.get(record.config_hash),
             }
         )
     return receipts

@@ -181,6 +181,8 @@ class PolicySchema(ma.Schema):
     version = fields.String()
     url = fields.String(allow_none=True)
     published_at = fields.String()
+    updated_at = fields.String(metadata={"description": "The policy's Last Updated date."})
+    text_sha256 = fields.String(allow_none=True)
     is_material = fields.Boolean()
 
 
@@ -318,12 +320,31 @@ class ExportedSubjectSchema(ma.Schema):
     erased_at = fields.DateTime(allow_none=True)
 
 
+class BannerWidgetSchema(ma.Schema):
+    version = fields.String()
+    integrity = fields.String()
+
+
+class BannerVersionSchema(ma.Schema):
+    config_hash = fields.String()
+    first_served_at = fields.DateTime()
+    last_served_at = fields.DateTime()
+    policy = fields.Dict(allow_none=True)
+    widget = fields.Nested(BannerWidgetSchema)
+    content = fields.Dict(metadata={"description": "The configuration exactly as served."})
+
+
 class SubjectExportSchema(ma.Schema):
     site = fields.String()
     exported_at = fields.DateTime()
     subject = fields.Nested(ExportedSubjectSchema)
     state = fields.Dict(keys=fields.String(), values=fields.Nested(PurposeStateSchema))
     history = fields.List(fields.Nested(RecordSchema))
+    banner_versions = fields.Dict(
+        keys=fields.String(),
+        values=fields.Nested(BannerVersionSchema),
+        metadata={"description": "The archived banner each record's config_hash names."},
+    )
 
 
 class ReceiptControllerSchema(ma.Schema):
@@ -356,6 +377,7 @@ class ConsentReceiptSchema(ma.Schema):
     purposes = fields.List(fields.Nested(ReceiptPurposeSchema))
     gpc = fields.Boolean()
     previous_receipt_id = fields.String()
+    banner_version = fields.Nested(BannerVersionSchema, allow_none=True)
 
 
 class ErrorSchema(ma.Schema):

@@ -193,8 +193,12 @@ def publish_policy(
     url: str | None = None,
     is_material: bool = False,
     published_at: datetime | None = None,
+    text: bytes | None = None,
 ) -> PolicyVersion:
-    """Publish a new policy version; a material one makes earlier decisions stale."""
+    """Publish a new policy version; a material one makes earlier decisions stale.
+
+    ``text`` is the policy as published: its SHA-256 is kept with the version.
+    """
     if any(policy.version == version for policy in site.policy_versions):
         raise InvalidRequest("version", f"Policy version {version!r} exists already.")
     policy = PolicyVersion(
@@ -203,6 +207,7 @@ def publish_policy(
         url=url,
         is_material=is_material,
         published_at=published_at or now_utc(),
+        text_sha256=hashlib.sha256(text).hexdigest() if text is not None else None,
     )
     db.session.add(policy)
     db.session.flush()
@@ -254,6 +259,9 @@ def banner_config(site: Site) -> dict[str, Any]:
                 "version": policy.version,
                 "url": policy.url,
                 "published_at": policy.published_at.isoformat(),
+                # The "Last Updated" date the policy page and the preference centre show.
+                "updated_at": policy.published_at.date().isoformat(),
+                "text_sha256": policy.text_sha256,
                 "is_material": policy.is_material,
             }
             if policy

@@ -24,6 +24,7 @@ import rjsmin
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from markupsafe import Markup, escape
 
+from consent.archive import archive_banner_version
 from consent.ledger import latest_policy
 from consent.security import CONTENT_SECURITY_POLICY, talisman
 from consent.sites import banner_config, get_site_by_key
@@ -111,7 +112,9 @@ def load_bundle(site_key: str) -> Asset | None:
     site = get_site_by_key(site_key)
     if site is None:
         return None
-    config_json = json.dumps(banner_config(site), sort_keys=True)
+    config = banner_config(site)
+    archive_banner_version(site, config, load_asset("consent.js"))
+    config_json = json.dumps(config, sort_keys=True)
     return _bundle(load_asset("consent.js").body, config_json)
 
 
@@ -186,6 +189,7 @@ def demo_privacy():
         "demo_privacy.html",
         purposes=site.purposes,
         version=policy.version if policy else "draft",
+        updated_at=policy.published_at.date() if policy else None,
     )
 
 

@@ -418,6 +418,30 @@ def test_editing_texts_changes_the_config_hash(app, admin, site_key):
         assert config["config_hash"] != before
 
 
+def test_a_record_after_a_config_edit_still_renders_its_original_banner(admin, site_key):
+    config = admin.get("/v1/sites/shop/config").get_json()
+    submit(admin, site_key, ACCEPT_ALL, config_hash=config["config_hash"], language="en")
+    edited = post_form(
+        admin,
+        "/admin/sites/shop/edit",
+        {
+            "name": "Shop",
+            "languages": "en",
+            "lifetime_days": "182",
+            "retention_days": "1095",
+            "texts": json.dumps({"en": {"title": "Cookies?"}}),
+        },
+    )
+    assert edited.status_code == 302
+    log = admin.get("/admin/sites/shop/records").text
+    link = re.search(r'href="(/admin/sites/shop/banner-versions/[0-9a-f]{64}[^"]*)"', log)
+    assert link, log
+    shown = admin.get(link.group(1).replace("&amp;", "&"))
+    assert shown.status_code == 200
+    assert "Your privacy choices" in shown.text and "Cookies?" not in shown.text
+    assert "Lets partners show you ads that match your interests." in shown.text
+
+
 def test_site_page_shows_embed_snippet_with_sri_of_the_served_widget(admin, site_key):
     page = admin.get("/admin/sites/shop").text
     integrity = re.search(r'integrity=&#34;(sha384-[^&]+)&#34;|integrity="(sha384-[^"]+)"', page)

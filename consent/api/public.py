@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from consent import ledger
 from consent.api.common import ApiBlueprint, created, is_allowed_origin, truncated_client_ip
+from consent.archive import archive_banner_version, require_served
 from consent.db import db
 from consent.models import ConsentRecord, Site, Subject
 from consent.schemas import (
@@ -25,6 +26,7 @@ from consent.schemas import (
 from consent.sites import banner_config, count_banner_shown, get_site_by_key, is_site_key
 from consent.subjects import record_submission
 from consent.tokens import read_visitor_token
+from consent.widget import load_asset
 
 blp = ApiBlueprint(
     "public",
@@ -73,6 +75,7 @@ class BannerConfig(MethodView):
         """Return what the banner shows, cacheable with an ETag."""
         site = load_site(site_key)
         config = banner_config(site)
+        archive_banner_version(site, config, load_asset("consent.js"))
         body = json.dumps(config, sort_keys=True).encode()
         etag = hashlib.sha256(body).hexdigest()[:32]
         headers = {"ETag": f'"{etag}"', "Cache-Control": _config_cache_control()}
@@ -104,6 +107,7 @@ class Records(MethodView):
         site = load_site(site_key)
         token = request.headers.get(TOKEN_HEADER)
         visitor_id = read_visitor_token(token, site.key, TOKEN_HEADER) if token else None
+        require_served(site, args.get("config_hash"), load_asset("consent.js"))
         result, is_replay = record_submission(
             site,
             visitor_id,

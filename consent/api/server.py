@@ -10,12 +10,15 @@ from flask import Response, current_app, g, jsonify, request, stream_with_contex
 from flask.views import MethodView
 from flask_smorest import abort
 
-from consent import ledger, marketing, rights
+from consent import archive, ledger, marketing, rights
 from consent.api.common import ApiBlueprint, created
+from consent.archive import require_served
 from consent.db import db
+from consent.errors import InvalidRequest
 from consent.keys import authenticate_key
 from consent.models import Site, Subject
 from consent.schemas import (
+    BannerVersionSchema,
     BulkCheckArgs,
     BulkCheckSchema,
     CheckSchema,
@@ -45,6 +48,7 @@ from consent.subjects import (
     remember_answer,
 )
 from consent.tokens import read_visitor_token
+from consent.widget import load_asset
 
 blp = ApiBlueprint(
     "server",
@@ -161,6 +165,7 @@ class ServerRecords(MethodView):
     def post(self, args):
         """Record decisions on behalf of a logged-in user (or a known visitor)."""
         site = g.site
+        require_served(site, args.get("config_hash"), load_asset("consent.js"))
         if "visitor_token" in args:
             visitor_id = read_visitor_token(args["visitor_token"], site.key)
             result, is_replay = record_submission(
@@ -372,3 +377,19 @@ class SubjectErasure(MethodView):
         subject = subject_or_404(site, args)
         record = rights.erase_subject(site, subject, actor(), args.get("reason"))
         return {"subject": subject.pseudonym, "erased": True, "record": record}
+
+
+@blp.route("/banner-versions/<string:config_hash>")
+class BannerVersions(MethodView):
+    @blp.response(200, BannerVersionSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+    @require_key("read")
+    def get(self, config_hash):
+        """Return the banner configuration a record's config_hash names, as it was served."""
+        if not archive.is_config_hash(config_hash):
+            raise InvalidRequest("config_hash", "Must be 64 lower-case hex digits.")
+        version = archive.find_banner_version(g.site, config_hash)
+        if version is None:
+            abort(404, message="This configuration was never served for this site.")
+        return archive.describe_banner_version(version)
