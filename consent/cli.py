@@ -12,14 +12,26 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy.exc import DBAPIError
 
-from consent import accesslog, archive, keys, ledger, retention, rights, sites, subjects
+from consent import (
+    accesslog,
+    archive,
+    keys,
+    ledger,
+    retention,
+    rights,
+    rights_requests,
+    sites,
+    subjects,
+)
+from consent.accesslog import log_access
 from consent.admin.auth import set_admin_password
 from consent.admin.models import AdminUser
 from consent.admin.records import record_verification
 from consent.db import db, describe_database_error
 from consent.demo import seed_demo_site
-from consent.errors import InvalidRequest
-from consent.models import API_SCOPES, BannerVersion, Site
+from consent.errors import Conflict, InvalidRequest
+from consent.mail import MailUnavailable
+from consent.models import API_SCOPES, RIGHTS_KINDS, BannerVersion, Site
 from consent.schemas import BannerVersionSchema
 
 
@@ -34,6 +46,9 @@ def in_transaction(command):
         except InvalidRequest as error:
             db.session.rollback()
             raise click.ClickException(f"{error.field}: {error.message}") from None
+        except (Conflict, MailUnavailable) as error:
+            db.session.rollback()
+            raise click.ClickException(str(error)) from None
         except DBAPIError as error:
             db.session.rollback()
             raise click.ClickException(describe_database_error(error)[1]) from None
@@ -361,6 +376,84 @@ def banner_version_command(config_hash, site_key):
     click.echo(json.dumps(shown[0] if len(shown) == 1 else shown, indent=2, ensure_ascii=False))
 
 
+@click.group("rights-request")
+def rights_request_group():
+    """Register and handle rights requests (for requests that arrived by email)."""
+
+
+@rights_request_group.command("receive")
+@click.argument("site_key")
+@click.option("--kind", required=True, type=click.Choice(RIGHTS_KINDS))
+@click.option("--email", required=True, help="The address the verification link goes to.")
+@click.option("--message", help="What the person asked, in their words.")
+@in_transaction
+def receive_rights_request_command(site_key, kind, email, message):
+    """Register a request that arrived by email; its sender gets the verification link."""
+    request = rights_requests.receive_request(
+        site_by_key(site_key), kind, "email", "cli", email=email, message=message
+    )
+    click.echo(
+        f"Request {request.reference} ({request.kind}) received; due {request.due_at:%Y-%m-%d}. "
+        "The verification link was emailed."
+    )
+
+
+@rights_request_group.command("list")
+@click.argument("site_key")
+@click.option("--overdue", is_flag=True, help="Only open requests past their due date.")
+@in_transaction
+def list_rights_requests_command(site_key, overdue):
+    """List a site's requests: open ones by due date, then closed ones."""
+    site = site_by_key(site_key)
+    found = rights_requests.site_requests(site, overdue_only=overdue)
+    for request in found:
+        late = " OVERDUE" if rights_requests.is_overdue(request) else ""
+        click.echo(
+            f"{request.reference}  {request.kind:<10} {request.state:<9} "
+            f"received {request.received_at:%Y-%m-%d}  due {request.due_at:%Y-%m-%d}{late}"
+        )
+    log_access(site, "cli", "rights_request_list", details={"count": len(found)})
+    if not found:
+        click.echo("No request." if not overdue else "No overdue request.")
+
+
+def request_or_fail(reference: str):
+    request = rights_requests.find_request(reference)
+    if request is None:
+        raise click.ClickException(f"No rights request {reference!r}.")
+    return request
+
+
+@rights_request_group.command("extend")
+@click.argument("reference")
+@click.option("--reason", required=True, help="Why more time is needed; the person is told.")
+@in_transaction
+def extend_rights_request_command(reference, reason):
+    """Extend a request's deadline to three months from receipt."""
+    request = rights_requests.extend_request(request_or_fail(reference), reason, "cli")
+    click.echo(f"Request {request.reference} extended; due {request.due_at:%Y-%m-%d}.")
+
+
+@rights_request_group.command("refuse")
+@click.argument("reference")
+@click.option("--reason", required=True, help="Why it is refused; the person is told.")
+@in_transaction
+def refuse_rights_request_command(reference, reason):
+    """Refuse a request, telling the person why."""
+    request = rights_requests.refuse_request(request_or_fail(reference), reason, "cli")
+    click.echo(f"Request {request.reference} refused.")
+
+
+@rights_request_group.command("complete")
+@click.argument("reference")
+@in_transaction
+def complete_rights_request_command(reference):
+    """Carry out a verified request (export link, erasure, objection) and close it."""
+    request = request_or_fail(reference)
+    rights_requests.complete_request(request, "cli")
+    click.echo(f"Request {request.reference} completed; the person was emailed.")
+
+
 @click.command("rotate-data-key")
 @in_transaction
 def rotate_data_key_command():
@@ -387,6 +480,7 @@ COMMANDS = [
     erase_command,
     purge_command,
     banner_version_command,
+    rights_request_group,
     rotate_data_key_command,
 ]
 

@@ -10,7 +10,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from consent.identifiers import is_storable_text
-from consent.models import RECORD_SOURCES
+from consent.models import RECORD_SOURCES, RIGHTS_KINDS
 
 # \Z, not $: "$" also matches before a final newline, which would then be stored.
 KEY = validate.Regexp(
@@ -390,3 +390,22 @@ class ErrorSchema(ma.Schema):
     )
     allowed = fields.Boolean(metadata={"description": "Checks only: always false on error."})
     reason = fields.String(metadata={"description": "Checks only: why not allowed."})
+
+
+class PublicRightsRequestArgs(ma.Schema):
+    kind = fields.String(required=True, validate=validate.OneOf(RIGHTS_KINDS))
+    email = Text(required=True, validate=validate.Length(min=3, max=254))
+    message = Text(validate=validate.Length(max=2000))
+
+
+class ServerRightsRequestArgs(IdentityArgs):
+    kind = fields.String(required=True, validate=validate.OneOf(RIGHTS_KINDS))
+    message = Text(validate=validate.Length(max=2000))
+
+
+class RightsRequestReceiptSchema(ma.Schema):
+    reference = fields.String()
+    kind = fields.String()
+    state = fields.String()
+    received_at = fields.DateTime()
+    due_at = fields.DateTime()

@@ -10,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import select
 
-from consent import ledger
+from consent import ledger, rights_requests
 from consent.api.common import ApiBlueprint, created, is_allowed_origin, truncated_client_ip
 from consent.archive import archive_banner_version, require_served
 from consent.db import db
@@ -19,8 +19,10 @@ from consent.schemas import (
     BannerConfigSchema,
     CheckArgs,
     CheckSchema,
+    PublicRightsRequestArgs,
     RecordArgs,
     RecordResultSchema,
+    RightsRequestReceiptSchema,
     VisitorDataSchema,
 )
 from consent.sites import banner_config, count_banner_shown, get_site_by_key, is_site_key
@@ -206,3 +208,23 @@ class Shown(MethodView):
         site = load_site(site_key)
         count_banner_shown(site)
         return "", 204
+
+
+@blp.route("/rights-requests")
+class RightsRequests(MethodView):
+    @blp.arguments(PublicRightsRequestArgs)
+    @blp.response(202, RightsRequestReceiptSchema)
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    def post(self, args, site_key):
+        """Receive a rights request; the address given gets a link to confirm it."""
+        site = load_site(site_key)
+        return rights_requests.receive_request(
+            site,
+            args["kind"],
+            "web",
+            "person",
+            email=args["email"],
+            message=args.get("message"),
+        )

@@ -10,7 +10,7 @@ from flask import Response, current_app, g, jsonify, request, stream_with_contex
 from flask.views import MethodView
 from flask_smorest import abort
 
-from consent import archive, ledger, marketing, rights
+from consent import archive, ledger, marketing, rights, rights_requests
 from consent.api.common import ApiBlueprint, created
 from consent.archive import require_served
 from consent.db import db
@@ -29,9 +29,11 @@ from consent.schemas import (
     LinkArgs,
     LinkResultSchema,
     RecordResultSchema,
+    RightsRequestReceiptSchema,
     RightsResultSchema,
     ServerCheckArgs,
     ServerRecordArgs,
+    ServerRightsRequestArgs,
     SubjectExportSchema,
     SuppressionArgs,
     SuppressionPageSchema,
@@ -393,3 +395,18 @@ class BannerVersions(MethodView):
         if version is None:
             abort(404, message="This configuration was never served for this site.")
         return archive.describe_banner_version(version)
+
+
+@blp.route("/rights-requests")
+class ServerRightsRequests(MethodView):
+    @blp.arguments(ServerRightsRequestArgs)
+    @blp.response(201, RightsRequestReceiptSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @require_key("rights")
+    def post(self, args):
+        """Register a logged-in user's request: the site's backend vouches for who they are."""
+        subject = subject_or_404(g.site, args)
+        return rights_requests.receive_request(
+            g.site, args["kind"], "api", actor(), subject=subject, message=args.get("message")
+        ), 201
