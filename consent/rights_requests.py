@@ -87,6 +87,8 @@ def receive_request(
         raise InvalidRequest("kind", f"Use one of: {', '.join(RIGHTS_KINDS)}.")
     if subject is None and not email:
         raise InvalidRequest("email", "Give the email address to verify the request with.")
+    if not email and subject is not None and subject.email_encrypted:
+        email = identifiers.decrypt(subject.email_encrypted)  # where the answer goes
     if email:
         email = identifiers.normalise_email(email)
     now = now_utc()

@@ -235,7 +235,16 @@ ADMIN_PAGES = [
     "/admin/sites/shop/rates.csv",
     "/admin/sites/shop/records",
     "/admin/sites/shop/people",
+    "/admin/sites/shop/rights-requests",
+    "/admin/access-log",
+    "/admin/access-log.csv",
 ]
+#: Pages about one row (tested with their row below); the sign-in test covers them too.
+ADMIN_ROW_PAGES = [
+    "/admin/sites/shop/banner-versions/HASH",
+    "/admin/sites/shop/rights-requests/REFERENCE",
+]
+ROW_PLACEHOLDERS = {"/HASH": "/<config_hash>", "/REFERENCE": "/<reference>"}
 
 
 def test_every_admin_page_is_listed(app):
@@ -249,16 +258,20 @@ def test_every_admin_page_is_listed(app):
     }
     listed = {
         re.sub(
-            r"/shop(/purposes/analytics)?",
-            lambda m: "/<site_key>" + ("/purposes/<purpose_key>" if m.group(1) else ""),
-            page,
+            r"/HASH|/REFERENCE",
+            lambda m: ROW_PLACEHOLDERS[m.group(0)],
+            re.sub(
+                r"/shop(/purposes/analytics)?",
+                lambda m: "/<site_key>" + ("/purposes/<purpose_key>" if m.group(1) else ""),
+                page,
+            ),
         )
-        for page in ADMIN_PAGES
+        for page in ADMIN_PAGES + ADMIN_ROW_PAGES
     }
     assert rules == listed
 
 
-@pytest.mark.parametrize("page", ADMIN_PAGES)
+@pytest.mark.parametrize("page", ADMIN_PAGES + ADMIN_ROW_PAGES)
 def test_every_admin_page_needs_sign_in(client, site_key, page):
     response = client.get(page)
     assert response.status_code == 302
@@ -299,6 +312,8 @@ FORM_POSTS = [
     ("/admin/sites/shop/people/export", {"pseudonym": "x", "format": "json", "reason": "t"}),
     ("/admin/sites/shop/people/erase", {"pseudonym": "x", "step": "ask"}),
     ("/admin/sites/shop/people/erase", {"pseudonym": "x", "confirmed": "y", "reason": "t"}),
+    ("/admin/sites/shop/rights-requests", {"kind": "access", "email": "ada@example.com"}),
+    ("/admin/sites/shop/rights-requests/REFERENCE", {"action": "complete"}),
 ]
 
 
@@ -312,11 +327,12 @@ def test_every_form_post_is_listed(app):
     }
     listed = {
         re.sub(
-            r"/shop|/analytics|/PREFIX",
+            r"/shop|/analytics|/PREFIX|/REFERENCE",
             lambda m: {
                 "/shop": "/<site_key>",
                 "/analytics": "/<purpose_key>",
                 "/PREFIX": "/<prefix>",
+                "/REFERENCE": "/<reference>",
             }[m.group(0)],
             url,
         )
@@ -951,3 +967,91 @@ def test_seed_demo_creates_one_demo_admin_who_can_sign_in(app, runner, client):
     assert "password" not in second.output
     assert sign_in(client, "demo", "wrong password").status_code == 200
     assert sign_in(client, "demo", password.group(1)).status_code == 302
+
+
+# --- rights requests and the access log ------------------------------------------------
+
+
+def test_admin_registers_a_request_that_came_by_email(admin, site_key, mailbox):
+    response = post_form(
+        admin,
+        "/admin/sites/shop/rights-requests",
+        {"kind": "erasure", "email": "ada@example.com", "message": "Forget me"},
+    )
+    assert response.status_code == 302
+    page = admin.get("/admin/sites/shop/rights-requests").text
+    assert "registered; the verification link was emailed" in page
+    assert "No request is overdue." in page
+    assert "/rights/verify/" in mailbox.bodies_to("ada@example.com")[0]
+
+
+def test_an_overdue_request_is_flagged(admin, site_key, mailbox, monkeypatch):
+    import consent.rights_requests
+
+    long_ago = now_utc() - timedelta(days=45)
+    monkeypatch.setattr(consent.rights_requests, "now_utc", lambda: long_ago)
+    post_form(
+        admin, "/admin/sites/shop/rights-requests", {"kind": "access", "email": "a@example.com"}
+    )
+    monkeypatch.undo()
+    assert "1 overdue" in admin.get("/admin/sites/shop/rights-requests").text
+
+
+@pytest.fixture
+def verified_request(client, site_key, make_key, ada_subscribed):
+    """Ada's access request, made through the site's backend (so verified)."""
+    response = client.post(
+        "/v1/server/rights-requests",
+        json={"kind": "access", "email": "ada@example.com"},
+        headers=bearer(make_key(site_key, "rights")),
+    )
+    assert response.status_code == 201
+    return response.get_json()["reference"]
+
+
+def test_viewing_a_request_shows_the_address_and_is_logged(app, admin, verified_request):
+    page = admin.get(f"/admin/sites/shop/rights-requests/{verified_request}")
+    assert page.status_code == 200
+    assert "ada@example.com" in page.text
+    assert ("admin:ada", "rights_request_view") in access_log(app)
+
+
+def test_admin_completes_a_verified_request(app, admin, verified_request, mailbox):
+    url = f"/admin/sites/shop/rights-requests/{verified_request}"
+    response = post_form(admin, url, {"action": "complete"})
+    assert response.status_code == 302
+    assert "completed" in admin.get(url).text
+    assert "/rights/download/" in mailbox.bodies_to("ada@example.com")[-1]
+
+
+def test_extending_without_a_reason_says_why_it_is_needed(admin, verified_request):
+    url = f"/admin/sites/shop/rights-requests/{verified_request}"
+    response = post_form(admin, url, {"action": "extend", "reason": ""})
+    assert response.status_code == 422
+    assert "Say why: the person is told." in response.text
+
+
+def test_the_access_log_page_filters_by_action(admin, ada_subscribed):
+    look_up(admin)
+    page = admin.get("/admin/access-log", query_string={"action": "lookup", "site": "shop"})
+    assert page.status_code == 200
+    assert "admin:ada" in page.text and "<td>lookup</td>" in page.text
+    other = admin.get("/admin/access-log", query_string={"action": "erase"})
+    assert "No entry matches." in other.text
+
+
+def test_the_access_log_downloads_as_csv(admin, ada_subscribed):
+    look_up(admin)
+    response = admin.get("/admin/access-log.csv", query_string={"actor": "admin:ada"})
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [(row["site"], row["actor"], row["action"]) for row in rows] == [
+        ("shop", "admin:ada", "lookup")
+    ]
+
+
+def test_the_access_log_refuses_an_impossible_date_range(admin, site_key):
+    response = admin.get(
+        "/admin/access-log", query_string={"start": "2026-12-02", "end": "2026-12-01"}
+    )
+    assert response.status_code == 422
+    assert "The end comes before the start." in response.text

@@ -364,3 +364,50 @@ def utc_datetime(value: datetime | None) -> datetime | None:
 
 def start_of(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+class RightsRequestForm(FlaskForm):
+    """A rights request that arrived by email, registered by hand."""
+
+    kind = SelectField(
+        "Right asked for",
+        choices=[
+            SelectChoice("access", "access"),
+            SelectChoice("export", "export (portability)"),
+            SelectChoice("correction", "correction"),
+            SelectChoice("erasure", "erasure"),
+            SelectChoice("objection", "objection to marketing"),
+        ],
+        default="access",
+    )
+    email = StringField(
+        "Sender's email",
+        [DataRequired("The verification link goes to this address."), Length(max=254)],
+    )
+    message = TextAreaField("What they asked", [Length(max=2000)])
+
+
+class RightsActionForm(FlaskForm):
+    """The next step of a request: extend, refuse or complete it."""
+
+    action = RadioField(
+        "Next step",
+        choices=[
+            SelectChoice("complete", "complete it (export link, erasure or objection)"),
+            SelectChoice("extend", "extend to three months from receipt"),
+            SelectChoice("refuse", "refuse it"),
+        ],
+        default="complete",
+    )
+    reason = StringField(
+        "Reason told to the person (to extend or refuse)", [Optional(), Length(max=2000)]
+    )
+
+
+class AccessLogFilterForm(DateRangeForm):
+    """What the access log is narrowed to; empty fields do not filter."""
+
+    site = SelectField("Site", choices=[ANY], default="")
+    actor = StringField("Actor", [Optional(), Length(max=200)])
+    action = SelectField("Action", choices=[ANY], default="")
+    subject = StringField("Subject pseudonym", [Optional(), Length(max=40)])

@@ -26,7 +26,7 @@ from flask_wtf.csrf import generate_csrf
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
-from consent import archive, keys, ledger, rights, sites
+from consent import keys, ledger, rights, sites
 from consent.accesslog import log_access
 from consent.admin import auth, editing, rates, records
 from consent.admin.forms import (
@@ -511,21 +511,6 @@ def record_log(site_key: str):
         query=query,
         run=records.latest_verification(site),
     ), 200 if page else 422
-
-
-@bp.get("/sites/<site_key>/banner-versions/<config_hash>")
-def banner_version(site_key: str, config_hash: str):
-    """Show an archived banner exactly as a visitor was shown it, in their language."""
-    site = _site_or_404(site_key)
-    version = archive.find_banner_version(site, config_hash)
-    if version is None:
-        abort(404, description="This banner configuration was never served for this site.")
-    return render_template(
-        "admin/banner_version.html",
-        site=site,
-        version=version,
-        shown=archive.rendering(version, request.args.get("lang")),
-    )
 
 
 @bp.post("/sites/<site_key>/verify")
