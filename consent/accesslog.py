@@ -68,7 +68,8 @@ def hash_entry(entry: AccessLogEntry, site_key: str) -> str:
     ).hexdigest()
 
 
-def _lock_head(site: Site) -> AccessLogHead:
+def lock_head(site: Site) -> AccessLogHead:
+    """Lock the site's access-log head until commit, once per transaction."""
     locked = db.session.info.setdefault(LOCKED_HEADS, {})
     if site.id in locked:
         return locked[site.id]
@@ -92,7 +93,7 @@ def log_access(
     details: dict[str, Any] | None = None,
 ) -> AccessLogEntry:
     """Append one entry to the site's access log: who did what to whose data, and why."""
-    head = _lock_head(site)
+    head = lock_head(site)
     entry = AccessLogEntry(
         site_id=site.id,
         sequence=head.sequence + 1,

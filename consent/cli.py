@@ -331,28 +331,37 @@ def erase_command(site_key, email, user_id, visitor_id, yes, reason):
 @click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
 @in_transaction
 def purge_command(site_key, dry_run):
-    """Remove records older than each site's retention period, keeping the chain verifiable."""
+    """Apply each site's retention to every data class, keeping the chains verifiable.
+
+    Safe to run from several machines at once: one purge at a time holds the lock.
+    """
+    if not retention.take_purge_lock():
+        click.echo("Another purge is running; nothing done.")
+        return
     targets = (
         [site_by_key(site_key)]
         if site_key
         else db.session.scalars(db.select(Site).order_by(Site.key)).all()
     )
+    verb = "would remove" if dry_run else "removed"
     for site in targets:
-        plan = retention.purge(site, dry_run=dry_run)
-        verb = "would remove" if dry_run else "removed"
+        result = retention.purge_site(site, dry_run=dry_run)
+        plan = result.records
         if plan.count == 0:
             click.echo(f"{site.key}: nothing to remove (retention {site.retention_days} days).")
-            continue
-        stop = (
-            f"; stopped before #{plan.through_sequence + 1} ({plan.stopped_by})"
-            if plan.stopped_by
-            else ""
-        )
-        click.echo(
-            f"{site.key}: {verb} {plan.count} records "
-            f"(#{plan.from_sequence + 1} to #{plan.through_sequence}, recorded before "
-            f"{plan.cutoff:%Y-%m-%d %H:%M} UTC){stop}."
-        )
+        else:
+            stop = (
+                f"; stopped before #{plan.through_sequence + 1} ({plan.stopped_by})"
+                if plan.stopped_by
+                else ""
+            )
+            click.echo(
+                f"{site.key}: {verb} {plan.count} records "
+                f"(#{plan.from_sequence + 1} to #{plan.through_sequence}, recorded before "
+                f"{plan.cutoff:%Y-%m-%d %H:%M} UTC){stop}."
+            )
+        others = ", ".join(f"{count} {name}" for name, count in result.removed.items())
+        click.echo(f"{site.key}: {verb} {others}.")
 
 
 @click.command("banner-version")
