@@ -8,47 +8,67 @@ visitor saw can be shown after any later edit (GDPR Art. 7(1)).
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from consent.db import db, now_utc
 from consent.errors import InvalidRequest
 from consent.models import BannerVersion, Site
 from consent.sites import banner_config
 
+log = logging.getLogger(__name__)
 CONFIG_HASH = re.compile(r"^[0-9a-f]{64}\Z")
 #: ``last_served_at`` moves at most this often: serving stays a read, nearly always.
 LAST_SERVED_RESOLUTION = timedelta(hours=1)
 
 
-def archive_banner_version(site: Site, config: dict[str, Any], widget) -> BannerVersion:
+def archive_banner_version(
+    site: Site, config: dict[str, Any], widget, *, is_strict: bool = False
+) -> None:
     """Keep the configuration being served, once; note when it was last served.
 
     ``widget`` is the served consent.js (``consent.widget.Asset``): its version and SRI
-    hash are kept with the first serving of this configuration.
+    hash are kept with the first serving of this configuration. Many visitors may be
+    served a new configuration at once: the first insert wins, the others change
+    nothing. Serving never fails for the archive's sake: if the database refuses the
+    write (busy, read-only), the configuration is still served, and the first record
+    that names it archives it (``require_served``, ``is_strict``: the error is raised).
     """
     now = now_utc()
-    version = db.session.get(BannerVersion, (site.id, config["config_hash"]))
-    if version is None:
-        version = BannerVersion(
-            site_id=site.id,
-            config_hash=config["config_hash"],
-            content=config,
-            policy=config.get("policy"),
-            widget_version=widget.version,
-            widget_integrity=widget.integrity,
-            first_served_at=now,
-            last_served_at=now,
-        )
-        db.session.add(version)
-        db.session.flush()
-    elif now - version.last_served_at >= LAST_SERVED_RESOLUTION:
-        version.last_served_at = now
-        db.session.flush()
-    return version
+    key = (site.id, config["config_hash"])
+    try:
+        with db.session.begin_nested():
+            version = db.session.get(BannerVersion, key)
+            if version is None:
+                dialect = (
+                    postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
+                )
+                db.session.execute(
+                    dialect.insert(BannerVersion)
+                    .values(
+                        site_id=site.id,
+                        config_hash=config["config_hash"],
+                        content=config,
+                        policy=config.get("policy"),
+                        widget_version=widget.version,
+                        widget_integrity=widget.integrity,
+                        first_served_at=now,
+                        last_served_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["site_id", "config_hash"])
+                )
+            elif now - version.last_served_at >= LAST_SERVED_RESOLUTION:
+                version.last_served_at = now
+    except DBAPIError as error:
+        if is_strict:
+            raise
+        log.warning("banner %s not archived now: %s", key[1][:12], type(error.orig).__name__)
 
 
 def is_config_hash(value: str) -> bool:
@@ -83,7 +103,7 @@ def require_served(site: Site, config_hash: str | None, widget) -> None:
         return
     config = banner_config(site)
     if config["config_hash"] == config_hash:
-        archive_banner_version(site, config, widget)
+        archive_banner_version(site, config, widget, is_strict=True)
         return
     raise InvalidRequest(
         "config_hash",

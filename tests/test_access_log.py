@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from flask_migrate import downgrade, upgrade
 from helpers import PERSON_EMAIL, PERSON_USER_ID, bearer, make_person
 from sqlalchemy import select, text
 
-from consent.db import db
+from consent.db import db, now_utc
 from consent.models import AccessLogEntry
 
 
@@ -157,3 +158,37 @@ def test_the_database_refuses_rewrites_of_the_log_and_the_erased(app, client, ke
     with pytest.raises(Exception, match="append-only"), app.app_context():
         with db.engine.begin() as connection:
             connection.execute(text(statement))
+
+
+def test_the_migration_chains_entries_written_before_it(app, runner, dialect):
+    with app.app_context():
+        downgrade(revision="0004")
+        with db.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO sites (key, name, allowed_origins, lifetime_days, "
+                    "retention_days, languages, default_language, texts, created_at) "
+                    "VALUES ('old', 'Old', '[]', 182, 1095, '[\"en\"]', 'en', '{}', :at)"
+                ),
+                {"at": now_utc()},
+            )
+            site_id = connection.execute(text("SELECT id FROM sites WHERE key = 'old'")).scalar()
+            connection.execute(
+                text(
+                    "INSERT INTO chain_heads (site_id, sequence, record_hash) "
+                    "VALUES (:site, 0, :genesis)"
+                ),
+                {"site": site_id, "genesis": "0" * 64},
+            )
+            for action in ("export", "erase"):
+                connection.execute(
+                    text(
+                        "INSERT INTO access_log (site_id, actor, action, at, details) "
+                        "VALUES (:site, 'cli', :action, :at, '{}')"
+                    ),
+                    {"site": site_id, "action": action, "at": now_utc()},
+                )
+        upgrade()
+    result = runner.invoke(args=["verify", "old"])
+    assert result.exit_code == 0, result.output
+    assert "old: access log OK, 2 entries." in result.output

@@ -119,7 +119,7 @@ def test_the_database_still_refuses_deleting_access_log_entries_no_checkpoint_co
             connection.execute(text("DELETE FROM access_log"))
 
 
-def test_a_second_purge_at_once_waits_its_turn(app, runner, dialect, database_url, shop):
+def test_a_purge_while_another_runs_does_nothing(app, runner, dialect, database_url, shop):
     if dialect != "postgresql":
         pytest.skip("SQLite's write transaction is the lock: a second purge simply waits")
     plain_url = database_url.replace("postgresql+psycopg://", "postgresql://")
