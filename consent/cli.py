@@ -364,6 +364,42 @@ def purge_command(site_key, dry_run):
         click.echo(f"{site.key}: {verb} {others}.")
 
 
+@click.command("set-retention")
+@click.argument("site_key")
+@click.option("--records-days", type=click.IntRange(min=1), help="Consent records.")
+@click.option("--access-log-days", type=click.IntRange(min=1), help="Access-log entries.")
+@click.option(
+    "--rights-request-days",
+    type=click.IntRange(min=1),
+    help="Rights requests, after completion or refusal.",
+)
+@click.option("--idempotency-hours", type=click.IntRange(min=1), help="Idempotency answers.")
+@in_transaction
+def set_retention_command(
+    site_key, records_days, access_log_days, rights_request_days, idempotency_hours
+):
+    """Change how long a site keeps each data class, then print them all."""
+    site = site_by_key(site_key)
+    if records_days is not None:
+        sites.validate_site_settings(lifetime_days=site.lifetime_days, retention_days=records_days)
+        site.retention_days = records_days
+    for column, value in (
+        ("access_log_retention_days", access_log_days),
+        ("rights_request_retention_days", rights_request_days),
+        ("idempotency_retention_hours", idempotency_hours),
+    ):
+        if value is not None:
+            setattr(site, column, value)
+    db.session.flush()
+    click.echo(
+        f"{site.key}: records {site.retention_days} days (and while in force), "
+        f"access log {site.access_log_retention_days} days, "
+        f"rights requests {site.rights_request_retention_days} days after closing, "
+        f"idempotency answers {site.idempotency_retention_hours} hours; subjects, "
+        f"visitors and archived banners follow the {site.lifetime_days}-day consent lifetime."
+    )
+
+
 @click.command("banner-version")
 @click.argument("config_hash")
 @click.option("--site", "site_key", help="The site, when several served the same banner.")
@@ -488,6 +524,7 @@ COMMANDS = [
     export_command,
     erase_command,
     purge_command,
+    set_retention_command,
     banner_version_command,
     rights_request_group,
     rotate_data_key_command,

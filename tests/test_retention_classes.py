@@ -128,3 +128,22 @@ def test_a_purge_while_another_runs_does_nothing(app, runner, dialect, database_
         result = runner.invoke(args=["purge", shop])
     assert result.exit_code == 0, result.output
     assert "Another purge is running; nothing done." in result.output
+
+
+def test_set_retention_changes_a_class_and_prints_them_all(app, runner, make_site):
+    site = make_site("shop", lifetime_days=10, retention_days=30)
+    result = runner.invoke(args=["set-retention", site, "--access-log-days", "90"])
+    assert result.exit_code == 0, result.output
+    assert "access log 90 days" in result.output
+    assert "idempotency answers 24 hours" in result.output
+    with app.app_context():
+        assert db.session.scalar(text("SELECT access_log_retention_days FROM sites")) == 90
+
+
+def test_set_retention_refuses_records_kept_shorter_than_a_choice_stands(runner, make_site):
+    site = make_site("shop", lifetime_days=10, retention_days=30)
+    result = runner.invoke(args=["set-retention", site, "--records-days", "5"])
+    assert result.exit_code == 1
+    assert "retention_days: Records must be kept at least as long as a choice stands." in (
+        result.output
+    )
