@@ -14,6 +14,7 @@ from consent.cli import register_cli
 from consent.config import load_config
 from consent.db import db, init_db, migrate
 from consent.limits import init_limits
+from consent.rights_pages import bp as rights_pages_bp
 from consent.security import exempt_from_https_redirect, init_security, trust_proxies
 from consent.unsubscribe import bp as unsubscribe_bp
 from consent.widget import bp as widget_bp
@@ -46,6 +47,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # blueprints
     app.register_blueprint(widget_bp)
     app.register_blueprint(unsubscribe_bp)
+    app.register_blueprint(rights_pages_bp)
     app.register_blueprint(admin_bp)
 
     limiter = init_limits(app)  # limits views by endpoint, so after the blueprints

@@ -13,18 +13,31 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy.exc import DBAPIError
 
-from consent import keys, ledger, retention, rights, sites, subjects
+from consent import (
+    accesslog,
+    archive,
+    keys,
+    ledger,
+    retention,
+    rights,
+    rights_requests,
+    sites,
+    subjects,
+)
+from consent.accesslog import log_access
 from consent.admin.auth import set_admin_password
 from consent.admin.models import AdminUser
 from consent.admin.records import record_verification
 from consent.db import db, describe_database_error
 from consent.demo import seed_demo_site
-from consent.errors import InvalidRequest
-from consent.models import API_SCOPES, Scan, Site
+from consent.errors import Conflict, InvalidRequest
+from consent.mail import MailUnavailable
+from consent.models import API_SCOPES, RIGHTS_KINDS, BannerVersion, Scan, Site
 from consent.scan import store as scans
 from consent.scan.findings import LEVELS, is_at_or_above
 from consent.scan.observations import PASS_TITLES
 from consent.scan.report import format_table, short_page
+from consent.schemas import BannerVersionSchema
 
 
 def in_transaction(command):
@@ -38,6 +51,9 @@ def in_transaction(command):
         except InvalidRequest as error:
             db.session.rollback()
             raise click.ClickException(f"{error.field}: {error.message}") from None
+        except (Conflict, MailUnavailable) as error:
+            db.session.rollback()
+            raise click.ClickException(str(error)) from None
         except DBAPIError as error:
             db.session.rollback()
             raise click.ClickException(describe_database_error(error)[1]) from None
@@ -134,8 +150,13 @@ def create_site_command(key, name, origins, lifetime_days, retention_days, langu
     help="UTC; default now. A later time schedules the version: the banner announces it "
     "and asks again exactly then.",
 )
+@click.option(
+    "--text-file",
+    type=click.File("rb"),
+    help="The policy text as published: its SHA-256 is kept with the version.",
+)
 @in_transaction
-def add_policy_command(site_key, version, url, material, effective_at: datetime | None):
+def add_policy_command(site_key, version, url, material, effective_at: datetime | None, text_file):
     """Publish a policy version for a site, now or scheduled ahead."""
     site = site_by_key(site_key)
     policy = sites.publish_policy(
@@ -144,10 +165,13 @@ def add_policy_command(site_key, version, url, material, effective_at: datetime 
         url=url,
         is_material=material,
         published_at=effective_at.replace(tzinfo=UTC) if effective_at else None,
+        text=text_file.read() if text_file else None,
     )
     kind = "material" if policy.is_material else "non-material"
     when = f", in effect from {policy.published_at:%Y-%m-%d %H:%M:%S} UTC" if effective_at else ""
     click.echo(f"Published {kind} policy version {policy.version!r} for {site.key!r}{when}.")
+    if policy.text_sha256:
+        click.echo(f"Text SHA-256: {policy.text_sha256}")
 
 
 @click.command("set-appearance")
@@ -212,9 +236,10 @@ def create_admin_command(name, password, replace):
 @click.command("verify")
 @click.argument("site_key", required=False)
 def verify_command(site_key):
-    """Verify the hash chain of one site (or every site); exit 1 if any is broken.
+    """Verify the hash chains (history and access log) of one site or every site.
 
-    Each result is kept, and shown in the admin console.
+    Exit status 1 if any is broken. Each history result is kept, and shown in the
+    admin console.
     """
     try:
         targets = (
@@ -222,11 +247,13 @@ def verify_command(site_key):
             if site_key
             else db.session.scalars(db.select(Site).order_by(Site.key)).all()
         )
-        reports = [(site, ledger.verify_chain(site)) for site in targets]
+        reports = [
+            (site, ledger.verify_chain(site), accesslog.verify_access_log(site)) for site in targets
+        ]
     except DBAPIError as error:
         raise click.ClickException(describe_database_error(error)[1]) from None
     broken = 0
-    for site, report in reports:
+    for site, report, access_report in reports:
         if report.is_intact:
             click.echo(f"{site.key}: OK, {report.records_checked} records.")
         else:
@@ -238,8 +265,19 @@ def verify_command(site_key):
                 f"{site.key}: BROKEN at {where}: {report.problem}. "
                 f"{report.records_checked} records before it are intact."
             )
+        if access_report.is_intact:
+            click.echo(f"{site.key}: access log OK, {access_report.records_checked} entries.")
+        else:
+            broken += 1
+            where = f"entry #{access_report.first_bad_sequence}"
+            if access_report.first_bad_record_id is not None:
+                where += f" (id {access_report.first_bad_record_id})"
+            click.echo(
+                f"{site.key}: access log BROKEN at {where}: {access_report.problem}. "
+                f"{access_report.records_checked} entries before it are intact."
+            )
     try:
-        for site, report in reports:
+        for site, report, _ in reports:
             record_verification(site, report, "cli")
         db.session.commit()
     except DBAPIError as error:  # a read-only database can still be verified
@@ -258,6 +296,11 @@ def subject_options(command):
     ):
         command = option(command)
     return command
+
+
+reason_option = click.option(
+    "--reason", help="Why (free text or a ticket number), kept in the access log."
+)
 
 
 def find_subject_or_fail(site: Site, email, user_id, visitor_id):
@@ -280,15 +323,16 @@ def find_subject_or_fail(site: Site, email, user_id, visitor_id):
     default="json",
     show_default=True,
 )
+@reason_option
 @in_transaction
-def export_command(site_key, email, user_id, visitor_id, output_format):
+def export_command(site_key, email, user_id, visitor_id, output_format, reason):
     """Print everything held about one person (access and portability)."""
     site = site_by_key(site_key)
     subject = find_subject_or_fail(site, email, user_id, visitor_id)
     if output_format == "receipts":
-        click.echo(json.dumps(rights.consent_receipts(site, subject, "cli"), indent=2))
+        click.echo(json.dumps(rights.consent_receipts(site, subject, "cli", reason), indent=2))
         return
-    export = rights.export_subject(site, subject, "cli")
+    export = rights.export_subject(site, subject, "cli", reason)
     if output_format == "csv":
         click.echo(rights.export_as_csv(export), nl=False)
     else:
@@ -299,15 +343,16 @@ def export_command(site_key, email, user_id, visitor_id, output_format):
 @click.argument("site_key")
 @subject_options
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@reason_option
 @in_transaction
-def erase_command(site_key, email, user_id, visitor_id, yes):
+def erase_command(site_key, email, user_id, visitor_id, yes, reason):
     """Erase one person: forget their identifiers, keep the verifiable history."""
     site = site_by_key(site_key)
     ledger.lock_chain_head(site)
     subject = find_subject_or_fail(site, email, user_id, visitor_id)
     if not yes:
         click.confirm(f"Erase subject {subject.pseudonym} of {site.key!r}?", abort=True)
-    record = rights.erase_subject(site, subject, "cli")
+    record = rights.erase_subject(site, subject, "cli", reason)
     if record is None:
         click.echo(f"Subject {subject.pseudonym} was already erased.")
     else:
@@ -319,28 +364,172 @@ def erase_command(site_key, email, user_id, visitor_id, yes):
 @click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
 @in_transaction
 def purge_command(site_key, dry_run):
-    """Remove records older than each site's retention period, keeping the chain verifiable."""
+    """Apply each site's retention to every data class, keeping the chains verifiable.
+
+    Safe to run from several machines at once: one purge at a time holds the lock.
+    """
+    if not retention.take_purge_lock():
+        click.echo("Another purge is running; nothing done.")
+        return
     targets = (
         [site_by_key(site_key)]
         if site_key
         else db.session.scalars(db.select(Site).order_by(Site.key)).all()
     )
+    verb = "would remove" if dry_run else "removed"
     for site in targets:
-        plan = retention.purge(site, dry_run=dry_run)
-        verb = "would remove" if dry_run else "removed"
+        result = retention.purge_site(site, dry_run=dry_run)
+        plan = result.records
         if plan.count == 0:
             click.echo(f"{site.key}: nothing to remove (retention {site.retention_days} days).")
-            continue
-        stop = (
-            f"; stopped before #{plan.through_sequence + 1} ({plan.stopped_by})"
-            if plan.stopped_by
-            else ""
-        )
+        else:
+            stop = (
+                f"; stopped before #{plan.through_sequence + 1} ({plan.stopped_by})"
+                if plan.stopped_by
+                else ""
+            )
+            click.echo(
+                f"{site.key}: {verb} {plan.count} records "
+                f"(#{plan.from_sequence + 1} to #{plan.through_sequence}, recorded before "
+                f"{plan.cutoff:%Y-%m-%d %H:%M} UTC){stop}."
+            )
+        others = ", ".join(f"{count} {name}" for name, count in result.removed.items())
+        click.echo(f"{site.key}: {verb} {others}.")
+
+
+@click.command("set-retention")
+@click.argument("site_key")
+@click.option("--records-days", type=click.IntRange(min=1), help="Consent records.")
+@click.option("--access-log-days", type=click.IntRange(min=1), help="Access-log entries.")
+@click.option(
+    "--rights-request-days",
+    type=click.IntRange(min=1),
+    help="Rights requests, after completion or refusal.",
+)
+@click.option("--idempotency-hours", type=click.IntRange(min=1), help="Idempotency answers.")
+@in_transaction
+def set_retention_command(
+    site_key, records_days, access_log_days, rights_request_days, idempotency_hours
+):
+    """Change how long a site keeps each data class, then print them all."""
+    site = site_by_key(site_key)
+    if records_days is not None:
+        sites.validate_site_settings(lifetime_days=site.lifetime_days, retention_days=records_days)
+        site.retention_days = records_days
+    for column, value in (
+        ("access_log_retention_days", access_log_days),
+        ("rights_request_retention_days", rights_request_days),
+        ("idempotency_retention_hours", idempotency_hours),
+    ):
+        if value is not None:
+            setattr(site, column, value)
+    db.session.flush()
+    click.echo(
+        f"{site.key}: records {site.retention_days} days (and while in force), "
+        f"access log {site.access_log_retention_days} days, "
+        f"rights requests {site.rights_request_retention_days} days after closing, "
+        f"idempotency answers {site.idempotency_retention_hours} hours; subjects, "
+        f"visitors and archived banners follow the {site.lifetime_days}-day consent lifetime."
+    )
+
+
+@click.command("banner-version")
+@click.argument("config_hash")
+@click.option("--site", "site_key", help="The site, when several served the same banner.")
+def banner_version_command(config_hash, site_key):
+    """Print the banner configuration a record's config_hash names, as it was served."""
+    if not archive.is_config_hash(config_hash):
+        raise click.ClickException("config_hash: give the 64 lower-case hex digits of a record.")
+    query = db.select(BannerVersion, Site.key).join(Site, Site.id == BannerVersion.site_id)
+    query = query.where(BannerVersion.config_hash == config_hash)
+    if site_key:
+        query = query.where(Site.id == site_by_key(site_key).id)
+    found = db.session.execute(query.order_by(Site.key)).all()
+    if not found:
+        raise click.ClickException(f"No banner with hash {config_hash} was served.")
+    shown = [
+        {"site": key, **BannerVersionSchema().dump(archive.describe_banner_version(version))}
+        for version, key in found
+    ]
+    click.echo(json.dumps(shown[0] if len(shown) == 1 else shown, indent=2, ensure_ascii=False))
+
+
+@click.group("rights-request")
+def rights_request_group():
+    """Register and handle rights requests (for requests that arrived by email)."""
+
+
+@rights_request_group.command("receive")
+@click.argument("site_key")
+@click.option("--kind", required=True, type=click.Choice(RIGHTS_KINDS))
+@click.option("--email", required=True, help="The address the verification link goes to.")
+@click.option("--message", help="What the person asked, in their words.")
+@in_transaction
+def receive_rights_request_command(site_key, kind, email, message):
+    """Register a request that arrived by email; its sender gets the verification link."""
+    request = rights_requests.receive_request(
+        site_by_key(site_key), kind, "email", "cli", email=email, message=message
+    )
+    click.echo(
+        f"Request {request.reference} ({request.kind}) received; due {request.due_at:%Y-%m-%d}. "
+        "The verification link was emailed."
+    )
+
+
+@rights_request_group.command("list")
+@click.argument("site_key")
+@click.option("--overdue", is_flag=True, help="Only open requests past their due date.")
+@in_transaction
+def list_rights_requests_command(site_key, overdue):
+    """List a site's requests: open ones by due date, then closed ones."""
+    site = site_by_key(site_key)
+    found = rights_requests.site_requests(site, overdue_only=overdue)
+    for request in found:
+        late = " OVERDUE" if rights_requests.is_overdue(request) else ""
         click.echo(
-            f"{site.key}: {verb} {plan.count} records "
-            f"(#{plan.from_sequence + 1} to #{plan.through_sequence}, recorded before "
-            f"{plan.cutoff:%Y-%m-%d %H:%M} UTC){stop}."
+            f"{request.reference}  {request.kind:<10} {request.state:<9} "
+            f"received {request.received_at:%Y-%m-%d}  due {request.due_at:%Y-%m-%d}{late}"
         )
+    log_access(site, "cli", "rights_request_list", details={"count": len(found)})
+    if not found:
+        click.echo("No request." if not overdue else "No overdue request.")
+
+
+def request_or_fail(reference: str):
+    request = rights_requests.find_request(reference)
+    if request is None:
+        raise click.ClickException(f"No rights request {reference!r}.")
+    return request
+
+
+@rights_request_group.command("extend")
+@click.argument("reference")
+@click.option("--reason", required=True, help="Why more time is needed; the person is told.")
+@in_transaction
+def extend_rights_request_command(reference, reason):
+    """Extend a request's deadline to three months from receipt."""
+    request = rights_requests.extend_request(request_or_fail(reference), reason, "cli")
+    click.echo(f"Request {request.reference} extended; due {request.due_at:%Y-%m-%d}.")
+
+
+@rights_request_group.command("refuse")
+@click.argument("reference")
+@click.option("--reason", required=True, help="Why it is refused; the person is told.")
+@in_transaction
+def refuse_rights_request_command(reference, reason):
+    """Refuse a request, telling the person why."""
+    request = rights_requests.refuse_request(request_or_fail(reference), reason, "cli")
+    click.echo(f"Request {request.reference} refused.")
+
+
+@rights_request_group.command("complete")
+@click.argument("reference")
+@in_transaction
+def complete_rights_request_command(reference):
+    """Carry out a verified request (export link, erasure, objection) and close it."""
+    request = request_or_fail(reference)
+    rights_requests.complete_request(request, "cli")
+    click.echo(f"Request {request.reference} completed; the person was emailed.")
 
 
 @click.command("rotate-data-key")
@@ -479,6 +668,9 @@ COMMANDS = [
     export_command,
     erase_command,
     purge_command,
+    set_retention_command,
+    banner_version_command,
+    rights_request_group,
     rotate_data_key_command,
     scan_command,
 ]

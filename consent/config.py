@@ -52,6 +52,15 @@ class Config:
     #: Admin sign-in attempts per client address, on top of the per-name lockout.
     RATELIMIT_SIGN_IN = "10/minute"
 
+    #: Rights requests from the public form, per client address and site.
+    RATELIMIT_RIGHTS_REQUEST = "10/hour"
+    #: Where the service's emails go out: smtp://host:port, smtp+starttls://user:pw@host:587
+    #: or smtps://user:pw@host:465. Unset: requests that need an email are refused (503).
+    SMTP_URL = None
+    MAIL_FROM = "privacy@localhost"
+    #: The service's own address for links in emails (never taken from the Host header).
+    PUBLIC_URL = "http://127.0.0.1:5000"
+
     #: Answer well-formed public checks before Flask runs (consent/api/fastcheck.py).
     FAST_CHECK = True
 

@@ -25,6 +25,7 @@ from consent.db import UTCDateTime, db, now_utc
 from consent.decision import Verdict, decide
 from consent.errors import InvalidRequest
 from consent.models import (
+    AccessLogHead,
     ChainCheckpoint,
     ChainHead,
     ConsentRecord,
@@ -82,8 +83,9 @@ def hash_record(record: ConsentRecord, site_key: str) -> str:
 
 
 def start_chain(site: Site) -> None:
-    """Give a new site the head of an empty chain."""
+    """Give a new site the heads of an empty chain and an empty access log."""
     db.session.add(ChainHead(site_id=site.id, sequence=0, record_hash=GENESIS_HASH))
+    db.session.add(AccessLogHead(site_id=site.id, sequence=0, entry_hash=GENESIS_HASH))
 
 
 def lock_chain_head(site: Site) -> ChainHead:

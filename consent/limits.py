@@ -201,6 +201,7 @@ LIMITED_ENDPOINTS = {
     "public.Shown": ("RATELIMIT_RECORD", None, client_address_on_site),
     "server.ServerCheck": ("RATELIMIT_CHECK", None, client_address),
     "server.BulkCheck": ("RATELIMIT_CHECK", None, client_address),
+    "public.RightsRequests": ("RATELIMIT_RIGHTS_REQUEST", ["POST"], client_address_on_site),
     "admin.sign_in": ("RATELIMIT_SIGN_IN", ["POST"], client_address),
 }
 

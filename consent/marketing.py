@@ -11,6 +11,7 @@ from sqlalchemy import any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from consent import identifiers, ledger
+from consent.accesslog import log_access
 from consent.db import db, now_utc
 from consent.decision import Reason, Verdict, decide
 from consent.errors import InvalidRequest
@@ -45,14 +46,22 @@ def _batches(column, values: list) -> Iterator:
         yield column.in_(values[start : start + CHUNK])
 
 
-def bulk_check(site: Site, purpose_key: str, kind: str, values: list[str]) -> list[dict]:
+def bulk_check(
+    site: Site, purpose_key: str, kind: str, values: list[str], actor: str
+) -> list[dict]:
     """Answer, for each email or user id, whether it may be contacted for a purpose.
 
     Everyone without a recorded, current, explicit opt-in may not. Invalid entries
     answer ``invalid`` rather than failing the whole list. A handful of queries for
-    the whole list, whatever its length.
+    the whole list, whatever its length. The check is written to the access log.
     """
     purpose = purpose_of(site, purpose_key)
+    log_access(
+        site,
+        actor,
+        "bulk_check",
+        details={"purpose": purpose.key, "by": kind, "count": len(values)},
+    )
     normalise = identifiers.normalise_email if kind == "email" else identifiers.normalise_user_id
     keys = identifiers.keyring()
     column = Subject.email_digest if kind == "email" else Subject.user_id_digest
@@ -124,6 +133,21 @@ def bulk_check(site: Site, purpose_key: str, kind: str, values: list[str]) -> li
             )
         results.append({kind: value, "allowed": verdict.allowed, "reason": verdict.reason})
     return results
+
+
+def log_suppression_read(site: Site, purpose_key: str, actor: str, query: dict) -> None:
+    """Write a read of the suppression list (decrypted identifiers) to the access log."""
+    purpose = purpose_of(site, purpose_key)
+    log_access(
+        site,
+        actor,
+        "suppression",
+        details={
+            "purpose": purpose.key,
+            "format": query.get("format", "json"),
+            "after": query.get("after", 0),
+        },
+    )
 
 
 @dataclass

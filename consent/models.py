@@ -4,6 +4,9 @@ Two kinds of data live here and never mix:
 
 * the **history** (``ConsentRecord``): insert-only, chained by hash, guarded by
   database triggers; it holds pseudonymous ids and decisions, never a direct identifier;
+* the other **proof tables** (``ChainCheckpoint``, ``AccessLogEntry``,
+  ``AccessLogCheckpoint``, ``ErasedIdentifier``, ``BannerVersion``): insert-only too,
+  except the retention purge's documented path (see ``consent.retention``);
 * everything else (sites, purposes, subjects, current state, keys): ordinary mutable
   rows. Identifying data (email, the site's user id) lives only on ``Subject``,
   encrypted, so erasure never has to touch the history.
@@ -33,6 +36,12 @@ from consent.db import UTCDateTime, db, now_utc
 #: How long a choice stands by default (six months, the CNIL's good practice) and at most.
 DEFAULT_LIFETIME_DAYS = 182
 MAX_LIFETIME_DAYS = 395
+#: Retention defaults: records three years, the access log two (to answer a complaint),
+#: rights requests three years after they close, idempotency answers a day.
+DEFAULT_RETENTION_DAYS = 3 * 365
+DEFAULT_ACCESS_LOG_RETENTION_DAYS = 2 * 365
+DEFAULT_RIGHTS_REQUEST_RETENTION_DAYS = 3 * 365
+DEFAULT_IDEMPOTENCY_RETENTION_HOURS = 24
 
 PURPOSE_KINDS = ("cookie", "communication")
 RECORD_SOURCES = ("banner", "preferences", "api", "gpc", "unsubscribe", "import")
@@ -62,11 +71,23 @@ class Site(db.Model):
     #: How many days a decision stands before the visitor is asked again.
     lifetime_days: Mapped[int] = mapped_column(Integer, default=DEFAULT_LIFETIME_DAYS)
     #: How many days records are kept before ``purge`` may remove them.
-    retention_days: Mapped[int] = mapped_column(Integer, default=3 * 365)
+    retention_days: Mapped[int] = mapped_column(Integer, default=DEFAULT_RETENTION_DAYS)
     languages: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["en"])
     default_language: Mapped[str] = mapped_column(String(16), default="en")
     #: Banner texts per language: {"en": {"title": ..., "accept_all": ...}}.
     texts: Mapped[dict[str, dict[str, str]]] = mapped_column(JSON, default=dict)
+    #: How many days access-log entries are kept before ``purge`` may remove them.
+    access_log_retention_days: Mapped[int] = mapped_column(
+        Integer, default=DEFAULT_ACCESS_LOG_RETENTION_DAYS
+    )
+    #: How many days a rights request is kept once completed or refused.
+    rights_request_retention_days: Mapped[int] = mapped_column(
+        Integer, default=DEFAULT_RIGHTS_REQUEST_RETENTION_DAYS
+    )
+    #: How many hours an Idempotency-Key's stored answer is kept.
+    idempotency_retention_hours: Mapped[int] = mapped_column(
+        Integer, default=DEFAULT_IDEMPOTENCY_RETENTION_HOURS
+    )
     #: Who is responsible for the data (shown in consent receipts).
     controller_name: Mapped[str | None] = mapped_column(String(200))
     controller_contact: Mapped[str | None] = mapped_column(String(200))
@@ -126,6 +147,8 @@ class PolicyVersion(db.Model):
     #: The label people see ("2026-11-01", "v3"); unique per site.
     version: Mapped[str] = mapped_column(String(64))
     url: Mapped[str | None] = mapped_column(String(2000))
+    #: SHA-256 of the policy text as published (``add-policy --text-file``).
+    text_sha256: Mapped[str | None] = mapped_column(String(64))
     #: When the version takes effect: in the future for a scheduled version, which the
     #: banner configuration announces ahead and which counts for staleness only from then.
     published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
@@ -176,6 +199,8 @@ class Visitor(db.Model):
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    #: The last submission from this browser; retention forgets visitors unseen too long.
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     subject: Mapped[Subject] = relationship(back_populates="visitors")
 
@@ -364,23 +389,135 @@ class ErasedIdentifier(db.Model):
 
 
 class AccessLogEntry(db.Model):
-    """Who looked at, exported, corrected or erased a person's data, and when.
+    """Who looked at, exported, corrected or erased a person's data, why and when.
 
-    Insert-only, guarded by triggers like the history.
+    Insert-only and chained per site like the history: ``entry_hash`` is SHA-256 over
+    every other column, ``previous_hash`` included, so ``verify`` names any edit or
+    removal. Triggers refuse UPDATE, and DELETE unless a signed checkpoint covers the
+    entry (retention).
     """
 
     __tablename__ = "access_log"
-    __table_args__ = (Index("ix_access_log_site_at", "site_id", "at"),)
+    __table_args__ = (
+        Index("ix_access_log_site_at", "site_id", "at"),
+        UniqueConstraint("site_id", "sequence"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
-    #: "api_key:<prefix>", "admin:<name>" or "cli".
+    #: Position in the site's access-log chain, 1 for the first entry.
+    sequence: Mapped[int] = mapped_column(Integer)
+    #: "api_key:<prefix>", "admin:<name>", "cli", "person" (by a verified link) or "service".
     actor: Mapped[str] = mapped_column(String(200))
-    #: export, erase, correct, lookup.
+    #: lookup, export, erase, correct, bulk_check, suppression, rights_request, ...
     action: Mapped[str] = mapped_column(String(32))
     subject_pseudonym: Mapped[str | None] = mapped_column(String(40))
+    #: Why: free text or a ticket number; required for exports and erasures in the admin.
+    reason: Mapped[str | None] = mapped_column(String(500))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    previous_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AccessLogHead(db.Model):
+    """The last link of a site's access-log chain; its row lock serialises appends."""
+
+    __tablename__ = "access_log_heads"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AccessLogCheckpoint(db.Model):
+    """Where retention cut a site's access log: the last removed entry and its hash.
+
+    Signed like ``ChainCheckpoint``; insert-only, guarded by triggers.
+    """
+
+    __tablename__ = "access_log_checkpoints"
+    __table_args__ = (UniqueConstraint("site_id", "sequence"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    sequence: Mapped[int] = mapped_column(Integer)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+    entries_removed: Mapped[int] = mapped_column(Integer)
+    purged_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    signature: Mapped[str] = mapped_column(String(64))
+
+
+class BannerVersion(db.Model):
+    """A banner configuration exactly as the service served it, under its ``config_hash``.
+
+    ``content`` is what the hash covers (texts in every language, purposes, services,
+    cookies), so anyone can recompute the hash from it; the policy and widget it was
+    first served with stand beside it. Insert-only except ``last_served_at``; retention
+    may remove an entry no record points to.
+    """
+
+    __tablename__ = "banner_versions"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    config_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: The latest policy when first served: {"version", "url", "published_at", "text_sha256"}.
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    widget_version: Mapped[str] = mapped_column(String(32))
+    #: The widget script's Subresource Integrity hash ("sha384-...").
+    widget_integrity: Mapped[str] = mapped_column(String(100))
+    first_served_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_served_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+RIGHTS_KINDS = ("access", "export", "correction", "erasure", "objection")
+RIGHTS_STATES = ("received", "verified", "extended", "completed", "refused")
+
+
+class RightsRequest(db.Model):
+    """A person's request to exercise a right, from receipt to completion.
+
+    The contact email is stored encrypted (it may belong to nobody the site knows);
+    each step is also written to the access log.
+    """
+
+    __tablename__ = "rights_requests"
+    __table_args__ = (
+        Index("ix_rights_requests_site_due", "site_id", "state", "due_at"),
+        CheckConstraint(
+            "kind IN ('access', 'export', 'correction', 'erasure', 'objection')", name="kind"
+        ),
+        CheckConstraint(
+            "state IN ('received', 'verified', 'extended', 'completed', 'refused')",
+            name="state",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    #: Random public reference, shown to the person and in links.
+    reference: Mapped[str] = mapped_column(String(40), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    #: web (the public form), email, admin, cli or api: how the request arrived.
+    channel: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="received")
+    email_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: What the person wrote (what to correct, say); never shown outside the admin.
+    message: Mapped[str | None] = mapped_column(String(2000))
+    #: The subject the request is about, once identity is verified and matched.
+    subject_pseudonym: Mapped[str | None] = mapped_column(String(40))
+    #: email_link (the emailed link was followed) or site_backend (a logged-in user).
+    verified_by: Mapped[str | None] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    extended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    extension_reason: Mapped[str | None] = mapped_column(String(2000))
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    refusal_reason: Mapped[str | None] = mapped_column(String(2000))
+    #: One month from receipt (GDPR Art. 12(3)); three once extended.
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 SCAN_STATUSES = ("running", "done", "failed")

@@ -1,31 +1,47 @@
-"""Retention: remove records older than the site keeps them, without breaking the chain.
+"""Retention of every data class, without breaking the chains.
 
 A purge removes the oldest stretch of a site's chain and leaves a signed checkpoint
 holding the sequence and hash of the last record removed; ``verify_chain`` starts from
-it. The database lets a record be deleted only once a checkpoint covers it.
+it. The database lets a record be deleted only once a checkpoint covers it. The access
+log is cut the same way, with its own checkpoints. Then, per site:
+
+* subjects (and their encrypted identifiers) once no record of theirs is left and they
+  are older than the consent lifetime;
+* visitors not seen (no submission) for longer than the consent lifetime;
+* rights requests completed or refused longer ago than the site keeps them;
+* idempotency answers older than the site keeps them (24 hours by default);
+* archived banners no record points to and not served for a consent lifetime.
+
+``purge_site`` is the one documented path through the proof tables' triggers; run it
+with ``consent purge`` (safe from several machines at once: ``take_purge_lock``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, exists, func, select, text, update
 
-from consent import ledger
+from consent import accesslog, ledger
 from consent.db import db, now_utc
 from consent.models import (
+    AccessLogCheckpoint,
+    AccessLogEntry,
+    BannerVersion,
     ChainCheckpoint,
     ChainHead,
     ConsentRecord,
     CurrentState,
     IdempotentRequest,
+    RightsRequest,
     Site,
     Subject,
+    Visitor,
 )
 
-#: Idempotency keys only need to outlive the widget's retries.
-IDEMPOTENCY_WINDOW = timedelta(days=7)
+#: The PostgreSQL advisory lock every ``consent purge`` takes ("consent" in ASCII).
+PURGE_LOCK_KEY = 0x636F6E73656E74
 
 
 @dataclass
@@ -122,12 +138,6 @@ def purge(site: Site, *, dry_run: bool = False, now: datetime | None = None) -> 
             ConsentRecord.site_id == site.id, ConsentRecord.sequence <= plan.through_sequence
         )
     )
-    db.session.execute(
-        delete(IdempotentRequest).where(
-            IdempotentRequest.site_id == site.id,
-            IdempotentRequest.created_at < (now or purged_at) - IDEMPOTENCY_WINDOW,
-        )
-    )
     ledger.append_record(
         site,
         None,
@@ -140,3 +150,176 @@ def purge(site: Site, *, dry_run: bool = False, now: datetime | None = None) -> 
         },
     )
     return plan
+
+
+def take_purge_lock() -> bool:
+    """Take the database-wide purge lock until commit; False if another purge holds it.
+
+    PostgreSQL: a transaction-level advisory lock, tried without waiting. SQLite: the
+    command's write transaction (``BEGIN IMMEDIATE``) already excludes every other
+    writer, so a second purge waits for the first and then finds nothing to do.
+    """
+    if db.session.get_bind().dialect.name != "postgresql":
+        db.session.execute(text("SELECT 1"))  # begins the write transaction now
+        return True
+    return bool(
+        db.session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": PURGE_LOCK_KEY})
+    )
+
+
+#: The classes ``purge_site`` counts besides records, in the order it prints them.
+PURGED_CLASSES = (
+    "subjects",
+    "visitors",
+    "access-log entries",
+    "rights requests",
+    "idempotency answers",
+    "banner versions",
+)
+
+
+@dataclass
+class SitePurge:
+    """What one site's purge removed (or would remove): records, then every other class."""
+
+    records: PurgePlan
+    removed: dict[str, int] = field(default_factory=dict)
+
+
+def purge_site(site: Site, *, dry_run: bool = False, now: datetime | None = None) -> SitePurge:
+    """Apply every retention rule of the site; see the module's docstring."""
+    now = now or now_utc()
+    plan = purge(site, dry_run=dry_run, now=now)
+    lifetime_ago = now - timedelta(days=site.lifetime_days)
+    visitors = _purge_visitors(site, lifetime_ago, dry_run)
+    subjects, their_visitors = _purge_subjects(site, lifetime_ago, dry_run)
+    removed = {
+        "subjects": subjects,
+        "visitors": visitors + their_visitors,
+        "access-log entries": _purge_access_log(
+            site, now - timedelta(days=site.access_log_retention_days), dry_run, now
+        ),
+        "rights requests": _purge_rows(
+            RightsRequest,
+            site,
+            and_(
+                RightsRequest.state.in_(["completed", "refused"]),
+                func.coalesce(RightsRequest.completed_at, RightsRequest.refused_at)
+                < now - timedelta(days=site.rights_request_retention_days),
+            ),
+            dry_run,
+        ),
+        "idempotency answers": _purge_rows(
+            IdempotentRequest,
+            site,
+            IdempotentRequest.created_at < now - timedelta(hours=site.idempotency_retention_hours),
+            dry_run,
+        ),
+        "banner versions": _purge_rows(
+            BannerVersion,
+            site,
+            and_(
+                BannerVersion.last_served_at < lifetime_ago,
+                ~exists().where(
+                    ConsentRecord.site_id == BannerVersion.site_id,
+                    ConsentRecord.config_hash == BannerVersion.config_hash,
+                ),
+            ),
+            dry_run,
+        ),
+    }
+    if not dry_run and (plan.count or any(removed.values())):
+        accesslog.log_access(site, "service", "purge", details={"records": plan.count, **removed})
+    return SitePurge(plan, removed)
+
+
+def _purge_rows(model, site: Site, condition, dry_run: bool) -> int:
+    where = and_(model.site_id == site.id, condition)
+    count = db.session.scalar(select(func.count()).select_from(model).where(where))
+    if count and not dry_run:
+        db.session.execute(delete(model).where(where).execution_options(synchronize_session=False))
+    return count
+
+
+def _purge_subjects(site: Site, lifetime_ago: datetime, dry_run: bool) -> tuple[int, int]:
+    """Subjects no record names any more, with their visitors and leftover state.
+
+    Returns how many subjects and how many of their visitors (seen recently) go.
+    """
+    has_record = exists().where(
+        ConsentRecord.site_id == Subject.site_id,
+        ConsentRecord.subject_pseudonym == Subject.pseudonym,
+    )
+    gone = select(Subject.id).where(
+        Subject.site_id == site.id, Subject.created_at < lifetime_ago, ~has_record
+    )
+    ids = db.session.scalars(gone).all()
+    # Those unseen for a lifetime were counted (and, unless a dry run, removed) already.
+    visitors = db.session.scalar(
+        select(func.count())
+        .select_from(Visitor)
+        .where(
+            Visitor.subject_id.in_(ids),
+            func.coalesce(Visitor.last_seen_at, Visitor.created_at) >= lifetime_ago,
+        )
+    )
+    if ids and not dry_run:
+        for model, column in (
+            (CurrentState, CurrentState.subject_id),
+            (Visitor, Visitor.subject_id),
+            (Subject, Subject.id),
+        ):
+            db.session.execute(
+                delete(model).where(column.in_(ids)).execution_options(synchronize_session=False)
+            )
+    return len(ids), visitors
+
+
+def _purge_visitors(site: Site, lifetime_ago: datetime, dry_run: bool) -> int:
+    """Browsers that sent nothing for longer than a choice stands (their choice expired)."""
+    return _purge_rows(
+        Visitor,
+        site,
+        func.coalesce(Visitor.last_seen_at, Visitor.created_at) < lifetime_ago,
+        dry_run,
+    )
+
+
+def _purge_access_log(site: Site, cutoff: datetime, dry_run: bool, now: datetime) -> int:
+    """Cut the oldest stretch of the site's access log at a signed checkpoint."""
+    head = accesslog.lock_head(site)
+    checkpoint = accesslog.latest_checkpoint(site)
+    start = checkpoint.sequence if checkpoint else 0
+    newer = db.session.scalar(
+        select(func.min(AccessLogEntry.sequence)).where(
+            AccessLogEntry.site_id == site.id,
+            AccessLogEntry.sequence > start,
+            AccessLogEntry.at >= cutoff,
+        )
+    )
+    through = (newer - 1) if newer is not None else head.sequence
+    count = max(0, through - start)
+    if count == 0 or dry_run:
+        return count
+    last = db.session.scalars(
+        select(AccessLogEntry).where(
+            AccessLogEntry.site_id == site.id, AccessLogEntry.sequence == through
+        )
+    ).one()
+    db.session.add(
+        AccessLogCheckpoint(
+            site_id=site.id,
+            sequence=through,
+            entry_hash=last.entry_hash,
+            entries_removed=count,
+            purged_at=now,
+            signature=accesslog.sign_checkpoint(site.key, through, last.entry_hash, now),
+        )
+    )
+    db.session.flush()
+    db.session.execute(
+        delete(AccessLogEntry)
+        .where(AccessLogEntry.site_id == site.id, AccessLogEntry.sequence <= through)
+        .execution_options(synchronize_session=False)
+    )
+    return count

@@ -1,6 +1,7 @@
 """People's rights over their data: access and export, correction, erasure.
 
-Every export, correction and erasure is written to the access log with who did it.
+Every export, correction and erasure is written to the access log with who did it
+and why (``consent.accesslog``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from consent import identifiers, ledger
+from consent import archive, identifiers, ledger
+from consent.accesslog import log_access
 from consent.db import db, now_utc
 from consent.errors import Conflict, InvalidRequest
 from consent.models import (
-    AccessLogEntry,
     ConsentRecord,
     CurrentState,
     ErasedIdentifier,
@@ -24,26 +25,10 @@ from consent.models import (
     Subject,
     Visitor,
 )
-from consent.schemas import PurposeStateSchema, RecordSchema
+from consent.schemas import BannerVersionSchema, PurposeStateSchema, RecordSchema
 from consent.subjects import find_subject_by, set_identifier
 
 IDENTIFIER_KINDS = ("email", "user_id")
-
-
-def log_access(
-    site: Site, actor: str, action: str, subject: Subject | None, details: dict | None = None
-) -> None:
-    """Append to the access log: who did what to whose data."""
-    db.session.add(
-        AccessLogEntry(
-            site_id=site.id,
-            actor=actor,
-            action=action,
-            subject_pseudonym=subject.pseudonym if subject else None,
-            details=details or {},
-        )
-    )
-    db.session.flush()
 
 
 def find_subject(
@@ -88,12 +73,15 @@ def subject_history(site: Site, subject: Subject) -> list[ConsentRecord]:
     ).all()
 
 
-def export_subject(site: Site, subject: Subject, actor: str) -> dict[str, Any]:
+def export_subject(
+    site: Site, subject: Subject, actor: str, reason: str | None = None
+) -> dict[str, Any]:
     """Everything the service holds about a subject, logged as an export."""
-    log_access(site, actor, "export", subject)
+    log_access(site, actor, "export", subject.pseudonym, reason=reason)
     visitors = db.session.scalars(
         select(Visitor.visitor_id).where(Visitor.subject_id == subject.id)
     ).all()
+    history = subject_history(site, subject)
     return {
         "site": site.key,
         "exported_at": now_utc().isoformat(),
@@ -109,7 +97,19 @@ def export_subject(site: Site, subject: Subject, actor: str) -> dict[str, Any]:
             purpose: PurposeStateSchema().dump(state)
             for purpose, state in ledger.describe_state(site, subject).items()
         },
-        "history": RecordSchema(many=True).dump(subject_history(site, subject)),
+        "history": RecordSchema(many=True).dump(history),
+        "banner_versions": _banner_versions_of(site, history),
+    }
+
+
+def _banner_versions_of(site: Site, history: list[ConsentRecord]) -> dict[str, Any]:
+    """The archived banner behind each record's config_hash, ready for JSON."""
+    versions = archive.banner_versions_by_hash(
+        site, {record.config_hash for record in history if record.config_hash}
+    )
+    return {
+        config_hash: BannerVersionSchema().dump(archive.describe_banner_version(version))
+        for config_hash, version in versions.items()
     }
 
 
@@ -201,9 +201,13 @@ def export_as_csv(export: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def consent_receipts(site: Site, subject: Subject, actor: str) -> list[dict[str, Any]]:
+def consent_receipts(
+    site: Site, subject: Subject, actor: str, reason: str | None = None
+) -> list[dict[str, Any]]:
     """Each record as a consent receipt shaped after ISO/IEC TS 27560 and Kantara CR 1.1."""
-    log_access(site, actor, "export", subject, {"format": "receipts"})
+    log_access(
+        site, actor, "export", subject.pseudonym, reason=reason, details={"format": "receipts"}
+    )
     policies = {
         policy.version: policy
         for policy in db.session.scalars(
@@ -211,8 +215,10 @@ def consent_receipts(site: Site, subject: Subject, actor: str) -> list[dict[str,
         )
     }
     purposes = {purpose.key: purpose for purpose in site.purposes}
+    history = subject_history(site, subject)
+    banners = _banner_versions_of(site, history)
     receipts = []
-    for record in subject_history(site, subject):
+    for record in history:
         policy = policies.get(record.policy_version)
         receipts.append(
             {
@@ -246,13 +252,19 @@ def consent_receipts(site: Site, subject: Subject, actor: str) -> list[dict[str,
                 ],
                 "gpc": record.is_gpc,
                 "previous_receipt_id": record.previous_hash,
+                "banner_version": banners.get(record.config_hash),
             }
         )
     return receipts
 
 
 def correct_subject(
-    site: Site, subject: Subject, field: str, new_value: str | None, actor: str
+    site: Site,
+    subject: Subject,
+    field: str,
+    new_value: str | None,
+    actor: str,
+    reason: str | None = None,
 ) -> ConsentRecord:
     """Change or remove a subject's email or user id; record that it changed, not to what."""
     if field not in IDENTIFIER_KINDS:
@@ -267,7 +279,14 @@ def correct_subject(
     set_identifier(subject, field, new_value)
     db.session.flush()
     action = "removed" if new_value is None else ("changed" if had_value else "added")
-    log_access(site, actor, "correct", subject, {"field": field, "action": action})
+    log_access(
+        site,
+        actor,
+        "correct",
+        subject.pseudonym,
+        reason=reason,
+        details={"field": field, "action": action},
+    )
     return ledger.append_record(
         site,
         subject,
@@ -277,14 +296,16 @@ def correct_subject(
     )
 
 
-def erase_subject(site: Site, subject: Subject, actor: str) -> ConsentRecord | None:
+def erase_subject(
+    site: Site, subject: Subject, actor: str, reason: str | None = None
+) -> ConsentRecord | None:
     """Forget who the subject is; keep the pseudonymous history; deny every check.
 
     Removes the email and user id (keeping only their keyed hashes as suppression
     entries), drops the current state, and appends an erasure record. Erasing twice
     appends nothing the second time.
     """
-    log_access(site, actor, "erase", subject)
+    log_access(site, actor, "erase", subject.pseudonym, reason=reason)
     if subject.erased_at is not None:
         return None
     for kind in IDENTIFIER_KINDS:

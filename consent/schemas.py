@@ -11,7 +11,7 @@ from marshmallow import fields, validate
 
 from consent.decision import Reason
 from consent.identifiers import is_storable_text
-from consent.models import RECORD_SOURCES
+from consent.models import RECORD_SOURCES, RIGHTS_KINDS
 
 # \Z, not $: "$" also matches before a final newline, which would then be stored.
 KEY = validate.Regexp(
@@ -181,6 +181,8 @@ class PolicySchema(ma.Schema):
     version = fields.String()
     url = fields.String(allow_none=True)
     published_at = fields.String()
+    updated_at = fields.String(metadata={"description": "The policy's Last Updated date."})
+    text_sha256 = fields.String(allow_none=True)
     is_material = fields.Boolean()
 
 
@@ -300,13 +302,24 @@ class UnsubscribeLinksSchema(ma.Schema):
     links = fields.List(fields.Nested(UnsubscribeLinkSchema))
 
 
-class ExportArgs(IdentityArgs):
+class _ReasonArgs(ma.Schema):
+    reason = Text(
+        validate=validate.Length(min=1, max=500),
+        metadata={"description": "Why: free text or a ticket number, kept in the access log."},
+    )
+
+
+class ErasureArgs(IdentityArgs, _ReasonArgs):
+    pass
+
+
+class ExportArgs(IdentityArgs, _ReasonArgs):
     format = fields.String(
         load_default="json", validate=validate.OneOf(["json", "csv", "receipts"])
     )
 
 
-class CorrectionArgs(IdentityArgs):
+class CorrectionArgs(IdentityArgs, _ReasonArgs):
     field = fields.String(required=True, validate=validate.OneOf(["email", "user_id"]))
     value = Text(
         required=True,
@@ -331,12 +344,31 @@ class ExportedSubjectSchema(ma.Schema):
     erased_at = fields.DateTime(allow_none=True)
 
 
+class BannerWidgetSchema(ma.Schema):
+    version = fields.String()
+    integrity = fields.String()
+
+
+class BannerVersionSchema(ma.Schema):
+    config_hash = fields.String()
+    first_served_at = fields.DateTime()
+    last_served_at = fields.DateTime()
+    policy = fields.Dict(allow_none=True)
+    widget = fields.Nested(BannerWidgetSchema)
+    content = fields.Dict(metadata={"description": "The configuration exactly as served."})
+
+
 class SubjectExportSchema(ma.Schema):
     site = fields.String()
     exported_at = fields.DateTime()
     subject = fields.Nested(ExportedSubjectSchema)
     state = fields.Dict(keys=fields.String(), values=fields.Nested(PurposeStateSchema))
     history = fields.List(fields.Nested(RecordSchema))
+    banner_versions = fields.Dict(
+        keys=fields.String(),
+        values=fields.Nested(BannerVersionSchema),
+        metadata={"description": "The archived banner each record's config_hash names."},
+    )
 
 
 class ReceiptControllerSchema(ma.Schema):
@@ -369,6 +401,7 @@ class ConsentReceiptSchema(ma.Schema):
     purposes = fields.List(fields.Nested(ReceiptPurposeSchema))
     gpc = fields.Boolean()
     previous_receipt_id = fields.String()
+    banner_version = fields.Nested(BannerVersionSchema, allow_none=True)
 
 
 class ErrorSchema(ma.Schema):
@@ -381,3 +414,22 @@ class ErrorSchema(ma.Schema):
     )
     allowed = fields.Boolean(metadata={"description": "Checks only: always false on error."})
     reason = fields.String(metadata={"description": "Checks only: why not allowed."})
+
+
+class PublicRightsRequestArgs(ma.Schema):
+    kind = fields.String(required=True, validate=validate.OneOf(RIGHTS_KINDS))
+    email = Text(required=True, validate=validate.Length(min=3, max=254))
+    message = Text(validate=validate.Length(max=2000))
+
+
+class ServerRightsRequestArgs(IdentityArgs):
+    kind = fields.String(required=True, validate=validate.OneOf(RIGHTS_KINDS))
+    message = Text(validate=validate.Length(max=2000))
+
+
+class RightsRequestReceiptSchema(ma.Schema):
+    reference = fields.String()
+    kind = fields.String()
+    state = fields.String()
+    received_at = fields.DateTime()
+    due_at = fields.DateTime()

@@ -158,8 +158,12 @@ def publish_policy(
     url: str | None = None,
     is_material: bool = False,
     published_at: datetime | None = None,
+    text: bytes | None = None,
 ) -> PolicyVersion:
-    """Publish a new policy version; a material one makes earlier decisions stale."""
+    """Publish a new policy version; a material one makes earlier decisions stale.
+
+    ``text`` is the policy as published: its SHA-256 is kept with the version.
+    """
     if any(policy.version == version for policy in site.policy_versions):
         raise InvalidRequest("version", f"Policy version {version!r} exists already.")
     policy = PolicyVersion(
@@ -168,6 +172,7 @@ def publish_policy(
         url=url,
         is_material=is_material,
         published_at=published_at or now_utc(),
+        text_sha256=hashlib.sha256(text).hexdigest() if text is not None else None,
     )
     db.session.add(policy)
     db.session.flush()
@@ -240,6 +245,9 @@ def _policy_entry(policy: PolicyVersion | None) -> dict[str, Any] | None:
         "version": policy.version,
         "url": policy.url,
         "published_at": policy.published_at.isoformat(),
+        # The "Last Updated" date the policy page and the preference centre show.
+        "updated_at": policy.published_at.date().isoformat(),
+        "text_sha256": policy.text_sha256,
         "is_material": policy.is_material,
     }
 
@@ -261,7 +269,7 @@ def choose_language(site: Site, wanted: list[str]) -> str:
 
 
 def _only_languages(content: dict[str, Any], keep: set[str]) -> dict[str, Any]:
-    """The content with texts and translations for those languages only."""
+    """The content (or a configuration) with texts and translations for those only."""
     return {
         **content,
         "texts": {lang: texts for lang, texts in content["texts"].items() if lang in keep},
@@ -277,22 +285,25 @@ def _only_languages(content: dict[str, Any], keep: set[str]) -> dict[str, Any]:
     }
 
 
-def banner_config(
-    site: Site, *, max_age: int = 300, wanted_languages: list[str] | None = None
+def config_in_languages(
+    site: Site, config: dict[str, Any], wanted_languages: list[str]
 ) -> dict[str, Any]:
+    """The configuration with the texts of the visitor's language and the site's default
+    only (the visitor's languages best first); ``languages`` still lists all, and the
+    hash still covers all."""
+    chosen = choose_language(site, wanted_languages)
+    return _only_languages(config, {chosen, site.default_language})
+
+
+def banner_config(site: Site, *, max_age: int = 300) -> dict[str, Any]:
     """The configuration the widget needs, with the hash of what it shows.
 
     It names the policy in effect and the versions scheduled ahead, so the widget
     switches at a scheduled version's time without asking; ``max_age`` is how long a
-    copy may be used before the widget asks again. With ``wanted_languages`` (the
-    visitor's, best first) it carries the texts of the chosen one and the site's
-    default only; ``languages`` still lists all, and the hash covers all.
+    copy may be used before the widget asks again.
     """
     content = _banner_content(site)
     serialised = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    if wanted_languages is not None:
-        chosen = choose_language(site, wanted_languages)
-        content = _only_languages(content, {chosen, site.default_language})
     now = now_utc()
     material = latest_material_policy(site, now=now)
     return {

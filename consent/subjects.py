@@ -144,6 +144,7 @@ def record_submission(
         is_gpc=is_gpc,
         ip_truncated=ip_truncated,
     )
+    visitor.last_seen_at = record.recorded_at  # retention forgets visitors unseen too long
     response = RECORD_RESULT.dump(
         {
             "visitor_token": make_visitor_token(site.key, visitor.visitor_id),

@@ -25,10 +25,11 @@ import minify
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from markupsafe import Markup, escape
 
+from consent.archive import archive_banner_version
 from consent.i18n import BUILT_IN_LANGUAGES
 from consent.ledger import latest_policy
 from consent.security import CONTENT_SECURITY_POLICY, talisman
-from consent.sites import banner_config, get_site_by_key
+from consent.sites import banner_config, config_in_languages, get_site_by_key
 
 bp = Blueprint("widget", __name__)
 
@@ -129,11 +130,9 @@ def load_bundle(site_key: str, wanted_languages: list[str]) -> Asset | None:
     site = get_site_by_key(site_key)
     if site is None:
         return None
-    config = banner_config(
-        site,
-        max_age=current_app.config["CONFIG_MAX_AGE"],
-        wanted_languages=wanted_languages,
-    )
+    config = banner_config(site, max_age=current_app.config["CONFIG_MAX_AGE"])
+    archive_banner_version(site, config, load_asset("consent.js"))  # all languages
+    config = config_in_languages(site, config, wanted_languages)
     return load_asset("consent.js", json.dumps(config, sort_keys=True))
 
 
@@ -209,6 +208,7 @@ def demo_privacy():
         "demo_privacy.html",
         purposes=site.purposes,
         version=policy.version if policy else "draft",
+        updated_at=policy.published_at.date() if policy else None,
     )
 
 

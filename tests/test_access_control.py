@@ -11,6 +11,7 @@ a refusal or nothing, and this site's rows stay as they were.
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 from helpers import PERSON_EMAIL, PERSON_USER_ID, bearer, make_person
@@ -66,7 +67,17 @@ SAMPLES = {
         lambda who, token: {"json": {**who, "field": "email", "value": "new@example.com"}},
     ),
     "server.SubjectErasure": ("rights", lambda who, token: {"json": who}),
+    "server.ServerRightsRequests": (
+        "rights",
+        lambda who, token: {"json": {**who, "kind": "access"}},
+    ),
+    "server.BannerVersions": (
+        "read",
+        lambda who, token: {"path": f"/v1/server/banner-versions/{SERVED_BANNER['hash']}"},
+    ),
 }
+#: The demo site's banner as served to the person (set by the ``person`` fixture).
+SERVED_BANNER: dict[str, str] = {}
 
 
 def bare_app():
@@ -118,7 +129,9 @@ def test_openapi_document_declares_the_api_key_on_every_server_route():
                 documented.add((method.upper(), path))
                 assert operation["security"] == [{"ApiKey": []}], (method, path)
                 assert {"401", "403"} <= set(operation["responses"]), (method, path)
-    assert documented == {(method, path) for _, method, path in ROUTES}
+    assert documented == {
+        (method, re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", path)) for _, method, path in ROUTES
+    }
 
 
 @pytest.fixture
@@ -126,6 +139,7 @@ def person(client, demo_site, make_key) -> dict:
     """Ada on the demo site: visitor token, user id and email, with recorded choices."""
     key = make_key(demo_site, *API_SCOPES)
     token = make_person(client, demo_site, key, email_marketing=False)
+    SERVED_BANNER["hash"] = client.get(f"/v1/sites/{demo_site}/config").get_json()["config_hash"]
     return {"site": demo_site, "key": key, "token": token, "who": {"email": PERSON_EMAIL}}
 
 
@@ -174,6 +188,7 @@ def call(
     """Send the endpoint's sample request about ``who`` with the given headers."""
     _, sample = SAMPLES[endpoint]
     request = sample(who, token)
+    path = request.pop("path", path)  # a route with a parameter names it in its sample
     if extra_query:
         request["query_string"] = {**request.get("query_string", {}), **extra_query}
     return client.open(path, method=method, headers=headers, **request)
@@ -287,7 +302,12 @@ def test_another_sites_key_never_reaches_this_sites_people(
             endpoint == "server.Links"
             or identity == "visitor_token"
             and endpoint
-            not in ("server.BulkCheck", "server.Suppression", "server.UnsubscribeLinks")
+            not in (
+                "server.BulkCheck",
+                "server.Suppression",
+                "server.UnsubscribeLinks",
+                "server.BannerVersions",
+            )
         ):
             # This site's visitor token, presented by the other site: refused outright.
             assert response.status_code == 403, (identity, text)
@@ -298,8 +318,11 @@ def test_another_sites_key_never_reaches_this_sites_people(
             "server.SubjectExport",
             "server.SubjectCorrection",
             "server.SubjectErasure",
+            "server.ServerRightsRequests",
         ):
             assert response.status_code in (404, 422), (identity, text)
+        elif endpoint == "server.BannerVersions":  # this site's banner is not the other's
+            assert response.status_code == 404, (identity, text)
         elif endpoint == "server.ServerCheck":
             assert (response.get_json()["allowed"], response.get_json()["reason"]) == (
                 False,

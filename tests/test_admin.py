@@ -239,6 +239,14 @@ ADMIN_PAGES = [
     "/admin/sites/shop/scans",
     "/admin/sites/shop/scans/1",
     "/admin/sites/shop/scans/1/inventory/analytics",
+    "/admin/sites/shop/rights-requests",
+    "/admin/access-log",
+    "/admin/access-log.csv",
+]
+#: Pages about one row (tested with their row below); the sign-in test covers them too.
+ADMIN_ROW_PAGES = [
+    "/admin/sites/shop/banner-versions/HASH",
+    "/admin/sites/shop/rights-requests/REFERENCE",
 ]
 #: How the pages above name the URL rules' variables.
 PAGE_VARIABLES = {
@@ -246,6 +254,8 @@ PAGE_VARIABLES = {
     "/purposes/analytics": "/purposes/<purpose_key>",
     "/scans/1": "/scans/<int:scan_id>",
     "/inventory/analytics": "/inventory/<purpose_key>",
+    "/HASH": "/<config_hash>",
+    "/REFERENCE": "/<reference>",
 }
 
 
@@ -260,12 +270,12 @@ def test_every_admin_page_is_listed(app):
     }
     listed = {
         re.sub("|".join(PAGE_VARIABLES), lambda m: PAGE_VARIABLES[m.group(0)], page)
-        for page in ADMIN_PAGES
+        for page in ADMIN_PAGES + ADMIN_ROW_PAGES
     }
     assert rules == listed
 
 
-@pytest.mark.parametrize("page", ADMIN_PAGES)
+@pytest.mark.parametrize("page", ADMIN_PAGES + ADMIN_ROW_PAGES)
 def test_every_admin_page_needs_sign_in(client, site_key, page):
     response = client.get(page)
     assert response.status_code == 302
@@ -304,10 +314,12 @@ FORM_POSTS = [
     ("/admin/sites/shop/keys/PREFIX/revoke", {}),
     ("/admin/sites/shop/verify", {}),
     ("/admin/sites/shop/people", {"kind": "visitor_id", "value": "x"}),
-    ("/admin/sites/shop/people/export", {"pseudonym": "x", "format": "json"}),
+    ("/admin/sites/shop/people/export", {"pseudonym": "x", "format": "json", "reason": "t"}),
     ("/admin/sites/shop/people/erase", {"pseudonym": "x", "step": "ask"}),
-    ("/admin/sites/shop/people/erase", {"pseudonym": "x", "confirmed": "y"}),
+    ("/admin/sites/shop/people/erase", {"pseudonym": "x", "confirmed": "y", "reason": "t"}),
     ("/admin/sites/shop/scans", {"urls": "https://shop.example/", "pages": "1"}),
+    ("/admin/sites/shop/rights-requests", {"kind": "access", "email": "ada@example.com"}),
+    ("/admin/sites/shop/rights-requests/REFERENCE", {"action": "complete"}),
 ]
 
 
@@ -321,11 +333,12 @@ def test_every_form_post_is_listed(app):
     }
     listed = {
         re.sub(
-            r"/shop|/analytics|/PREFIX",
+            r"/shop|/analytics|/PREFIX|/REFERENCE",
             lambda m: {
                 "/shop": "/<site_key>",
                 "/analytics": "/<purpose_key>",
                 "/PREFIX": "/<prefix>",
+                "/REFERENCE": "/<reference>",
             }[m.group(0)],
             url,
         )
@@ -425,6 +438,30 @@ def test_editing_texts_changes_the_config_hash(app, admin, site_key):
         assert config["texts"]["en"]["title"] == "Cookies?"
         assert config["lifetime_days"] == 90
         assert config["config_hash"] != before
+
+
+def test_a_record_after_a_config_edit_still_renders_its_original_banner(admin, site_key):
+    config = admin.get("/v1/sites/shop/config").get_json()
+    submit(admin, site_key, ACCEPT_ALL, config_hash=config["config_hash"], language="en")
+    edited = post_form(
+        admin,
+        "/admin/sites/shop/edit",
+        {
+            "name": "Shop",
+            "languages": "en",
+            "lifetime_days": "182",
+            "retention_days": "1095",
+            "texts": json.dumps({"en": {"title": "Cookies?"}}),
+        },
+    )
+    assert edited.status_code == 302
+    log = admin.get("/admin/sites/shop/records").text
+    link = re.search(r'href="(/admin/sites/shop/banner-versions/[0-9a-f]{64}[^"]*)"', log)
+    assert link, log
+    shown = admin.get(link.group(1).replace("&amp;", "&"))
+    assert shown.status_code == 200
+    assert "Your privacy choices" in shown.text and "Cookies?" not in shown.text
+    assert "Lets partners show you ads that match your interests." in shown.text
 
 
 def test_site_page_shows_embed_snippet_with_sri_of_the_served_widget(admin, site_key):
@@ -810,7 +847,7 @@ def test_export_downloads_the_data_and_is_logged(app, admin, ada_subscribed, exp
     response = post_form(
         admin,
         "/admin/sites/shop/people/export",
-        {"pseudonym": pseudonym_of(app), "format": export_format},
+        {"pseudonym": pseudonym_of(app), "format": export_format, "reason": "ticket 42"},
         page="/admin/sites/shop/people",
     )
     assert response.status_code == 200
@@ -819,6 +856,18 @@ def test_export_downloads_the_data_and_is_logged(app, admin, ada_subscribed, exp
     if export_format == "json":
         assert response.get_json()["history"][0]["decisions"][0]["purpose"] == "analytics"
     assert access_log(app) == [("admin:ada", "export")]
+
+
+def test_export_without_a_reason_asks_for_one_and_exports_nothing(app, admin, ada_subscribed):
+    response = post_form(
+        admin,
+        "/admin/sites/shop/people/export",
+        {"pseudonym": pseudonym_of(app), "format": "json"},
+        page="/admin/sites/shop/people",
+    )
+    assert "attachment" not in response.headers.get("Content-Disposition", "")
+    assert "Say why (a ticket number will do)" in response.text
+    assert access_log(app) == [("admin:ada", "lookup")]
 
 
 def test_erasure_asks_for_confirmation_first(app, admin, ada_subscribed, record_count):
@@ -847,7 +896,7 @@ def test_confirmed_erasure_forgets_the_person_and_is_logged(
     response = post_form(
         admin,
         "/admin/sites/shop/people/erase",
-        {"pseudonym": pseudonym_of(app), "confirmed": "y"},
+        {"pseudonym": pseudonym_of(app), "confirmed": "y", "reason": "ticket 43"},
         page="/admin/sites/shop/people",
     )
     assert response.status_code == 302
@@ -933,3 +982,91 @@ def test_seed_demo_creates_one_demo_admin_who_can_sign_in(app, runner, client):
     assert "password" not in second.output
     assert sign_in(client, "demo", "wrong password").status_code == 200
     assert sign_in(client, "demo", password.group(1)).status_code == 302
+
+
+# --- rights requests and the access log ------------------------------------------------
+
+
+def test_admin_registers_a_request_that_came_by_email(admin, site_key, mailbox):
+    response = post_form(
+        admin,
+        "/admin/sites/shop/rights-requests",
+        {"kind": "erasure", "email": "ada@example.com", "message": "Forget me"},
+    )
+    assert response.status_code == 302
+    page = admin.get("/admin/sites/shop/rights-requests").text
+    assert "registered; the verification link was emailed" in page
+    assert "No request is overdue." in page
+    assert "/rights/verify/" in mailbox.bodies_to("ada@example.com")[0]
+
+
+def test_an_overdue_request_is_flagged(admin, site_key, mailbox, monkeypatch):
+    import consent.rights_requests
+
+    long_ago = now_utc() - timedelta(days=45)
+    monkeypatch.setattr(consent.rights_requests, "now_utc", lambda: long_ago)
+    post_form(
+        admin, "/admin/sites/shop/rights-requests", {"kind": "access", "email": "a@example.com"}
+    )
+    monkeypatch.undo()
+    assert "1 overdue" in admin.get("/admin/sites/shop/rights-requests").text
+
+
+@pytest.fixture
+def verified_request(client, site_key, make_key, ada_subscribed):
+    """Ada's access request, made through the site's backend (so verified)."""
+    response = client.post(
+        "/v1/server/rights-requests",
+        json={"kind": "access", "email": "ada@example.com"},
+        headers=bearer(make_key(site_key, "rights")),
+    )
+    assert response.status_code == 201
+    return response.get_json()["reference"]
+
+
+def test_viewing_a_request_shows_the_address_and_is_logged(app, admin, verified_request):
+    page = admin.get(f"/admin/sites/shop/rights-requests/{verified_request}")
+    assert page.status_code == 200
+    assert "ada@example.com" in page.text
+    assert ("admin:ada", "rights_request_view") in access_log(app)
+
+
+def test_admin_completes_a_verified_request(app, admin, verified_request, mailbox):
+    url = f"/admin/sites/shop/rights-requests/{verified_request}"
+    response = post_form(admin, url, {"action": "complete"})
+    assert response.status_code == 302
+    assert "completed" in admin.get(url).text
+    assert "/rights/download/" in mailbox.bodies_to("ada@example.com")[-1]
+
+
+def test_extending_without_a_reason_says_why_it_is_needed(admin, verified_request):
+    url = f"/admin/sites/shop/rights-requests/{verified_request}"
+    response = post_form(admin, url, {"action": "extend", "reason": ""})
+    assert response.status_code == 422
+    assert "Say why: the person is told." in response.text
+
+
+def test_the_access_log_page_filters_by_action(admin, ada_subscribed):
+    look_up(admin)
+    page = admin.get("/admin/access-log", query_string={"action": "lookup", "site": "shop"})
+    assert page.status_code == 200
+    assert "admin:ada" in page.text and "<td>lookup</td>" in page.text
+    other = admin.get("/admin/access-log", query_string={"action": "erase"})
+    assert "No entry matches." in other.text
+
+
+def test_the_access_log_downloads_as_csv(admin, ada_subscribed):
+    look_up(admin)
+    response = admin.get("/admin/access-log.csv", query_string={"actor": "admin:ada"})
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [(row["site"], row["actor"], row["action"]) for row in rows] == [
+        ("shop", "admin:ada", "lookup")
+    ]
+
+
+def test_the_access_log_refuses_an_impossible_date_range(admin, site_key):
+    response = admin.get(
+        "/admin/access-log", query_string={"start": "2026-12-02", "end": "2026-12-01"}
+    )
+    assert response.status_code == 422
+    assert "The end comes before the start." in response.text

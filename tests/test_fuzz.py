@@ -68,8 +68,11 @@ OPERATIONS = documented_operations()
 
 
 @pytest.fixture
-def world(client, demo_site, make_site, make_key):
-    """Two sites with keys, a visitor token each, and one known person on the demo site."""
+def world(client, demo_site, make_site, make_key, mailbox):
+    """Two sites with keys, a visitor token each, and one known person on the demo site.
+
+    Emails (rights requests) go to a real local SMTP server.
+    """
     other = make_site()
     full = make_key(demo_site, "read", "write", "rights")
     client.post(

@@ -512,6 +512,7 @@ def test_openapi_document_declares_failure_answers(client, app):
         "/v1/sites/{site_key}/records",
         "/v1/sites/{site_key}/check",
         "/v1/sites/{site_key}/shown",
+        "/v1/sites/{site_key}/rights-requests",
         "/v1/server/check",
         "/v1/server/bulk-check",
     }

@@ -1,6 +1,9 @@
 """The admin console: server-rendered pages for the people who run the service."""
 
-from consent.admin import scans  # noqa: F401 (its views register on bp)
+from consent.admin import (
+    evidence,  # noqa: F401 (its views register on the blueprint)
+    scans,  # noqa: F401 (its views register on bp)
+)
 from consent.admin.views import bp
 
 __all__ = ["bp"]

@@ -331,13 +331,26 @@ class PersonForm(FlaskForm):
     pseudonym = HiddenField(validators=[DataRequired(), Length(max=40)])
 
 
+def reason_field() -> StringField:
+    """Why an export or erasure is done: kept with it in the access log."""
+    return StringField(
+        "Reason or ticket",
+        [
+            DataRequired("Say why (a ticket number will do): it is kept in the access log."),
+            Length(max=500),
+        ],
+    )
+
+
 class ExportForm(PersonForm):
     format = SelectField(
         "Format", choices=[SelectChoice("json", "JSON"), SelectChoice("csv", "CSV")], default="json"
     )
+    reason = reason_field()
 
 
 class EraseForm(PersonForm):
+    reason = reason_field()
     confirmed = BooleanField(
         "I understand: this person's email and user id are removed for good.",
         [DataRequired("Tick the box to confirm the erasure.")],
@@ -364,3 +377,50 @@ class ScanForm(FlaskForm):
     @property
     def url_list(self) -> list[str]:
         return [line.strip() for line in (self.urls.data or "").splitlines() if line.strip()]
+
+
+class RightsRequestForm(FlaskForm):
+    """A rights request that arrived by email, registered by hand."""
+
+    kind = SelectField(
+        "Right asked for",
+        choices=[
+            SelectChoice("access", "access"),
+            SelectChoice("export", "export (portability)"),
+            SelectChoice("correction", "correction"),
+            SelectChoice("erasure", "erasure"),
+            SelectChoice("objection", "objection to marketing"),
+        ],
+        default="access",
+    )
+    email = StringField(
+        "Sender's email",
+        [DataRequired("The verification link goes to this address."), Length(max=254)],
+    )
+    message = TextAreaField("What they asked", [Length(max=2000)])
+
+
+class RightsActionForm(FlaskForm):
+    """The next step of a request: extend, refuse or complete it."""
+
+    action = RadioField(
+        "Next step",
+        choices=[
+            SelectChoice("complete", "complete it (export link, erasure or objection)"),
+            SelectChoice("extend", "extend to three months from receipt"),
+            SelectChoice("refuse", "refuse it"),
+        ],
+        default="complete",
+    )
+    reason = StringField(
+        "Reason told to the person (to extend or refuse)", [Optional(), Length(max=2000)]
+    )
+
+
+class AccessLogFilterForm(DateRangeForm):
+    """What the access log is narrowed to; empty fields do not filter."""
+
+    site = SelectField("Site", choices=[ANY], default="")
+    actor = StringField("Actor", [Optional(), Length(max=200)])
+    action = SelectField("Action", choices=[ANY], default="")
+    subject = StringField("Subject pseudonym", [Optional(), Length(max=40)])

@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
 from consent import keys, ledger, rights, sites
+from consent.accesslog import log_access
 from consent.admin import auth, editing, rates, records
 from consent.admin.forms import (
     ANY,
@@ -549,11 +550,20 @@ def people(site_key: str):
     except InvalidRequest as error:
         form.value.errors.append(error.message)
         return render_template("admin/people.html", site=site, form=form), 422
-    rights.log_access(
-        site, auth.actor(), "lookup", subject, {"by": form.kind.data, "found": subject is not None}
+    log_access(
+        site,
+        auth.actor(),
+        "lookup",
+        subject.pseudonym if subject else None,
+        details={"by": form.kind.data, "found": subject is not None},
     )
     if subject is None:
         return render_template("admin/people.html", site=site, form=form, not_found=True)
+    return _person_page(site, subject)
+
+
+def _person_page(site: Site, subject, export_form: ExportForm | None = None):
+    """The person's identifiers, state and history (the caller has logged the view)."""
     return (
         render_template(
             "admin/person.html",
@@ -562,7 +572,7 @@ def people(site_key: str):
             identifiers=editing.identifiers_of(subject),
             state=ledger.describe_state(site, subject),
             history=rights.subject_history(site, subject),
-            export_form=ExportForm(pseudonym=subject.pseudonym),
+            export_form=export_form or ExportForm(pseudonym=subject.pseudonym),
             erase_form=PersonForm(pseudonym=subject.pseudonym),
         ),
         200,
@@ -575,9 +585,17 @@ def export_person(site_key: str):
     """Download everything held about a person as JSON or CSV; the export is logged."""
     site = _site_or_404(site_key)
     form = ExportForm()
-    _require_valid(form)
+    if not form.validate_on_submit():
+        if form.csrf_token.errors or form.pseudonym.errors or form.format.errors:
+            abort(400, description="This form has expired; go back and try again.")
+        # Only the reason is missing: show the page again with the message beside it.
+        # Answered 200 on purpose: the page shows the person again, and the access log
+        # entry for that view must be committed.
+        subject = _person_or_404(site, form)
+        log_access(site, auth.actor(), "lookup", subject.pseudonym, details={"by": "pseudonym"})
+        return _person_page(site, subject, form)
     subject = _person_or_404(site, form)
-    export = rights.export_subject(site, subject, auth.actor())
+    export = rights.export_subject(site, subject, auth.actor(), form.reason.data)
     name = f"subject-{site.key}-{subject.pseudonym}"
     if form.format.data == "csv":
         body, mimetype, name = rights.export_as_csv(export), "text/csv", f"{name}.csv"
@@ -624,7 +642,7 @@ def erase_person(site_key: str):
         )
     ledger.lock_chain_head(site)
     subject = _person_or_404(site, form)
-    record = rights.erase_subject(site, subject, auth.actor())
+    record = rights.erase_subject(site, subject, auth.actor(), form.reason.data)
     if record is None:
         flash(f"Subject {subject.pseudonym} was already erased.")
     else:

@@ -18,6 +18,7 @@ from consent.db import db, describe_database_error
 from consent.decision import Reason
 from consent.errors import Conflict, InvalidRequest
 from consent.limits import LIMITED_ENDPOINTS
+from consent.mail import MailUnavailable
 from consent.schemas import ErrorSchema
 from consent.sites import get_site_by_key
 
@@ -158,6 +159,11 @@ def init_api(app: Flask) -> ConsentApi:
     @app.errorhandler(InvalidRequest)
     def _invalid_request(error: InvalidRequest):
         return error_response(422, error.message, {error.field: [error.message]})
+
+    @app.errorhandler(MailUnavailable)
+    def _mail_unavailable(error: MailUnavailable):
+        log.error("mail not sent on %s: %s", request.endpoint, error)
+        return error_response(503, "The email could not be sent: nothing was registered.")
 
     @app.errorhandler(Conflict)
     def _conflict(error: Conflict):

@@ -10,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import select
 
-from consent import ledger
+from consent import ledger, rights_requests
 from consent.api.common import (
     ApiBlueprint,
     compress,
@@ -18,6 +18,7 @@ from consent.api.common import (
     is_allowed_origin,
     truncated_client_ip,
 )
+from consent.archive import archive_banner_version, require_served
 from consent.db import db
 from consent.models import ConsentRecord, Site, Subject
 from consent.schemas import (
@@ -25,12 +26,15 @@ from consent.schemas import (
     BannerConfigSchema,
     CheckArgs,
     CheckSchema,
+    PublicRightsRequestArgs,
     RecordArgs,
     RecordResultSchema,
+    RightsRequestReceiptSchema,
     VisitorDataSchema,
 )
 from consent.sites import (
     banner_config,
+    config_in_languages,
     count_banner_shown,
     count_refused_origin,
     get_site_by_key,
@@ -38,6 +42,7 @@ from consent.sites import (
 )
 from consent.subjects import record_submission
 from consent.tokens import read_visitor_token
+from consent.widget import load_asset
 
 blp = ApiBlueprint(
     "public",
@@ -102,11 +107,10 @@ class BannerConfig(MethodView):
         banner will speak and the site's default.
         """
         site = load_site(site_key, is_banner=True)
-        config = banner_config(
-            site,
-            max_age=current_app.config["CONFIG_MAX_AGE"],
-            wanted_languages=args["lang"].split(",") if "lang" in args else None,
-        )
+        config = banner_config(site, max_age=current_app.config["CONFIG_MAX_AGE"])
+        archive_banner_version(site, config, load_asset("consent.js"))  # all languages
+        if "lang" in args:
+            config = config_in_languages(site, config, args["lang"].split(","))
         body = json.dumps(config, sort_keys=True).encode()
         etag = hashlib.sha256(body).hexdigest()[:32]
         # Weak: the same configuration whatever the encoding (gzip, brotli or none).
@@ -139,6 +143,7 @@ class Records(MethodView):
         site = load_site(site_key)
         token = request.headers.get(TOKEN_HEADER)
         visitor_id = read_visitor_token(token, site.key, TOKEN_HEADER) if token else None
+        require_served(site, args.get("config_hash"), load_asset("consent.js"))
         result, is_replay = record_submission(
             site,
             visitor_id,
@@ -227,3 +232,23 @@ class Shown(MethodView):
         site = load_site(site_key)
         count_banner_shown(site)
         return "", 204
+
+
+@blp.route("/rights-requests")
+class RightsRequests(MethodView):
+    @blp.arguments(PublicRightsRequestArgs)
+    @blp.response(202, RightsRequestReceiptSchema)
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    def post(self, args, site_key):
+        """Receive a rights request; the address given gets a link to confirm it."""
+        site = load_site(site_key)
+        return rights_requests.receive_request(
+            site,
+            args["kind"],
+            "web",
+            "person",
+            email=args["email"],
+            message=args.get("message"),
+        )

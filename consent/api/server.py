@@ -10,25 +10,30 @@ from flask import Response, current_app, g, jsonify, request, stream_with_contex
 from flask.views import MethodView
 from flask_smorest import abort
 
-from consent import ledger, marketing, rights
+from consent import archive, ledger, marketing, rights, rights_requests
 from consent.api.common import ApiBlueprint, created
+from consent.archive import require_served
 from consent.db import db
+from consent.errors import InvalidRequest
 from consent.keys import authenticate_key
 from consent.models import Site, Subject
 from consent.schemas import (
+    BannerVersionSchema,
     BulkCheckArgs,
     BulkCheckSchema,
     CheckSchema,
     ConsentReceiptSchema,
     CorrectionArgs,
+    ErasureArgs,
     ExportArgs,
-    IdentityArgs,
     LinkArgs,
     LinkResultSchema,
     RecordResultSchema,
+    RightsRequestReceiptSchema,
     RightsResultSchema,
     ServerCheckArgs,
     ServerRecordArgs,
+    ServerRightsRequestArgs,
     SubjectExportSchema,
     SuppressionArgs,
     SuppressionPageSchema,
@@ -45,6 +50,7 @@ from consent.subjects import (
     remember_answer,
 )
 from consent.tokens import read_visitor_token
+from consent.widget import load_asset
 
 blp = ApiBlueprint(
     "server",
@@ -158,6 +164,7 @@ class ServerRecords(MethodView):
     def post(self, args):
         """Record decisions on behalf of a logged-in user (or a known visitor)."""
         site = g.site
+        require_served(site, args.get("config_hash"), load_asset("consent.js"))
         if "visitor_token" in args:
             visitor_id = read_visitor_token(args["visitor_token"], site.key)
             result, is_replay = record_submission(
@@ -217,7 +224,7 @@ class BulkCheck(MethodView):
         kind, values = (
             ("email", args["emails"]) if "emails" in args else ("user_id", args["user_ids"])
         )
-        results = marketing.bulk_check(g.site, args["purpose"], kind, values)
+        results = marketing.bulk_check(g.site, args["purpose"], kind, values, actor())
         return {
             "purpose": args["purpose"],
             "allowed_count": sum(result["allowed"] for result in results),
@@ -242,7 +249,7 @@ class Suppression(MethodView):
     def get(self, args):
         """Everyone who must not be contacted for a purpose: paged JSON or streamed CSV."""
         site = g.site
-        marketing.purpose_of(site, args["purpose"])
+        marketing.log_suppression_read(site, args["purpose"], actor(), args)
         if args["format"] == "csv":
             return Response(
                 stream_with_context(_suppression_csv(site.id, args["purpose"], args["after"])),
@@ -325,8 +332,9 @@ class SubjectExport(MethodView):
         subject = subject_or_404(site, args)
         headers = {"Cache-Control": "no-store"}
         if args["format"] == "receipts":
-            return jsonify(rights.consent_receipts(site, subject, actor())), 200, headers
-        export = rights.export_subject(site, subject, actor())
+            receipts = rights.consent_receipts(site, subject, actor(), args.get("reason"))
+            return jsonify(receipts), 200, headers
+        export = rights.export_subject(site, subject, actor(), args.get("reason"))
         if args["format"] == "csv":
             headers["Content-Disposition"] = (
                 f'attachment; filename="subject-{subject.pseudonym}.csv"'
@@ -348,14 +356,16 @@ class SubjectCorrection(MethodView):
         site = g.site
         ledger.lock_chain_head(site)
         subject = subject_or_404(site, args)
-        record = rights.correct_subject(site, subject, args["field"], args["value"], actor())
+        record = rights.correct_subject(
+            site, subject, args["field"], args["value"], actor(), args.get("reason")
+        )
         return {"subject": subject.pseudonym, "erased": False, "record": record}
 
 
 @blp.route("/subjects/erase")
 class SubjectErasure(MethodView):
     @require_key("rights")
-    @blp.arguments(IdentityArgs)
+    @blp.arguments(ErasureArgs)
     @blp.response(200, RightsResultSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
@@ -364,5 +374,36 @@ class SubjectErasure(MethodView):
         site = g.site
         ledger.lock_chain_head(site)
         subject = subject_or_404(site, args)
-        record = rights.erase_subject(site, subject, actor())
+        record = rights.erase_subject(site, subject, actor(), args.get("reason"))
         return {"subject": subject.pseudonym, "erased": True, "record": record}
+
+
+@blp.route("/banner-versions/<string:config_hash>")
+class BannerVersions(MethodView):
+    @blp.response(200, BannerVersionSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+    @require_key("read")
+    def get(self, config_hash):
+        """Return the banner configuration a record's config_hash names, as it was served."""
+        if not archive.is_config_hash(config_hash):
+            raise InvalidRequest("config_hash", "Must be 64 lower-case hex digits.")
+        version = archive.find_banner_version(g.site, config_hash)
+        if version is None:
+            abort(404, message="This configuration was never served for this site.")
+        return archive.describe_banner_version(version)
+
+
+@blp.route("/rights-requests")
+class ServerRightsRequests(MethodView):
+    @blp.arguments(ServerRightsRequestArgs)
+    @blp.response(201, RightsRequestReceiptSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @require_key("rights")
+    def post(self, args):
+        """Register a logged-in user's request: the site's backend vouches for who they are."""
+        subject = subject_or_404(g.site, args)
+        return rights_requests.receive_request(
+            g.site, args["kind"], "api", actor(), subject=subject, message=args.get("message")
+        ), 201

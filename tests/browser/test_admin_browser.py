@@ -7,6 +7,7 @@ its own, so the demo site the widget tests use is left alone.
 from __future__ import annotations
 
 import random
+import re
 from datetime import timedelta
 
 import pytest
@@ -133,3 +134,29 @@ def test_chart_and_table_work_without_javascript(new_context, bistro):
     assert page.locator("svg.chart-svg circle").count() > 0
     assert page.locator("table.numbers tbody tr").count() >= 3
     assert page.get_by_role("button", name="marketing").count() == 0
+
+
+def test_a_visitors_record_links_to_the_banner_they_were_shown(page, bistro):
+    # A visitor accepts on the demo page: the widget sends the hash of what it showed.
+    page.goto("/")
+    page.wait_for_function("() => window.Consent && window.Consent.version")
+    page.get_by_role("dialog", name="Your privacy choices").get_by_role(
+        "button", name="Accept all"
+    ).click()
+    page.wait_for_function(
+        "() => Consent.state().pending === 0 && Consent.state().visitor_id !== null"
+    )
+    sign_in(page)
+    page.goto("/admin/sites/demo/records")
+    page.get_by_role("link", name=re.compile(r"^[0-9a-f]{12}")).first.click()
+    assert page.get_by_role("heading", name="Your privacy choices").is_visible()
+    assert page.get_by_role("heading", name="Marketing").is_visible()
+
+
+def test_evidence_pages_fit_a_320_pixel_screen(new_context, bistro):
+    page = new_context(viewport={"width": 320, "height": 640}).new_page()
+    sign_in(page)
+    for path in (f"/admin/sites/{SITE}/rights-requests", "/admin/access-log"):
+        page.goto(path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 320, f"{path} is {width}px wide"
