@@ -620,7 +620,7 @@
       actions(button(t('save'), () => choose(draft, 'preferences')))
     ]);
     ui.root.append(h('div', { class: 'layer overlay' }, [dialog]));
-    focusSoon(dialog);
+    dialog.focus(); // opened by the visitor, after the page's first frame: at once
   };
 
   /** Close the preference centre; without a choice the first layer comes back. */
