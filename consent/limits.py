@@ -20,6 +20,8 @@ from flask_limiter import Limiter
 from limits import parse_many
 from limits.storage import MemoryStorage
 
+from consent.config import ConfigError
+
 
 class SweepingMemoryStorage(MemoryStorage):
     """``memory://`` without a timer thread per hit (registered for that scheme).
@@ -127,7 +129,7 @@ def _checked_limit(app: Flask, setting: str) -> str:
     try:
         parse_many(value)
     except ValueError:
-        raise RuntimeError(
+        raise ConfigError(
             f"CONSENT_{setting} is {value!r}; write a limit like '60/minute' "
             "(several: '5/second;60/minute')."
         ) from None

@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flask import url_for
 from sqlalchemy import any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from consent import identifiers, ledger
 from consent.db import db, now_utc
 from consent.errors import InvalidRequest
+from consent.links import public_url
 from consent.models import CurrentState, ErasedIdentifier, Purpose, Site, Subject
 from consent.sites import get_site_by_key
 from consent.subjects import find_or_create_subject_by
@@ -197,7 +197,7 @@ def unsubscribe_links(site: Site, purpose_key: str, emails: list[str]) -> list[d
         except InvalidRequest:
             raise InvalidRequest(f"emails.{index}", "Not a valid email address.") from None
         token = make_unsubscribe_token(site.key, subject.pseudonym, purpose.key)
-        url = url_for("unsubscribe.unsubscribe", token=token, _external=True)
+        url = public_url("unsubscribe.unsubscribe", token=token)
         links.append(
             {
                 "email": email,

@@ -16,6 +16,8 @@ import pytest
 import redis
 from helpers import ACCEPT_ALL, bearer, check, submit
 
+from consent.config import ConfigError
+
 REDIS_URL = os.environ.get("CONSENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLIENT = "192.0.2.10"
 PROXY = "10.0.0.1"
@@ -139,7 +141,7 @@ def test_refusal_is_readable_by_the_sites_own_pages(app_with, make_site):
 
 
 def test_a_mistyped_limit_stops_the_app_from_starting(app_with):
-    with pytest.raises(RuntimeError, match="CONSENT_RATELIMIT_CHECK"):
+    with pytest.raises(ConfigError, match="CONSENT_RATELIMIT_CHECK"):
         app_with(RATELIMIT_CHECK="600 a minute")
 
 

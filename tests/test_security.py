@@ -171,7 +171,7 @@ def test_every_page_is_listed(app):
     routes = {
         rule.rule
         for rule in app.url_map.iter_rules()
-        if not rule.endpoint.startswith(("public.", "server.", "api-docs.", "wellknown."))
+        if not rule.endpoint.startswith(("public.", "server.", "api-docs.", "wellknown.", "ops."))
         and rule.endpoint not in ("static", "widget.asset")
         and not (rule.endpoint.startswith("admin.") and rule.endpoint != "admin.sign_in")
     }

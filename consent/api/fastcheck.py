@@ -31,10 +31,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from werkzeug.wsgi import get_host
 
-from consent import ledger
+from consent import ledger, metrics
 from consent.api.common import CORS_EXPOSED_HEADERS, is_allowed_origin
 from consent.db import autocommit_engine, db
 from consent.limits import LimitCounter
+from consent.ops import ROUTE_KEY
 from consent.security import headers_outside_flask
 from consent.sites import is_site_key
 from consent.tokens import open_visitor_token, visitor_serializer
@@ -92,6 +93,7 @@ class FastCheck:
                 )
                 answer = None
             if answer is not None:
+                environ[ROUTE_KEY] = "public.Check"
                 status, headers, body = answer
                 start_response(status, headers)
                 return [body]
@@ -118,6 +120,7 @@ class FastCheck:
         if found is None:
             return None  # Flask answers 404
         verdict = found.verdict
+        metrics.count_check(verdict.reason)
         body = (
             self.app.json.dumps(
                 {

@@ -10,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import select
 
-from consent import ledger
+from consent import ledger, metrics
 from consent.api.common import ApiBlueprint, created, is_allowed_origin, truncated_client_ip
 from consent.db import db
 from consent.models import ConsentRecord, Site, Subject
@@ -47,6 +47,7 @@ def load_site(site_key: str) -> Site:
         and request.method != "GET"
         and not is_allowed_origin(site.allowed_origins, origin)
     ):
+        metrics.count_refused_origin()
         abort(403, message="This origin is not allowed for the site.")
     g.site = site
     g.allowed_origins = site.allowed_origins
@@ -177,6 +178,7 @@ class Check(MethodView):
         if found is None:
             abort(404, message=f"No site with key {site_key!r}.")
         g.allowed_origins = found.allowed_origins
+        metrics.count_check(found.verdict.reason)
         return _verdict_body(found.verdict, args), 200, {"Cache-Control": "no-store"}
 
 

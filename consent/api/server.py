@@ -10,7 +10,7 @@ from flask import Response, current_app, g, jsonify, request, stream_with_contex
 from flask.views import MethodView
 from flask_smorest import abort
 
-from consent import ledger, marketing, rights
+from consent import ledger, marketing, metrics, rights
 from consent.api.common import ApiBlueprint, created
 from consent.db import db
 from consent.keys import authenticate_key
@@ -139,6 +139,7 @@ class ServerCheck(MethodView):
             "decided_at": verdict.decided_at,
             "expires_at": verdict.expires_at,
         }
+        metrics.count_check(verdict.reason)
         return body, 200, {"Cache-Control": "no-store"}
 
 
