@@ -10,6 +10,7 @@ from flask import Flask
 from consent.admin import bp as admin_bp
 from consent.api import init_api
 from consent.api.fastcheck import install_fast_check
+from consent.apidocs import bp as api_reference_bp
 from consent.cli import register_cli
 from consent.config import load_config
 from consent.db import db, init_db, migrate
@@ -50,6 +51,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(widget_bp)
     app.register_blueprint(unsubscribe_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(api_reference_bp)
     init_ops(app)
 
     limiter = init_limits(app)  # limits views by endpoint, so after the blueprints
