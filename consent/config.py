@@ -73,6 +73,13 @@ class Config:
     FAST_CHECK = True
     #: "json" or "text"; empty: JSON lines in production, plain text in development.
     LOG_FORMAT = ""
+    #: Webhook retries: the first after this many seconds, each next twice as long, at
+    #: most WEBHOOK_RETRY_MAX_SECONDS apart; 15 attempts span about 32 hours.
+    WEBHOOK_RETRY_BASE_SECONDS = 30
+    WEBHOOK_RETRY_MAX_SECONDS = 6 * 3600
+    WEBHOOK_MAX_ATTEMPTS = 15
+    #: Seconds to wait for a webhook endpoint's answer.
+    WEBHOOK_TIMEOUT_SECONDS = 10
     #: Bearer token that opens /metrics; empty: /metrics answers 404 (off the public surface).
     METRICS_TOKEN = ""
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from consent import identifiers, ledger
+from consent import identifiers, ledger, webhooks
 from consent.db import db, now_utc
 from consent.errors import InvalidRequest
 from consent.links import public_url
@@ -235,7 +235,17 @@ def unsubscribe(token: str) -> bool:
     state = db.session.get(CurrentState, (subject.id, purpose.id, ""))
     if state is not None and not state.is_granted:
         return True
-    ledger.record_decision(
+    record = ledger.record_decision(
         site, subject, [{"purpose": purpose.key, "granted": False}], source="unsubscribe"
+    )
+    webhooks.emit_event(
+        site,
+        "marketing.unsubscribed",
+        {
+            "subject": subject.pseudonym,
+            "purpose": purpose.key,
+            "at": record.recorded_at.isoformat(),
+        },
+        subject=subject,
     )
     return True

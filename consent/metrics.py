@@ -25,6 +25,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from consent import webhooks
 from consent.admin.models import VerificationRun
 from consent.db import db
 from consent.models import ConsentRecord, Site
@@ -130,18 +131,16 @@ def database_families():
     for site_key, is_intact, ran_at in rows:
         intact.add_metric([site_key], 1 if is_intact else 0)
         verified_at.add_metric([site_key], ran_at.timestamp())
-    return [intact, verified_at]
+    return [intact, verified_at, *_webhook_families()]
 
 
 def _webhook_families():
-    from consent.webhooks import delivery_counts
-
     deliveries = CounterMetricFamily(
         "consent_webhook_deliveries",
         "Webhook delivery attempts by outcome (delivered, failed, gave_up).",
         labels=["outcome"],
     )
-    for outcome, count in delivery_counts().items():
+    for outcome, count in webhooks.delivery_counts().items():
         deliveries.add_metric([outcome], count)
     return [deliveries]
 

@@ -16,14 +16,23 @@ from datetime import timedelta
 
 import pytest
 from helpers import ACCEPT_ALL, REJECT_ALL, bearer, submit
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from webhook_receiver import start_receiver
 
 from consent import create_app
 from consent.admin.auth import set_admin_password
 from consent.admin.models import AdminUser, SignInFailure, VerificationRun
 from consent.db import db, now_utc
 from consent.keys import issue_key
-from consent.models import AccessLogEntry, ApiKey, ConsentRecord, Purpose, Subject
+from consent.models import (
+    AccessLogEntry,
+    ApiKey,
+    ConsentRecord,
+    Purpose,
+    Subject,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from consent.sites import banner_config, get_site_by_key
 
 NAME, PASSWORD = "ada", "correct horse battery staple"
@@ -235,6 +244,7 @@ ADMIN_PAGES = [
     "/admin/sites/shop/rates.csv",
     "/admin/sites/shop/records",
     "/admin/sites/shop/people",
+    "/admin/sites/shop/webhooks",
 ]
 
 
@@ -299,6 +309,9 @@ FORM_POSTS = [
     ("/admin/sites/shop/people/export", {"pseudonym": "x", "format": "json"}),
     ("/admin/sites/shop/people/erase", {"pseudonym": "x", "step": "ask"}),
     ("/admin/sites/shop/people/erase", {"pseudonym": "x", "confirmed": "y"}),
+    ("/admin/sites/shop/webhooks", {"url": "https://crm.example/hook", "events": "subject.erased"}),
+    ("/admin/sites/shop/webhooks/ENDPOINT/active", {}),
+    ("/admin/sites/shop/webhooks/deliveries/DELIVERY/again", {}),
 ]
 
 
@@ -312,11 +325,13 @@ def test_every_form_post_is_listed(app):
     }
     listed = {
         re.sub(
-            r"/shop|/analytics|/PREFIX",
+            r"/shop|/analytics|/PREFIX|/ENDPOINT|/DELIVERY",
             lambda m: {
                 "/shop": "/<site_key>",
                 "/analytics": "/<purpose_key>",
                 "/PREFIX": "/<prefix>",
+                "/ENDPOINT": "/<int:endpoint_id>",
+                "/DELIVERY": "/<int:delivery_id>",
             }[m.group(0)],
             url,
         )
@@ -332,7 +347,8 @@ def test_every_form_refuses_a_post_without_csrf_token(app, admin, site_key, url,
         db.session.commit()
         prefix = secret.partition(".")[0]
     before = in_app(app, lambda: banner_config(get_site_by_key(site_key)))
-    response = admin.post(url.replace("PREFIX", prefix), data=data)
+    url = url.replace("PREFIX", prefix).replace("ENDPOINT", "1").replace("DELIVERY", "1")
+    response = admin.post(url, data=data)
     assert response.status_code == 400
     assert in_app(app, lambda: banner_config(get_site_by_key(site_key))) == before
     assert admin.get("/admin/").status_code == 200  # still signed in: nothing happened
@@ -915,3 +931,83 @@ def test_seed_demo_creates_one_demo_admin_who_can_sign_in(app, runner, client):
     assert "password" not in second.output
     assert sign_in(client, "demo", "wrong password").status_code == 200
     assert sign_in(client, "demo", password.group(1)).status_code == 302
+
+
+# --- webhooks -------------------------------------------------------------------------
+
+WEBHOOKS_PAGE = "/admin/sites/shop/webhooks"
+
+
+@pytest.fixture
+def receiver():
+    receiver, server = start_receiver()
+    yield receiver
+    server.shutdown()
+    server.server_close()
+
+
+def add_webhook(admin, url, *events, include_email=False):
+    data = {"url": url, "events": list(events)}
+    if include_email:
+        data["include_email"] = "y"
+    return post_form(admin, WEBHOOKS_PAGE, data)
+
+
+def test_adding_an_endpoint_shows_its_secret_once(app, admin, site_key, receiver):
+    response = add_webhook(admin, receiver.url, "consent.recorded", "subject.erased")
+    assert response.status_code == 200
+    assert "whsec_" in response.text
+    again = admin.get(WEBHOOKS_PAGE)
+    assert receiver.url in again.text and "whsec_" not in again.text
+    with app.app_context():
+        endpoint = db.session.scalars(select(WebhookEndpoint)).one()
+        assert endpoint.events == ["consent.recorded", "subject.erased"]
+
+
+@pytest.mark.parametrize(
+    ("url", "events", "message"),
+    [
+        ("ftp://crm.example/hook", ["consent.recorded"], "http:// or https://"),
+        ("https://crm.example/hook", [], "Choose at least one event."),
+    ],
+)
+def test_a_bad_endpoint_is_refused_beside_the_field(app, admin, site_key, url, events, message):
+    response = add_webhook(admin, url, *events)
+    assert response.status_code == 422
+    assert message in response.text
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(WebhookEndpoint)) == 0
+
+
+def test_the_delivery_log_shows_status_and_latency_and_sends_again(
+    app, admin, client, site_key, receiver
+):
+    secret_page = add_webhook(admin, receiver.url, "consent.recorded").text
+    receiver.secret = "whsec_" + secret_page.split('value="whsec_', 1)[1].split('"', 1)[0]
+    submit(client, site_key, ACCEPT_ALL)
+    with app.app_context():
+        assert app.test_cli_runner().invoke(args=["dispatch", "--once"]).exit_code == 0
+        delivery_id = db.session.scalars(select(WebhookDelivery.id)).one()
+    log = admin.get(WEBHOOKS_PAGE).text
+    assert "delivered" in log and " ms" in log
+    response = post_form(
+        admin,
+        f"{WEBHOOKS_PAGE}/deliveries/{delivery_id}/again",
+        page=WEBHOOKS_PAGE,
+        follow_redirects=True,
+    )
+    assert "queued again" in response.text
+    with app.app_context():
+        assert app.test_cli_runner().invoke(args=["dispatch", "--once"]).exit_code == 0
+    assert len(receiver.delivered) == 2
+    assert receiver.delivered[0].message_id == receiver.delivered[1].message_id
+
+
+def test_a_paused_endpoint_gets_no_new_events(app, admin, client, site_key, receiver):
+    add_webhook(admin, receiver.url, "consent.recorded")
+    with app.app_context():
+        endpoint_id = db.session.scalars(select(WebhookEndpoint.id)).one()
+    post_form(admin, f"{WEBHOOKS_PAGE}/{endpoint_id}/active", page=WEBHOOKS_PAGE)
+    submit(client, site_key, ACCEPT_ALL)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
