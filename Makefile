@@ -34,7 +34,7 @@ run: install
 	$(BIN)/consent init-db
 	$(BIN)/consent seed-demo
 	@echo "Demo page: http://$(HOST):$(PORT)/"
-	$(BIN)/consent run --host $(HOST) --port $(PORT)
+	CONSENT_PUBLIC_URL=http://$(HOST):$(PORT) $(BIN)/consent run --host $(HOST) --port $(PORT)
 
 test: install-test browser loadbalancer
 	$(BIN)/ruff check consent tests bench

@@ -14,9 +14,9 @@ public surface: it answers 404 unless ``METRICS_TOKEN`` is set, and then only to
 from __future__ import annotations
 
 import hmac
+import os
 import re
 import time
-import uuid
 from pathlib import Path
 
 import redis
@@ -48,7 +48,7 @@ class RequestTracking:
     def __call__(self, environ: dict, start_response):
         started = time.perf_counter()
         given = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = given if PLAIN_REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if given and PLAIN_REQUEST_ID.match(given) else os.urandom(16).hex()
         environ[REQUEST_ID_KEY] = request_id
         reset = REQUEST_ID.set(request_id)
         answered = []

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 from app_process import app_environment, post_json
 from helpers import ACCEPT_ALL, bearer, check, submit
 from prometheus_client.parser import text_string_to_metric_families
-from serving import gunicorn
+from serving import free_port, gunicorn, wait_until_healthy
 
 from consent import create_app
 from consent.db import db
@@ -216,3 +220,28 @@ def test_gunicorn_logs_json_lines_without_secrets(app, demo_site, make_key, tmp_
         (("method", "GET"), ("route", "unsubscribe.confirm"), ("status", "200")),
     )
     assert counted[key] == 1
+
+
+def test_the_development_server_does_not_log_unsubscribe_tokens(tmp_path):
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")},
+        "CONSENT_DATABASE_URL": f"sqlite:///{tmp_path}/consent.sqlite",
+    }
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("consent")), "run", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    token = "eyJzaXRlIjoiZGVtbyJ9.aBcDeF.c2lnbmF0dXJlLWZvci10ZXN0cw"
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}")
+        _get(f"http://127.0.0.1:{port}/unsubscribe/{token}")
+    finally:
+        server.terminate()
+        _, written = server.communicate(timeout=30)
+    assert "GET /unsubscribe/[redacted]" in written
+    assert token not in written
