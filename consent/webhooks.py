@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 
 import httpx
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
+from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
 from consent import identifiers
@@ -44,6 +45,8 @@ from consent.models import (
 )
 
 USER_AGENT = "consent-webhooks/1"
+#: Session.info key: the active endpoints per site read in the current transaction.
+ENDPOINTS_READ = "consent.webhooks.endpoints"
 #: How long a claimed delivery stays in one dispatcher's hands (longer than a post).
 LEASE_SECONDS = 120
 
@@ -83,6 +86,7 @@ def add_endpoint(
     )
     db.session.add(endpoint)
     db.session.flush()
+    db.session.info.pop(ENDPOINTS_READ, None)
     return endpoint, secret
 
 
@@ -96,15 +100,7 @@ def emit_event(
     """
     if event_type not in WEBHOOK_EVENTS:
         raise ValueError(f"unknown webhook event {event_type!r}")
-    endpoints = [
-        endpoint
-        for endpoint in db.session.scalars(
-            select(WebhookEndpoint).where(
-                WebhookEndpoint.site_id == site.id, WebhookEndpoint.is_active.is_(True)
-            )
-        )
-        if event_type in endpoint.events
-    ]
+    endpoints = [e for e in _active_endpoints(site) if event_type in e.events]
     if not endpoints:
         return None
     email = None
@@ -127,6 +123,24 @@ def emit_event(
         )
     db.session.flush()
     return event
+
+
+def _active_endpoints(site: Site) -> list[WebhookEndpoint]:
+    """The site's active endpoints, read once per transaction (one statement a record)."""
+    cache = db.session.info.setdefault(ENDPOINTS_READ, {})
+    if site.id not in cache:
+        cache[site.id] = db.session.scalars(
+            select(WebhookEndpoint).where(
+                WebhookEndpoint.site_id == site.id, WebhookEndpoint.is_active.is_(True)
+            )
+        ).all()
+    return cache[site.id]
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_endpoints(session: Session, transaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(ENDPOINTS_READ, None)
 
 
 def emit_decision_events(
@@ -354,6 +368,8 @@ def recent_deliveries(site: Site, limit: int = 100) -> list[WebhookDelivery]:
 
 
 def set_endpoint_active(endpoint: WebhookEndpoint, is_active: bool) -> None:
+    """Pause or resume an endpoint: paused, it gets no new events."""
     db.session.execute(
         update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id).values(is_active=is_active)
     )
+    db.session.info.pop(ENDPOINTS_READ, None)

@@ -110,5 +110,6 @@ def test_returning_visitor_record_costs_a_fixed_number_of_statements(app, client
 
 
 #: Read: site, chain lock, idempotency key, visitor with subject, purposes, policy,
-#: current states. Write: chain head, record, current states (batched), idempotent answer.
-RECORD_BUDGET = 11
+#: current states, webhook endpoints (the outbox). Write: chain head, record, current
+#: states (batched), idempotent answer.
+RECORD_BUDGET = 12
