@@ -200,12 +200,15 @@ class ConsentClient:
         policy_version: str | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Record decisions for a person; a retry with the same key records nothing new."""
-        body: dict[str, Any] = {
-            "decisions": decisions,
-            "source": source,
-            **_identity(user_id, email, visitor_token),
-        }
+        """Record decisions for a person; a retry with the same key records nothing new.
+
+        A ``user_id`` with an ``email`` records for the user and attaches the email.
+        """
+        if user_id is not None and email is not None and visitor_token is None:
+            identity = {"user_id": user_id, "email": email}  # the email is attached to the user
+        else:
+            identity = _identity(user_id, email, visitor_token)
+        body: dict[str, Any] = {"decisions": decisions, "source": source, **identity}
         if policy_version is not None:
             body["policy_version"] = policy_version
         return self._call("POST", "/v1/server/records", json=body, idempotency_key=idempotency_key)

@@ -138,3 +138,26 @@ def test_a_lost_answer_is_retried_with_the_same_key_and_records_once(
     assert answer["record"]["sequence"] >= 1
     assert len(hop.keys) == 3 and len(set(hop.keys)) == 1
     assert record_count() - before == 1
+
+
+def test_a_record_for_a_user_attaches_the_email_in_the_same_call(consent):
+    consent.record(OPT_IN, user_id="user-5", email="five@example.com")
+    by_email = consent.check("email_marketing", email="five@example.com")
+    by_user = consent.check("email_marketing", user_id="user-5")
+    assert (by_email.allowed, by_user.allowed) == (True, True)
+
+
+def test_a_user_id_and_an_email_of_two_people_are_refused(consent):
+    consent.record(OPT_IN, user_id="user-5")
+    consent.record(OPT_IN, email="other@example.com")
+    with pytest.raises(InvalidRequest) as refused:
+        consent.record(OPT_IN, user_id="user-5", email="other@example.com")
+    assert list(refused.value.errors) == ["email"]
+
+
+def test_an_email_recorded_first_gets_the_user_id(consent):
+    consent.record(OPT_IN, email="early@example.com")
+    consent.record(
+        [{"purpose": "analytics", "granted": True}], user_id="u-8", email="early@example.com"
+    )
+    assert consent.check("email_marketing", user_id="u-8").allowed is True

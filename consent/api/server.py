@@ -39,6 +39,7 @@ from consent.subjects import (
     RECORD_RESULT,
     find_earlier_answer,
     find_or_create_subject_by,
+    find_or_create_subject_with,
     find_subject_by,
     link_visitor,
     record_submission,
@@ -174,7 +175,10 @@ class ServerRecords(MethodView):
             )
             return created(result, is_replay=is_replay)
         ledger.lock_chain_head(site)
-        subject, _ = subject_from_args(site, args, create=True)
+        if "user_id" in args and "email" in args:  # attach the email in the same call
+            subject = find_or_create_subject_with(site, args["user_id"], args["email"])
+        else:
+            subject, _ = subject_from_args(site, args, create=True)
         # The digest names the person by pseudonym: no email or user id is kept with it.
         decisions = {key: value for key, value in args.items() if key not in ("user_id", "email")}
         idempotency_key = request.headers.get("Idempotency-Key")
