@@ -250,3 +250,16 @@ def test_send_again_posts_the_same_message_once_more(
         db.session.commit()
     dispatch()
     assert [m.message_id for m in receiver.delivered] == [receiver.delivered[0].message_id] * 2
+
+
+def test_metrics_count_deliveries_by_outcome(app_with, demo_site, add_webhook, receiver):
+    quick = app_with(WEBHOOK_RETRY_BASE_SECONDS=0, METRICS_TOKEN="m", RATELIMIT_ENABLED=False)
+    add_webhook(demo_site, "consent.recorded")
+    receiver.statuses = [500]
+    client = quick.test_client()
+    submit(client, demo_site, ACCEPT_ALL)
+    with quick.app_context():
+        quick.test_cli_runner().invoke(args=["dispatch", "--once"])
+    page = client.get("/metrics", headers=bearer("m")).get_data(as_text=True)
+    assert 'consent_webhook_deliveries_total{outcome="failed"} 1.0' in page
+    assert 'consent_webhook_deliveries_total{outcome="delivered"} 1.0' in page
