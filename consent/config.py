@@ -100,6 +100,8 @@ def load_config(app: Flask, test_config: dict | None) -> None:
         app.config.update(test_config)
 
     _check_types(app)
+    if app.config["LOG_FORMAT"] not in ("", "json", "text"):
+        raise ConfigError(f"CONSENT_LOG_FORMAT is {app.config['LOG_FORMAT']!r}; set json or text.")
     is_production = app.config["ENV"] == "production"
     database_url = app.config["DATABASE_URL"] or app.config.get("SQLALCHEMY_DATABASE_URI")
     if not database_url:

@@ -104,6 +104,7 @@ BAD_ENVIRONMENTS = [
     ({"CONSENT_PUBLIC_URL": "javascript:alert(1)"}, "CONSENT_PUBLIC_URL"),
     ({"CONSENT_PUBLIC_URL": "consent.example.com"}, "CONSENT_PUBLIC_URL"),
     ({"CONSENT_OLD_DATA_KEYS": '["short"]'}, "CONSENT_DATA_KEY"),
+    ({"CONSENT_LOG_FORMAT": "xml"}, "CONSENT_LOG_FORMAT"),
 ]
 
 
