@@ -2,8 +2,8 @@
 
 Every call answers a plain dataclass or dict, or raises a ``ConsentError`` subclass
 built from the service's one JSON error shape (``error``, ``message``, ``errors`` per
-field). Writes carry an ``Idempotency-Key`` (made here unless given) and are retried on
-409 and 503 with the same key, so a retry never records twice.
+field). Writes carry an ``Idempotency-Key`` (made here unless given) and are retried
+on 409 and 503 (and a proxy's 502 and 504) with the same key: a retry never records twice.
 
     client = ConsentClient("https://consent.example.com", "ck_....secret")
     if client.check("email_marketing", email="ada@example.com").allowed:
@@ -77,7 +77,8 @@ _ERRORS_BY_STATUS: dict[int, type[ConsentError]] = {
     503: Unavailable,
     507: Unavailable,
 }
-RETRIED_STATUSES = (409, 503)
+#: 409 and 503 from the service; 502 and 504 from a proxy that lost the answer.
+RETRIED_STATUSES = (409, 502, 503, 504)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ def haproxy_config(port: int, backends: list[int]) -> str:
             retries 3
             option redispatch 1
             # A POST carries an Idempotency-Key: sending it again elsewhere is safe.
-            retry-on conn-failure empty-response response-timeout 503
+            option http-buffer-request
+            retry-on all-retryable-errors
             default-server inter 300ms fall 2 rise 2
         frontend consent
             bind 127.0.0.1:{port}
