@@ -7,6 +7,24 @@ machine has cores, on as many machines as needed.
 
 import multiprocessing
 import os
+import shutil
+import tempfile
+
+# Metrics: each worker writes its counts to a file in this folder and /metrics adds
+# them up (prometheus-client's multiprocess mode). Set before the app is imported.
+_own_metrics_folder = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _own_metrics_folder:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="consent-metrics-")
+
+from consent.config import ConfigError, check_settings  # noqa: E402 - after the line above
+from consent.logs import gunicorn_logging  # noqa: E402
+
+# Refuse to start, in one line naming the variable and the fix, when a setting is
+# missing or wrong (rather than a traceback from every worker that fails to boot).
+try:
+    check_settings()
+except ConfigError as error:
+    raise SystemExit(f"Error: {error.message}") from None
 
 bind = os.environ.get("CONSENT_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("CONSENT_WORKERS", multiprocessing.cpu_count() * 2 + 1))
@@ -20,6 +38,23 @@ graceful_timeout = 20
 keepalive = 5
 # Behind a TLS-terminating proxy: trust its X-Forwarded-* (see CONSENT_TRUSTED_PROXIES).
 forwarded_allow_ips = os.environ.get("CONSENT_FORWARDED_ALLOW_IPS", "127.0.0.1")
-accesslog = os.environ.get("CONSENT_ACCESS_LOG") or None
-errorlog = "-"
 loglevel = os.environ.get("CONSENT_LOG_LEVEL", "info")
+errorlog = "-"
+# "-" for standard output, or a file; off unless set. Lines go through consent.logs,
+# which redacts tokens, keys and emails (the request line and the referrer included).
+accesslog = os.environ.get("CONSENT_ACCESS_LOG") or None
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms %(a)s request_id=%({x-request-id}o)s'
+_log_format = os.environ.get("CONSENT_LOG_FORMAT") or "json"
+logconfig_dict = gunicorn_logging(_log_format, accesslog, loglevel)
+
+
+def child_exit(server, worker):
+    """Let the metrics of a worker that ended be summed, not watched for."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_folder:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -10,10 +10,13 @@ from flask import Flask
 from consent.admin import bp as admin_bp
 from consent.api import init_api
 from consent.api.fastcheck import install_fast_check
+from consent.apidocs import bp as api_reference_bp
 from consent.cli import register_cli
 from consent.config import load_config
 from consent.db import db, init_db, migrate
 from consent.limits import init_limits
+from consent.logs import init_logging
+from consent.ops import init_ops, track_requests
 from consent.rights_pages import bp as rights_pages_bp
 from consent.security import exempt_from_https_redirect, init_security, trust_proxies
 from consent.unsubscribe import bp as unsubscribe_bp
@@ -37,6 +40,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         template_folder=_top_level_folder("templates"),
     )
     load_config(app, test_config)
+    init_logging(app)
 
     init_db(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
@@ -49,9 +53,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(unsubscribe_bp)
     app.register_blueprint(rights_pages_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(api_reference_bp)
+    init_ops(app)
 
     limiter = init_limits(app)  # limits views by endpoint, so after the blueprints
     exempt_from_https_redirect(app)
     install_fast_check(app, limiter)
+    track_requests(app)  # around the fast path too: every answer has an id and a count
     trust_proxies(app)  # outermost: every layer within sees the real client
     return app

@@ -6,6 +6,7 @@ import functools
 import json
 import secrets
 import sys
+import time
 from datetime import UTC, datetime
 
 import click
@@ -23,6 +24,7 @@ from consent import (
     rights_requests,
     sites,
     subjects,
+    webhooks,
 )
 from consent.accesslog import log_access
 from consent.admin.auth import set_admin_password
@@ -32,7 +34,7 @@ from consent.db import db, describe_database_error
 from consent.demo import seed_demo_site
 from consent.errors import Conflict, InvalidRequest
 from consent.mail import MailUnavailable
-from consent.models import API_SCOPES, RIGHTS_KINDS, BannerVersion, Scan, Site
+from consent.models import API_SCOPES, RIGHTS_KINDS, WEBHOOK_EVENTS, BannerVersion, Scan, Site
 from consent.scan import store as scans
 from consent.scan.findings import LEVELS, is_at_or_above
 from consent.scan.observations import PASS_TITLES
@@ -655,6 +657,53 @@ def scan_command(
         raise SystemExit(1)
 
 
+@click.command("add-webhook")
+@click.argument("site_key")
+@click.argument("url")
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    required=True,
+    type=click.Choice(WEBHOOK_EVENTS),
+    help="An event to send (repeatable).",
+)
+@click.option("--include-email", is_flag=True, help="Payloads carry the person's email.")
+@in_transaction
+def add_webhook_command(site_key, url, events, include_email):
+    """Send a site's events to URL, signed; the signing secret is printed once, here."""
+    endpoint, secret = webhooks.add_endpoint(
+        site_by_key(site_key), url, list(events), is_email_included=include_email
+    )
+    click.echo(f"Webhook {endpoint.id} for {site_key!r}: {', '.join(endpoint.events)}.")
+    click.echo(f"Signing secret, shown once: {secret}")
+
+
+@click.command("dispatch")
+@click.option("--once", is_flag=True, help="Send what is due now, then stop.")
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="Seconds between polls."
+)
+@click.option("--batch", type=click.IntRange(1, 500), default=20, show_default=True)
+def dispatch_command(once, interval, batch):
+    """Send webhook deliveries as they fall due (several dispatchers may run at once)."""
+    while True:
+        try:
+            counts = webhooks.dispatch_once(batch)
+        except DBAPIError as error:
+            db.session.rollback()
+            if once:
+                raise click.ClickException(describe_database_error(error)[1]) from None
+            click.echo(f"dispatch: {describe_database_error(error)[1]}", err=True)
+            counts = {}
+        if counts:
+            click.echo(", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items())))
+        elif once:
+            return
+        else:
+            time.sleep(interval)
+
+
 COMMANDS = [
     init_db_command,
     seed_demo_command,
@@ -673,6 +722,8 @@ COMMANDS = [
     rights_request_group,
     rotate_data_key_command,
     scan_command,
+    add_webhook_command,
+    dispatch_command,
 ]
 
 

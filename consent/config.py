@@ -8,11 +8,24 @@ they can be, so ``CONSENT_TRUSTED_PROXIES=1`` is the number 1.
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import click
 from flask import Flask
+
+#: Database URL schemes the service runs on (the drivers it ships with).
+SUPPORTED_DATABASES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
+
+
+class ConfigError(click.ClickException):
+    """A setting is missing or wrong: one line naming the variable and the fix.
+
+    A ClickException, so the command line prints the line alone, with no traceback.
+    """
 
 
 class Config:
@@ -20,6 +33,10 @@ class Config:
     ENV = "development"
     #: SQLAlchemy URL; empty means SQLite in the instance folder.
     DATABASE_URL = ""
+    #: Where people and other systems reach the service (scheme://host[:port][/prefix]):
+    #: the base of every link it mints, never the request's Host header. Required in
+    #: production; in development the address ``make run`` serves on.
+    PUBLIC_URL = ""
     #: Signs visitor tokens, unsubscribe links and sessions. Required in production.
     SECRET_KEY = None
     #: Base64 of 32 random bytes: encrypts and hashes emails and user ids at rest.
@@ -63,6 +80,17 @@ class Config:
 
     #: Answer well-formed public checks before Flask runs (consent/api/fastcheck.py).
     FAST_CHECK = True
+    #: "json" or "text"; empty: JSON lines in production, plain text in development.
+    LOG_FORMAT = ""
+    #: Webhook retries: the first after this many seconds, each next twice as long, at
+    #: most WEBHOOK_RETRY_MAX_SECONDS apart; 15 attempts span about 32 hours.
+    WEBHOOK_RETRY_BASE_SECONDS = 30
+    WEBHOOK_RETRY_MAX_SECONDS = 6 * 3600
+    WEBHOOK_MAX_ATTEMPTS = 15
+    #: Seconds to wait for a webhook endpoint's answer.
+    WEBHOOK_TIMEOUT_SECONDS = 10
+    #: Bearer token that opens /metrics; empty: /metrics answers 404 (off the public surface).
+    METRICS_TOKEN = ""
 
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     API_TITLE = "Consent service"
@@ -80,10 +108,14 @@ def load_config(app: Flask, test_config: dict | None) -> None:
     if test_config:
         app.config.update(test_config)
 
+    _check_types(app)
+    if app.config["LOG_FORMAT"] not in ("", "json", "text"):
+        raise ConfigError(f"CONSENT_LOG_FORMAT is {app.config['LOG_FORMAT']!r}; set json or text.")
     is_production = app.config["ENV"] == "production"
     database_url = app.config["DATABASE_URL"] or app.config.get("SQLALCHEMY_DATABASE_URI")
     if not database_url:
         database_url = f"sqlite:///{Path(app.instance_path) / 'consent.sqlite'}"
+    _check_database_url(database_url)
     app.config["SQLALCHEMY_DATABASE_URI"] = _with_psycopg_driver(database_url)
     if app.config["FORCE_HTTPS"] is None:
         app.config["FORCE_HTTPS"] = is_production
@@ -92,12 +124,77 @@ def load_config(app: Flask, test_config: dict | None) -> None:
         if app.config.get(name):
             continue
         if is_production:
-            raise RuntimeError(
+            raise ConfigError(
                 f"CONSENT_{name} is not set. In production the service needs it from the "
                 f'environment; generate one with: python -c "import secrets, base64; '
                 f'print(base64.b64encode(secrets.token_bytes(32)).decode())"'
             )
         app.config[name] = _instance_secret(app, name.lower(), make)
+    for encoded in [app.config["DATA_KEY"], *(app.config["OLD_DATA_KEYS"] or [])]:
+        if not _is_data_key(encoded):
+            raise ConfigError(
+                "CONSENT_DATA_KEY (or an entry of CONSENT_OLD_DATA_KEYS) is not base64 of "
+                'exactly 32 bytes; make one with: python -c "import secrets, base64; '
+                'print(base64.b64encode(secrets.token_bytes(32)).decode())"'
+            )
+    app.config["PUBLIC_URL"] = _checked_public_url(app.config["PUBLIC_URL"], is_production)
+
+
+def check_settings() -> None:
+    """Read the settings as the app would, raising ConfigError for the first wrong one."""
+    load_config(Flask("consent", instance_relative_config=True), None)
+
+
+def _check_types(app: Flask) -> None:
+    """Each setting from the environment has the type of its default."""
+    for name, default in vars(Config).items():
+        if not name.isupper() or name not in app.config:
+            continue
+        value = app.config[name]
+        if isinstance(default, bool) or name == "FORCE_HTTPS":
+            if not isinstance(value, bool) and value is not None:
+                raise ConfigError(f"CONSENT_{name} is {value!r}; set it to true or false.")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"CONSENT_{name} is {value!r}; set it to a whole number >= 0.")
+        elif isinstance(default, list) and not isinstance(value, list):
+            raise ConfigError(f'CONSENT_{name} is {value!r}; set it to a JSON list: ["..."].')
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"CONSENT_{name} is {value!r}; set it to text.")
+
+
+def _check_database_url(url: str) -> None:
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    if scheme not in SUPPORTED_DATABASES:
+        raise ConfigError(
+            f"CONSENT_DATABASE_URL names {scheme or 'no'} database; the service runs on "
+            "PostgreSQL (postgresql://user@host/name) or SQLite (sqlite:////path/file)."
+        )
+
+
+def _checked_public_url(url: str, is_production: bool) -> str:
+    """The public base URL without a trailing slash; required in production."""
+    if not url:
+        if is_production:
+            raise ConfigError(
+                "CONSENT_PUBLIC_URL is not set. In production every link the service "
+                "mints starts with it: set it to e.g. https://consent.example.com"
+            )
+        return "http://127.0.0.1:5000"
+    parts = urlsplit(str(url))
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"CONSENT_PUBLIC_URL is {url!r}; set it to the service's address, "
+            "http(s)://host[:port][/prefix], e.g. https://consent.example.com"
+        )
+    return str(url).rstrip("/")
+
+
+def _is_data_key(encoded) -> bool:
+    try:
+        return len(base64.b64decode(str(encoded), validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
 
 
 def _with_psycopg_driver(url: str) -> str:

@@ -146,6 +146,18 @@ def _reconnect_after_read_only(context):
         context.is_disconnect = True
 
 
+#: What to do when the database answers but lacks the service's tables or columns.
+SCHEMA_MISSING = "The database has no schema, or an older one: run `consent init-db` to migrate it."
+
+
+def _is_missing_schema(code: str, error: DBAPIError) -> bool:
+    """A table or column is missing: the database was never (fully) migrated."""
+    if code in ("42P01", "42703"):  # undefined_table, undefined_column
+        return True
+    message = str(error.orig)
+    return code == "SQLITE_ERROR" and message.startswith(("no such table", "no such column"))
+
+
 def describe_database_error(error: DBAPIError) -> tuple[int, str]:
     """Name what went wrong with the database: an HTTP status and a readable message."""
     code = _error_code(error.orig)
@@ -155,6 +167,8 @@ def describe_database_error(error: DBAPIError) -> tuple[int, str]:
         return 503, "The database is read-only: nothing was written."
     if code.startswith("SQLITE_BUSY") or code == "55P03":
         return 503, "The database is busy: nothing was written, try again."
+    if _is_missing_schema(code, error):
+        return 503, SCHEMA_MISSING
     if code.startswith(("SQLITE_CONSTRAINT", "23")):
         # Two requests raced to create the same thing (a person by email, say).
         return 409, "Another request changed the same data at once: nothing was written, try again."

@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, joinedload
 
+from consent import webhooks
 from consent.db import UTCDateTime, db, now_utc
 from consent.decision import Verdict, decide
 from consent.errors import InvalidRequest
@@ -406,6 +407,7 @@ def record_decision(
     )
     expires_at = record.recorded_at + timedelta(days=site.lifetime_days)
     wanted: set[tuple[int, str]] = set()
+    withdrawn: list[str] = []
     for decision in canonical:
         purpose = purposes[decision["purpose"]]
         entries = [("", decision["granted"])] + list(decision.get("services", {}).items())
@@ -421,6 +423,8 @@ def record_decision(
                     is_withdrawal=False,
                 )
                 db.session.add(state)
+            if service == "" and state.is_granted and not is_granted:
+                withdrawn.append(purpose.key)
             # A refusal that replaces a grant is a withdrawal, and stays one until a grant.
             state.is_withdrawal = not is_granted and (state.is_granted or state.is_withdrawal)
             state.is_granted = is_granted
@@ -434,6 +438,7 @@ def record_decision(
         if key not in wanted:
             db.session.delete(state)
     db.session.flush()
+    webhooks.emit_decision_events(site, subject, record, withdrawn)
     return record
 
 

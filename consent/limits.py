@@ -26,6 +26,8 @@ from limits import parse_many
 from limits.errors import StorageError
 from limits.storage import Storage, storage_from_string
 
+from consent.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 #: The scheme of the counters this process keeps itself (the default).
@@ -271,7 +273,7 @@ def _checked_limit(app: Flask, setting: str) -> str:
     try:
         parse_many(value)
     except ValueError:
-        raise RuntimeError(
+        raise ConfigError(
             f"CONSENT_{setting} is {value!r}; write a limit like '60/minute' "
             "(several: '5/second;60/minute')."
         ) from None

@@ -6,15 +6,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flask import url_for
 from sqlalchemy import any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from consent import identifiers, ledger
+from consent import identifiers, ledger, webhooks
 from consent.accesslog import log_access
 from consent.db import db, now_utc
 from consent.decision import Reason, Verdict, decide
 from consent.errors import InvalidRequest
+from consent.links import public_url
 from consent.models import CurrentState, ErasedIdentifier, Purpose, Site, Subject
 from consent.sites import get_site_by_key
 from consent.subjects import find_or_create_subject_by
@@ -228,7 +228,7 @@ def unsubscribe_links(site: Site, purpose_key: str, emails: list[str]) -> list[d
         except InvalidRequest:
             raise InvalidRequest(f"emails.{index}", "Not a valid email address.") from None
         token = make_unsubscribe_token(site.key, subject.pseudonym, purpose.key)
-        url = url_for("unsubscribe.unsubscribe", token=token, _external=True)
+        url = public_url("unsubscribe.unsubscribe", token=token)
         links.append(
             {
                 "email": email,
@@ -266,7 +266,17 @@ def unsubscribe(token: str) -> bool:
     state = db.session.get(CurrentState, (subject.id, purpose.id, ""))
     if state is not None and not state.is_granted:
         return True
-    ledger.record_decision(
+    record = ledger.record_decision(
         site, subject, [{"purpose": purpose.key, "granted": False}], source="unsubscribe"
+    )
+    webhooks.emit_event(
+        site,
+        "marketing.unsubscribed",
+        {
+            "subject": subject.pseudonym,
+            "purpose": purpose.key,
+            "at": record.recorded_at.isoformat(),
+        },
+        subject=subject,
     )
     return True

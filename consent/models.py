@@ -554,3 +554,98 @@ class Scan(db.Model):
     error: Mapped[str | None] = mapped_column(String(500))
 
     site: Mapped[Site] = relationship()
+
+
+#: What a webhook endpoint may subscribe to; each is emitted in the transaction it reports.
+WEBHOOK_EVENTS = (
+    "consent.recorded",
+    "consent.withdrawn",
+    "marketing.unsubscribed",
+    "subject.erased",
+    "policy.published",
+)
+#: pending (to send, maybe again), delivered (2xx), gave_up (every retry failed).
+DELIVERY_STATUSES = ("pending", "delivered", "gave_up")
+
+
+class WebhookEndpoint(db.Model):
+    """A URL of another system that is told about a site's changes, signed."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    #: The subscribed subset of WEBHOOK_EVENTS.
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: The Standard Webhooks signing secret (whsec_...), encrypted with the data key.
+    secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    #: Payloads to this endpoint carry the person's email where one is known.
+    is_email_included: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+    site: Mapped[Site] = relationship()
+
+
+class WebhookEvent(db.Model):
+    """The outbox: one change to tell, written in the same transaction as the change."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    #: The Standard Webhooks message id (webhook-id): the same on every retry.
+    message_id: Mapped[str] = mapped_column(String(40), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    #: The event's data, without direct identifiers.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: The person's email, encrypted, for endpoints that include it; cleared once sent.
+    email_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+
+class WebhookDelivery(db.Model):
+    """One event on its way to one endpoint: its status, retries and lease."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    #: A dispatcher holds the delivery until then; another may take it over after.
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Which dispatcher holds the lease: only it may write the outcome.
+    lease_token: Mapped[str | None] = mapped_column(String(40))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_latency_ms: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+    event: Mapped[WebhookEvent] = relationship()
+    endpoint: Mapped[WebhookEndpoint] = relationship()
+
+
+class WebhookAttempt(db.Model):
+    """One try of a delivery: the delivery log the admin shows."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    #: delivered, failed (will be retried) or gave_up.
+    outcome: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))

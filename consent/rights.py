@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from consent import archive, identifiers, ledger
+from consent import archive, identifiers, ledger, webhooks
 from consent.accesslog import log_access
 from consent.db import db, now_utc
 from consent.errors import Conflict, InvalidRequest
@@ -308,6 +308,13 @@ def erase_subject(
     log_access(site, actor, "erase", subject.pseudonym, reason=reason)
     if subject.erased_at is not None:
         return None
+    # Before the email goes: an endpoint marked to receive it erases by it.
+    webhooks.emit_event(
+        site,
+        "subject.erased",
+        {"subject": subject.pseudonym, "at": now_utc().isoformat()},
+        subject=subject,
+    )
     for kind in IDENTIFIER_KINDS:
         for value_digest in _all_digests_of(subject, kind):
             if db.session.get(ErasedIdentifier, (site.id, value_digest)) is None:

@@ -88,7 +88,18 @@ class RecordArgs(_SubmissionArgs):
 
 
 class ServerRecordArgs(_SubmissionArgs, IdentityArgs):
+    """Who: one of user_id, email, visitor_token; or a user_id with the email to attach."""
+
     source = fields.String(load_default="api", validate=validate.OneOf(["api", "import"]))
+
+    @ma.validates_schema
+    def _one_identity(self, data, **kwargs):
+        given = {name for name in ("user_id", "email", "visitor_token") if name in data}
+        if len(given) != 1 and given != {"user_id", "email"}:
+            raise ma.ValidationError(
+                "Give exactly one of user_id, email, visitor_token (or user_id with email).",
+                "user_id",
+            )
 
 
 class RecordSchema(ma.Schema):

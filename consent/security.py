@@ -29,7 +29,15 @@ CONTENT_SECURITY_POLICY = {
 
 #: Blueprints whose responses must never be redirected to HTTPS: API clients and
 #: mail clients do not follow a 302 on POST, and the widget is loaded by other sites.
-NEVER_REDIRECTED = ("public.", "server.", "wellknown.", "widget.", "unsubscribe.", "api-docs.")
+NEVER_REDIRECTED = (
+    "public.",
+    "server.",
+    "wellknown.",
+    "widget.",
+    "unsubscribe.",
+    "api-docs.",
+    "ops.",
+)
 
 
 def init_security(app: Flask) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from consent import webhooks
 from consent.db import db, now_utc
 from consent.errors import InvalidRequest
 from consent.i18n import BANNER_TEXTS, BUILT_IN_LANGUAGES, purpose_translations
@@ -176,6 +177,16 @@ def publish_policy(
     )
     db.session.add(policy)
     db.session.flush()
+    webhooks.emit_event(
+        site,
+        "policy.published",
+        {
+            "version": policy.version,
+            "url": policy.url,
+            "is_material": policy.is_material,
+            "published_at": policy.published_at.isoformat(),
+        },
+    )
     return policy
 
 

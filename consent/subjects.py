@@ -43,6 +43,32 @@ def find_or_create_subject_by(site: Site, kind: str, value: str) -> Subject:
     return subject
 
 
+def find_or_create_subject_with(site: Site, user_id: str, email: str) -> Subject:
+    """The person with this user id and email: found by either, given the other if missing.
+
+    Refused (on the field at fault) when the two already belong to different people,
+    or when the one found already has another value: that is a correction.
+    """
+    by_user = find_subject_by(site, "user_id", user_id)
+    by_email = find_subject_by(site, "email", email)
+    if by_user is not None and by_email is not None and by_user.id != by_email.id:
+        raise InvalidRequest("email", "This email belongs to another person on the site.")
+    subject = by_user or by_email
+    if subject is None:
+        subject = find_or_create_subject_by(site, "user_id", user_id)
+        by_user = subject
+    for kind, value, found in (("email", email, by_email), ("user_id", user_id, by_user)):
+        if found is not None:
+            continue
+        if getattr(subject, f"{kind}_digest") is not None:
+            raise InvalidRequest(
+                kind, f"This person has another {kind}; change it with /v1/server/subjects/correct."
+            )
+        set_identifier(subject, kind, value)
+    db.session.flush()
+    return subject
+
+
 def set_identifier(subject: Subject, kind: str, value: str | None) -> None:
     """Store (encrypted, with its lookup hash) or clear a subject's user id or email."""
     if value is None:

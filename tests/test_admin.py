@@ -17,14 +17,23 @@ from datetime import timedelta
 import pytest
 from helpers import ACCEPT_ALL, REJECT_ALL, bearer, submit
 from scan_factory import cookie, store_scan
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from webhook_receiver import start_receiver
 
 from consent import create_app
 from consent.admin.auth import set_admin_password
 from consent.admin.models import AdminUser, SignInFailure, VerificationRun
 from consent.db import db, now_utc
 from consent.keys import issue_key
-from consent.models import AccessLogEntry, ApiKey, ConsentRecord, Purpose, Subject
+from consent.models import (
+    AccessLogEntry,
+    ApiKey,
+    ConsentRecord,
+    Purpose,
+    Subject,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from consent.sites import banner_config, get_site_by_key
 
 NAME, PASSWORD = "ada", "correct horse battery staple"
@@ -242,6 +251,7 @@ ADMIN_PAGES = [
     "/admin/sites/shop/rights-requests",
     "/admin/access-log",
     "/admin/access-log.csv",
+    "/admin/sites/shop/webhooks",
 ]
 #: Pages about one row (tested with their row below); the sign-in test covers them too.
 ADMIN_ROW_PAGES = [
@@ -320,6 +330,9 @@ FORM_POSTS = [
     ("/admin/sites/shop/scans", {"urls": "https://shop.example/", "pages": "1"}),
     ("/admin/sites/shop/rights-requests", {"kind": "access", "email": "ada@example.com"}),
     ("/admin/sites/shop/rights-requests/REFERENCE", {"action": "complete"}),
+    ("/admin/sites/shop/webhooks", {"url": "https://crm.example/hook", "events": "subject.erased"}),
+    ("/admin/sites/shop/webhooks/ENDPOINT/active", {}),
+    ("/admin/sites/shop/webhooks/deliveries/DELIVERY/again", {}),
 ]
 
 
@@ -333,12 +346,14 @@ def test_every_form_post_is_listed(app):
     }
     listed = {
         re.sub(
-            r"/shop|/analytics|/PREFIX|/REFERENCE",
+            r"/shop|/analytics|/PREFIX|/REFERENCE|/ENDPOINT|/DELIVERY",
             lambda m: {
                 "/shop": "/<site_key>",
                 "/analytics": "/<purpose_key>",
                 "/PREFIX": "/<prefix>",
                 "/REFERENCE": "/<reference>",
+                "/ENDPOINT": "/<int:endpoint_id>",
+                "/DELIVERY": "/<int:delivery_id>",
             }[m.group(0)],
             url,
         )
@@ -354,7 +369,8 @@ def test_every_form_refuses_a_post_without_csrf_token(app, admin, site_key, url,
         db.session.commit()
         prefix = secret.partition(".")[0]
     before = in_app(app, lambda: banner_config(get_site_by_key(site_key)))
-    response = admin.post(url.replace("PREFIX", prefix), data=data)
+    url = url.replace("PREFIX", prefix).replace("ENDPOINT", "1").replace("DELIVERY", "1")
+    response = admin.post(url, data=data)
     assert response.status_code == 400
     assert in_app(app, lambda: banner_config(get_site_by_key(site_key))) == before
     assert admin.get("/admin/").status_code == 200  # still signed in: nothing happened
@@ -1070,3 +1086,83 @@ def test_the_access_log_refuses_an_impossible_date_range(admin, site_key):
     )
     assert response.status_code == 422
     assert "The end comes before the start." in response.text
+
+
+# --- webhooks -------------------------------------------------------------------------
+
+WEBHOOKS_PAGE = "/admin/sites/shop/webhooks"
+
+
+@pytest.fixture
+def receiver():
+    receiver, server = start_receiver()
+    yield receiver
+    server.shutdown()
+    server.server_close()
+
+
+def add_webhook(admin, url, *events, include_email=False):
+    data = {"url": url, "events": list(events)}
+    if include_email:
+        data["include_email"] = "y"
+    return post_form(admin, WEBHOOKS_PAGE, data)
+
+
+def test_adding_an_endpoint_shows_its_secret_once(app, admin, site_key, receiver):
+    response = add_webhook(admin, receiver.url, "consent.recorded", "subject.erased")
+    assert response.status_code == 200
+    assert "whsec_" in response.text
+    again = admin.get(WEBHOOKS_PAGE)
+    assert receiver.url in again.text and "whsec_" not in again.text
+    with app.app_context():
+        endpoint = db.session.scalars(select(WebhookEndpoint)).one()
+        assert endpoint.events == ["consent.recorded", "subject.erased"]
+
+
+@pytest.mark.parametrize(
+    ("url", "events", "message"),
+    [
+        ("ftp://crm.example/hook", ["consent.recorded"], "http:// or https://"),
+        ("https://crm.example/hook", [], "Choose at least one event."),
+    ],
+)
+def test_a_bad_endpoint_is_refused_beside_the_field(app, admin, site_key, url, events, message):
+    response = add_webhook(admin, url, *events)
+    assert response.status_code == 422
+    assert message in response.text
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(WebhookEndpoint)) == 0
+
+
+def test_the_delivery_log_shows_status_and_latency_and_sends_again(
+    app, admin, client, site_key, receiver
+):
+    secret_page = add_webhook(admin, receiver.url, "consent.recorded").text
+    receiver.secret = "whsec_" + secret_page.split('value="whsec_', 1)[1].split('"', 1)[0]
+    submit(client, site_key, ACCEPT_ALL)
+    with app.app_context():
+        assert app.test_cli_runner().invoke(args=["dispatch", "--once"]).exit_code == 0
+        delivery_id = db.session.scalars(select(WebhookDelivery.id)).one()
+    log = admin.get(WEBHOOKS_PAGE).text
+    assert "delivered" in log and " ms" in log
+    response = post_form(
+        admin,
+        f"{WEBHOOKS_PAGE}/deliveries/{delivery_id}/again",
+        page=WEBHOOKS_PAGE,
+        follow_redirects=True,
+    )
+    assert "queued again" in response.text
+    with app.app_context():
+        assert app.test_cli_runner().invoke(args=["dispatch", "--once"]).exit_code == 0
+    assert len(receiver.delivered) == 2
+    assert receiver.delivered[0].message_id == receiver.delivered[1].message_id
+
+
+def test_a_paused_endpoint_gets_no_new_events(app, admin, client, site_key, receiver):
+    add_webhook(admin, receiver.url, "consent.recorded")
+    with app.app_context():
+        endpoint_id = db.session.scalars(select(WebhookEndpoint.id)).one()
+    post_form(admin, f"{WEBHOOKS_PAGE}/{endpoint_id}/active", page=WEBHOOKS_PAGE)
+    submit(client, site_key, ACCEPT_ALL)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0

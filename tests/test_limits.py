@@ -19,6 +19,7 @@ from helpers import ACCEPT_ALL, bearer, check, submit
 from sqlalchemy import func, select
 from tcp_proxy import CuttableProxy
 
+from consent.config import ConfigError
 from consent.db import db
 from consent.limits import FallbackStorage
 from consent.models import BannerImpression
@@ -156,7 +157,7 @@ def test_refusal_is_readable_by_the_sites_own_pages(app_with, make_site):
 
 
 def test_a_mistyped_limit_stops_the_app_from_starting(app_with):
-    with pytest.raises(RuntimeError, match="CONSENT_RATELIMIT_CHECK"):
+    with pytest.raises(ConfigError, match="CONSENT_RATELIMIT_CHECK"):
         app_with(RATELIMIT_CHECK="600 a minute")
 
 

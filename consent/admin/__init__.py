@@ -3,6 +3,7 @@
 from consent.admin import (
     evidence,  # noqa: F401 (its views register on the blueprint)
     scans,  # noqa: F401 (its views register on bp)
+    webhooks,  # noqa: F401 (its pages register on the blueprint)
 )
 from consent.admin.views import bp
 

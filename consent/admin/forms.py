@@ -34,7 +34,13 @@ from wtforms.validators import (
 from wtforms.validators import ValidationError as FieldError
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from consent.models import API_SCOPES, MAX_LIFETIME_DAYS, PURPOSE_KINDS, RECORD_SOURCES
+from consent.models import (
+    API_SCOPES,
+    MAX_LIFETIME_DAYS,
+    PURPOSE_KINDS,
+    RECORD_SOURCES,
+    WEBHOOK_EVENTS,
+)
 from consent.schemas import CookieSchema, ServiceSchema
 
 PURPOSE_KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -424,3 +430,15 @@ class AccessLogFilterForm(DateRangeForm):
     actor = StringField("Actor", [Optional(), Length(max=200)])
     action = SelectField("Action", choices=[ANY], default="")
     subject = StringField("Subject pseudonym", [Optional(), Length(max=40)])
+
+
+class WebhookForm(FlaskForm):
+    url = StringField(
+        "Endpoint URL",
+        [DataRequired(), Length(max=2000)],
+        description="http:// or https://; receives a signed POST per event.",
+    )
+    events = MultiCheckboxField(
+        "Events", [DataRequired("Choose at least one event.")], choices=list(WEBHOOK_EVENTS)
+    )
+    include_email = BooleanField("Include the person's email in payloads")

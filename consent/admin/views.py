@@ -48,6 +48,7 @@ from consent.admin.forms import (
 from consent.admin.models import VerificationRun
 from consent.db import db, now_utc
 from consent.errors import InvalidRequest
+from consent.links import public_base_url
 from consent.models import ApiKey, BannerImpression, ChainHead, Site
 from consent.widget import embed_snippet
 
@@ -243,7 +244,7 @@ def site(site_key: str):
         site=site,
         rates=site_rates,
         chart=rates.share_chart(site_rates),
-        snippet=embed_snippet(request.host_url, site.key),
+        snippet=embed_snippet(public_base_url(), site.key),
         policy=ledger.latest_policy(site),
         config_hash=editing.config_hash(site),
         run=records.latest_verification(site),

@@ -31,10 +31,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from werkzeug.wsgi import get_host
 
-from consent import ledger
+from consent import ledger, metrics
 from consent.api.common import CORS_EXPOSED_HEADERS, is_allowed_origin
 from consent.db import autocommit_engine, db
 from consent.limits import LimitCounter
+from consent.ops import ROUTE_KEY
 from consent.schemas import CheckSchema
 from consent.security import headers_outside_flask
 from consent.sites import is_site_key
@@ -95,6 +96,7 @@ class FastCheck:
                 )
                 answer = None
             if answer is not None:
+                environ[ROUTE_KEY] = "public.Check"
                 status, headers, body = answer
                 start_response(status, headers)
                 return [body]
@@ -121,6 +123,7 @@ class FastCheck:
         if found is None:
             return None  # Flask answers 404
         answer = found.verdict.body(args["purpose"], args.get("service"))
+        metrics.count_check(found.verdict.reason)
         body = self.app.json.dumps(CHECK_ANSWER.dump(answer), separators=(",", ":")).encode()
         body += b"\n"
         headers = [

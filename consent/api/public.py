@@ -10,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import select
 
-from consent import ledger, rights_requests
+from consent import ledger, metrics, rights_requests
 from consent.api.common import (
     ApiBlueprint,
     compress,
@@ -73,6 +73,7 @@ def load_site(site_key: str, *, is_banner: bool = False) -> Site:
         and not is_allowed_origin(site.allowed_origins, origin)
     ):
         count_refused_origin(site, origin)
+        metrics.count_refused_origin()
         db.session.commit()  # the count stands although the request fails
         abort(
             403,
@@ -217,6 +218,7 @@ class Check(MethodView):
         if found is None:
             abort(404, message=f"No site with key {site_key!r}.")
         g.allowed_origins = found.allowed_origins
+        metrics.count_check(found.verdict.reason)
         body = found.verdict.body(args["purpose"], args.get("service"))
         return body, 200, {"Cache-Control": "no-store"}
 

@@ -10,7 +10,7 @@ from flask import Response, current_app, g, jsonify, request, stream_with_contex
 from flask.views import MethodView
 from flask_smorest import abort
 
-from consent import archive, ledger, marketing, rights, rights_requests
+from consent import archive, ledger, marketing, metrics, rights, rights_requests
 from consent.api.common import ApiBlueprint, created
 from consent.archive import require_served
 from consent.db import db
@@ -44,6 +44,7 @@ from consent.subjects import (
     RECORD_RESULT,
     find_earlier_answer,
     find_or_create_subject_by,
+    find_or_create_subject_with,
     find_subject_by,
     link_visitor,
     record_submission,
@@ -142,6 +143,7 @@ class ServerCheck(MethodView):
             is_identifier_erased=subject is None and was_erased(g.site, args),
         )
         body = verdict.body(args["purpose"], args.get("service"))
+        metrics.count_check(verdict.reason)
         return body, 200, {"Cache-Control": "no-store"}
 
 
@@ -177,7 +179,10 @@ class ServerRecords(MethodView):
             )
             return created(result, is_replay=is_replay)
         ledger.lock_chain_head(site)
-        subject, _ = subject_from_args(site, args, create=True)
+        if "user_id" in args and "email" in args:  # attach the email in the same call
+            subject = find_or_create_subject_with(site, args["user_id"], args["email"])
+        else:
+            subject, _ = subject_from_args(site, args, create=True)
         # The digest names the person by pseudonym: no email or user id is kept with it.
         decisions = {key: value for key, value in args.items() if key not in ("user_id", "email")}
         idempotency_key = request.headers.get("Idempotency-Key")

@@ -1,0 +1,186 @@
+"""Prometheus metrics: what every process counts, and what the database knows.
+
+Counters and histograms live in prometheus-client's registry; under gunicorn the
+shipped configuration sets ``PROMETHEUS_MULTIPROC_DIR`` before anything is imported,
+so each worker writes its values to a file there and ``/metrics`` adds them up
+(multiprocess mode). Facts the database holds (the last chain verification of each
+site, webhook deliveries by outcome) are read from it at scrape time, so every
+instance reports the same, whoever did the work.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from consent import webhooks
+from consent.admin.models import VerificationRun
+from consent.db import db
+from consent.models import ConsentRecord, Site
+
+REQUESTS = Counter(
+    "consent_http_requests",
+    "Requests answered, by route (endpoint), method and status.",
+    ["route", "method", "status"],
+)
+#: The routes whose latency is measured (answers of the hot paths).
+TIMED_ROUTES = {
+    "public.Check",
+    "server.ServerCheck",
+    "server.BulkCheck",
+    "public.Records",
+    "server.ServerRecords",
+}
+LATENCY = Histogram(
+    "consent_http_request_duration_seconds",
+    "Time to answer a check or a record, by route.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+RECORDS_APPENDED = Counter(
+    "consent_records_appended",
+    "Records committed to the history, by event (decision, link, erasure, ...).",
+    ["event"],
+)
+CHECKS = Counter("consent_checks", "Checks answered, by reason.", ["reason"])
+REFUSED_ORIGINS = Counter(
+    "consent_refused_origins", "Public API writes refused for a browser origin not allowed."
+)
+RATE_LIMITED = Counter("consent_rate_limited", "Requests refused with 429, by route.", ["route"])
+
+#: Session.info key: records inserted in the current transaction, counted once committed.
+PENDING_RECORDS = "consent.metrics.pending_records"
+
+
+def count_check(reason: str) -> None:
+    """Count one check answer and its reason."""
+    CHECKS.labels(reason).inc()
+
+
+def count_refused_origin() -> None:
+    REFUSED_ORIGINS.inc()
+
+
+#: Labelled children by label values: ``labels()`` costs more than the count itself.
+_REQUEST_COUNTERS: dict[tuple[str, str, str], Any] = {}
+_LATENCIES: dict[str, Any] = {}
+
+
+def count_request(route: str, method: str, status: int, seconds: float) -> None:
+    """Count one answered request; time it if it is a check or a record."""
+    key = (route, method, str(status))
+    counter = _REQUEST_COUNTERS.get(key)
+    if counter is None:
+        counter = _REQUEST_COUNTERS.setdefault(key, REQUESTS.labels(*key))
+    counter.inc()
+    if route in TIMED_ROUTES:
+        latency = _LATENCIES.get(route)
+        if latency is None:
+            latency = _LATENCIES.setdefault(route, LATENCY.labels(route))
+        latency.observe(seconds)
+    if status == 429:
+        RATE_LIMITED.labels(route).inc()
+
+
+def _note_record(mapper, connection, record) -> None:
+    session = Session.object_session(record)
+    if session is not None:
+        session.info.setdefault(PENDING_RECORDS, []).append(record.event)
+
+
+def _count_committed_records(session: Session) -> None:
+    for record_event in session.info.pop(PENDING_RECORDS, []):
+        RECORDS_APPENDED.labels(record_event).inc()
+
+
+def _forget_rolled_back_records(session: Session, previous_transaction) -> None:
+    session.info.pop(PENDING_RECORDS, None)
+
+
+def init_metrics() -> None:
+    """Count history records when their transaction commits (listeners set up once)."""
+    if not event.contains(ConsentRecord, "after_insert", _note_record):
+        event.listen(ConsentRecord, "after_insert", _note_record)
+        event.listen(Session, "after_commit", _count_committed_records)
+        event.listen(Session, "after_soft_rollback", _forget_rolled_back_records)
+
+
+def database_families():
+    """Metric families read from the database now (in an app context)."""
+    intact = GaugeMetricFamily(
+        "consent_chain_intact",
+        "Whether the last verification of the site's chain found it intact (1) or not (0).",
+        labels=["site"],
+    )
+    verified_at = GaugeMetricFamily(
+        "consent_chain_verified_timestamp_seconds",
+        "When the site's chain was last verified (Unix time).",
+        labels=["site"],
+    )
+    latest = (
+        select(VerificationRun.site_id, func.max(VerificationRun.id).label("id"))
+        .group_by(VerificationRun.site_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(Site.key, VerificationRun.is_intact, VerificationRun.ran_at)
+        .join(latest, latest.c.site_id == Site.id)
+        .join(VerificationRun, VerificationRun.id == latest.c.id)
+        .order_by(Site.key)
+    )
+    for site_key, is_intact, ran_at in rows:
+        intact.add_metric([site_key], 1 if is_intact else 0)
+        verified_at.add_metric([site_key], ran_at.timestamp())
+    return [intact, verified_at, *_webhook_families()]
+
+
+def _webhook_families():
+    deliveries = CounterMetricFamily(
+        "consent_webhook_deliveries",
+        "Webhook delivery attempts by outcome (delivered, failed, gave_up).",
+        labels=["outcome"],
+    )
+    for outcome, count in webhooks.delivery_counts().items():
+        deliveries.add_metric([outcome], count)
+    return [deliveries]
+
+
+class _Families:
+    """A collector around families read beforehand (one registry per scrape)."""
+
+    def __init__(self, families) -> None:
+        self.families = families
+
+    def collect(self):
+        return iter(self.families)
+
+
+def exposition() -> bytes:
+    """The metrics page: every process's counters, then the database's facts."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    page = generate_latest(registry)
+    try:
+        families = database_families()
+    except DBAPIError:  # the process's own counts still go out
+        db.session.rollback()
+        return page
+    from_database = CollectorRegistry()
+    from_database.register(_Families(families))
+    return page + generate_latest(from_database)
