@@ -72,10 +72,11 @@ def test_invalid_email_is_refused(client, demo_site, make_key, record_count):
 
 
 def test_exactly_one_identity_is_required(client, make_site, make_key):
+    # (A user id with the email to attach to it is the one pair allowed.)
     site = make_site()
     response = client.post(
         "/v1/server/records",
-        json={"user_id": "a", "email": "a@example.com", "decisions": ACCEPT_ALL},
+        json={"email": "a@example.com", "visitor_token": "t", "decisions": ACCEPT_ALL},
         headers=bearer(make_key(site, "write")),
     )
     assert response.status_code == 422
