@@ -467,7 +467,7 @@ def test_admin_adds_a_purpose_the_banner_shows(app, admin, site_key):
         ({"cookies": '[{"name": "a", "colour": "red"}]'}, "colour: Unknown field."),
         ({"translations": '{"en": {}}'}, "title: Missing data for required field."),
         ({"translations": "[1, 2"}, "This is not valid JSON"),
-        ({"key": "Video!"}, "Use lower-case letters"),
+        ({"key": "Video!"}, "lower-case letters"),
         ({"key": "analytics"}, "exists already"),
     ],
 )
@@ -552,7 +552,8 @@ def test_minor_version_makes_nothing_stale(admin, site_key):
             "cannot be published in the future",
         ),
         ({"version": "v3", "published_at": "yesterday"}, "Not a valid datetime value."),
-        ({"version": "v3", "url": "not a url"}, "Invalid URL."),
+        ({"version": "v3", "url": "not a url"}, "Use a full web address"),
+        ({"version": "v3", "url": "javascript:alert(1)"}, "Use a full web address"),
     ],
 )
 def test_bad_policy_versions_are_refused(admin, site_key, data, message):

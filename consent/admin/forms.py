@@ -23,7 +23,6 @@ from wtforms import (
 )
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
-    URL,
     DataRequired,
     InputRequired,
     Length,
@@ -32,23 +31,16 @@ from wtforms.validators import (
     StopValidation,
 )
 from wtforms.validators import ValidationError as FieldError
-from wtforms.widgets import CheckboxInput, ListWidget
+from wtforms.widgets import CheckboxInput, ListWidget, TextInput
 
+from consent import validation
 from consent.models import API_SCOPES, MAX_LIFETIME_DAYS, PURPOSE_KINDS, RECORD_SOURCES
-from consent.schemas import CookieSchema, ServiceSchema
+from consent.schemas import LANGUAGE, CookieSchema, ServiceSchema
+from consent.sites import CONSENT_MODE_SIGNALS
 
-PURPOSE_KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
-#: Google Consent Mode v2 storage and ads signals a purpose can grant.
-CONSENT_MODE_SIGNALS = (
-    "ad_storage",
-    "ad_user_data",
-    "ad_personalization",
-    "analytics_storage",
-    "functionality_storage",
-    "personalization_storage",
-    "security_storage",
-)
+SITE_KEY_PATTERN = validation.SITE_KEY
+PURPOSE_KEY_PATTERN = validation.PURPOSE_KEY
+LANGUAGE_PATTERN = validation.LANGUAGE_TAG
 #: The banner texts a site may override (the keys of consent.sites.DEFAULT_TEXTS["en"]).
 TEXT_FIELDS = fields.String(validate=validate.Length(max=2000))
 
@@ -92,6 +84,8 @@ class JSONField(TextAreaField):
             ) from None
 
     def pre_validate(self, form):
+        if self.process_errors:
+            raise StopValidation()  # the JSON did not parse; that message says it all
         try:
             self.data = (
                 self.schema.load(self.data)
@@ -123,9 +117,7 @@ class TranslationSchema(Schema):
     description = fields.String(validate=validate.Length(max=2000))
 
 
-LANGUAGE_KEY = fields.String(
-    validate=validate.Regexp(LANGUAGE_PATTERN, error="{input!r} is not a language code like en.")
-)
+LANGUAGE_KEY = fields.String(validate=LANGUAGE)
 TRANSLATIONS = fields.Dict(
     keys=LANGUAGE_KEY,
     values=fields.Nested(TranslationSchema),
@@ -153,26 +145,41 @@ class SignInForm(FlaskForm):
     )
 
 
-def _lines(text: str) -> list[str]:
-    return [line.strip() for line in re.split(r"[\s,]+", text or "") if line.strip()]
+class ListField(TextAreaField):
+    """A list of values typed one per line (or space-separated); renders back the same way."""
+
+    separator = "\n"
+
+    def _value(self):
+        if self.raw_data:
+            return self.raw_data[0]
+        return self.separator.join(self.data or [])
+
+    def process_formdata(self, valuelist):
+        text = valuelist[0] if valuelist else ""
+        self.data = [item for item in re.split(r"[\s,]+", text) if item]
+
+
+class WordsField(ListField):
+    """A list typed on one line, separated by spaces."""
+
+    widget = TextInput()
+    separator = " "
 
 
 class SiteForm(FlaskForm):
     key = StringField(
         "Site key",
-        [DataRequired(), Length(min=2, max=64)],
+        [DataRequired("Give the site a key, like shop.")],
         description="Public; used in the embed snippet. Lower-case letters, digits, - and _.",
     )
-    name = StringField("Name", [DataRequired(), Length(max=200)])
-    origins = TextAreaField(
+    name = StringField("Name", [DataRequired("Give the site a name."), Length(max=200)])
+    origins = ListField(
         "Allowed origins",
         description="One per line, like https://shop.example.com",
-        filters=[_lines],
     )
-    languages = StringField(
+    languages = WordsField(
         "Languages",
-        [DataRequired()],
-        filters=[_lines],
         description="Language codes separated by spaces; the first is the default (en fr).",
     )
     lifetime_days = IntegerField(
@@ -195,10 +202,25 @@ class SiteForm(FlaskForm):
         description='Overrides per language, e.g. {"en": {"title": "Cookies?"}}.',
     )
 
+    def validate_key(self, field):
+        if not validation.is_site_key(field.data):
+            raise FieldError(validation.MESSAGES["site_key"])
+
+    def validate_origins(self, field):
+        bad = [origin for origin in field.data if not validation.is_origin(origin)]
+        if bad:
+            raise FieldError(
+                " ".join(f"{origin!r} {validation.MESSAGES['origin']}" for origin in bad)
+            )
+
     def validate_languages(self, field):
-        for language in field.data:
-            if not LANGUAGE_PATTERN.match(language):
-                raise FieldError(f"{language!r} is not a language code like en or pt-BR.")
+        if not field.data:
+            raise FieldError("Give at least one language code, like en.")
+        bad = [language for language in field.data if not validation.is_language_tag(language)]
+        if bad:
+            raise FieldError(
+                " ".join(f"{language!r} {validation.MESSAGES['language']}" for language in bad)
+            )
 
     def validate_retention_days(self, field):
         if (
@@ -241,14 +263,11 @@ class PurposeForm(FlaskForm):
     )
 
     def validate_key(self, field):
-        if not PURPOSE_KEY_PATTERN.match(field.data or ""):
-            raise FieldError("Use lower-case letters, digits, '-' or '_'.")
+        if not validation.is_purpose_key(field.data):
+            raise FieldError(validation.MESSAGES["purpose_key"])
 
     def validate_services(self, field):
         keys = [service["key"] for service in field.data or []]
-        bad = [key for key in keys if not PURPOSE_KEY_PATTERN.match(key)]
-        if bad:
-            raise FieldError(f"Service key {bad[0]!r}: use lower-case letters, digits, - or _.")
         if len(set(keys)) != len(keys):
             raise FieldError("Each service key may appear only once.")
 
@@ -259,13 +278,17 @@ class PolicyForm(FlaskForm):
         [DataRequired(), Length(max=64)],
         description='The label people see, e.g. "2026-11-01" or "v3".',
     )
-    url = StringField("Policy URL", [Optional(), URL(require_tld=False), Length(max=2000)])
+    url = StringField("Policy URL", [Optional(), Length(max=validation.MAX_URL_LENGTH)])
     published_at = DateTimeLocalField(
         "Published at (UTC)", [Optional()], description="Leave empty for now."
     )
     is_material = BooleanField(
         "Material change: earlier decisions become stale and the banner asks again"
     )
+
+    def validate_url(self, field):
+        if field.data and not validation.is_web_url(field.data):
+            raise FieldError(validation.MESSAGES["url"])
 
     def validate_published_at(self, field):
         if field.data is not None and field.data.replace(tzinfo=UTC) > datetime.now(UTC):

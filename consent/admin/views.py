@@ -200,7 +200,7 @@ def _values(form, names: tuple[str, ...]) -> dict:
 @bp.route("/sites/new", methods=["GET", "POST"])
 def new_site():
     """Create a site with the four standard cookie purposes."""
-    form = SiteForm(data={"languages": "en", "lifetime_days": 182, "retention_days": 3 * 365})
+    form = SiteForm(data={"languages": ["en"], "lifetime_days": 182, "retention_days": 3 * 365})
     if not form.validate_on_submit():
         status = _refused(form) if form.is_submitted() else 200
         return render_template("admin/site_form.html", form=form, site=None), status
@@ -256,8 +256,8 @@ def edit_site(site_key: str):
     form = SiteForm(
         data={
             "name": site.name,
-            "origins": "\n".join(site.allowed_origins),
-            "languages": " ".join(site.languages),
+            "origins": site.allowed_origins,
+            "languages": site.languages,
             "lifetime_days": site.lifetime_days,
             "retention_days": site.retention_days,
             "texts": site.texts,
@@ -308,7 +308,13 @@ def edit_purpose(site_key: str, purpose_key: str | None = None):
             form.key.errors.append(f"Purpose {key!r} exists already; edit it instead.")
         else:
             before = editing.config_hash(site)
-            sites.set_purpose(site, key, **_values(form, PURPOSE_FIELDS))
+            try:
+                sites.set_purpose(site, key, **_values(form, PURPOSE_FIELDS))
+            except InvalidRequest as error:
+                status = _attach(form, error)
+                return render_template(
+                    "admin/purpose_form.html", site=site, purpose=purpose, form=form
+                ), status
             flash(
                 f"Purpose {key!r} saved. {_hash_change_message(before, editing.config_hash(site))}"
             )
