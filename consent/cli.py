@@ -13,9 +13,10 @@ from flask_migrate import upgrade
 from sqlalchemy.exc import DBAPIError
 
 from consent import keys, ledger, retention, rights, sites, subjects
-from consent.admin.auth import set_admin_password
+from consent.admin.auth import find_admin, set_admin_password
 from consent.admin.models import AdminUser
 from consent.admin.records import record_verification
+from consent.admin.roles import ROLES, grant_role
 from consent.db import db, describe_database_error
 from consent.demo import seed_demo_site
 from consent.errors import InvalidRequest
@@ -74,7 +75,7 @@ def seed_demo_command(origins, with_admin):
     click.echo(f"Demo site {site.key!r} ready: {', '.join(p.key for p in site.purposes)}.")
     if with_admin and db.session.scalar(db.select(db.func.count(AdminUser.id))) == 0:
         password = secrets.token_urlsafe(12)
-        set_admin_password("demo", password)
+        grant_role(set_admin_password("demo", password), "owner")
         click.echo(f"Admin console: /admin/ as 'demo', password {password} (shown once).")
 
 
@@ -167,13 +168,38 @@ def revoke_key_command(prefix):
 
 @click.command("create-admin")
 @click.argument("name")
-@click.password_option(help="Asked for (twice, hidden) when not given.")
-@click.option("--replace", is_flag=True, help="Set a new password for an existing admin.")
+@click.option("--password", help="Asked for (twice, hidden) when not given.")
+@click.option(
+    "--replace", is_flag=True, help="Set a new password for an existing admin (ends its sessions)."
+)
+@click.option(
+    "--role",
+    type=click.Choice(list(ROLES)),
+    help="Grant this role (a new admin without --role becomes owner of every site).",
+)
+@click.option("--site", "site_key", help="Grant the role on this site only (default: every site).")
 @in_transaction
-def create_admin_command(name, password, replace):
-    """Create an admin who can sign in to the console at /admin/."""
-    admin = set_admin_password(name, password, replace=replace)
-    click.echo(f"Admin {admin.name!r} {'updated' if replace else 'created'}.")
+def create_admin_command(name, password, replace, role, site_key):
+    """Create an admin for the console at /admin/, or grant an existing one a role."""
+    site = site_by_key(site_key) if site_key else None
+    if site is not None and role is None:
+        raise click.UsageError("Give --role with --site, e.g. --role editor --site shop.")
+    admin = find_admin(name)
+    if admin is None or replace:
+        if password is None:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        admin = set_admin_password(name, password, replace=replace)
+        click.echo(f"Admin {admin.name!r} {'updated' if replace else 'created'}.")
+    elif role is None:
+        raise click.ClickException(
+            f"name: An admin named {admin.name!r} exists already; "
+            "use --replace for a new password or --role to grant a role."
+        )
+    if role is None and not admin.roles:
+        role = "owner"
+    if role is not None:
+        grant_role(admin, role, site)
+        click.echo(f"{admin.name!r} is {role} on {site.key if site else 'every site'}.")
 
 
 @click.command("verify")

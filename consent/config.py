@@ -51,6 +51,10 @@ class Config:
     RATELIMIT_CHECK = "600/minute"
     #: Admin sign-in attempts per client address, on top of the per-name lockout.
     RATELIMIT_SIGN_IN = "10/minute"
+    #: An admin session unused this long ends (minutes).
+    ADMIN_IDLE_MINUTES = 30
+    #: An admin session ends this long after sign-in, however much it is used (hours).
+    ADMIN_SESSION_HOURS = 12
 
     #: Answer well-formed public checks before Flask runs (consent/api/fastcheck.py).
     FAST_CHECK = True

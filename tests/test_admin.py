@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from consent import create_app
 from consent.admin.auth import set_admin_password
 from consent.admin.models import AdminUser, SignInFailure, VerificationRun
+from consent.admin.roles import grant_role
 from consent.db import db, now_utc
 from consent.keys import issue_key
 from consent.models import AccessLogEntry, ApiKey, ConsentRecord, Purpose, Subject
@@ -45,7 +46,7 @@ def _push_request_context():
 @pytest.fixture
 def admin_account(app):
     with app.app_context():
-        set_admin_password(NAME, PASSWORD)
+        grant_role(set_admin_password(NAME, PASSWORD), "owner")
         db.session.commit()
 
 
@@ -235,6 +236,8 @@ ADMIN_PAGES = [
     "/admin/sites/shop/rates.csv",
     "/admin/sites/shop/records",
     "/admin/sites/shop/people",
+    "/admin/account",
+    "/admin/admins",
 ]
 
 
@@ -299,6 +302,11 @@ FORM_POSTS = [
     ("/admin/sites/shop/people/export", {"pseudonym": "x", "format": "json"}),
     ("/admin/sites/shop/people/erase", {"pseudonym": "x", "step": "ask"}),
     ("/admin/sites/shop/people/erase", {"pseudonym": "x", "confirmed": "y"}),
+    ("/admin/account/password", {"current": PASSWORD, "new": "n" * 12, "repeat": "n" * 12}),
+    ("/admin/account/sign-out-everywhere", {}),
+    ("/admin/account/sessions/SESSION/end", {}),
+    ("/admin/admins", {"name": NAME, "role": "editor", "site": "shop"}),
+    ("/admin/admins/roles/GRANT/revoke", {}),
 ]
 
 
@@ -312,11 +320,13 @@ def test_every_form_post_is_listed(app):
     }
     listed = {
         re.sub(
-            r"/shop|/analytics|/PREFIX",
+            r"/shop|/analytics|/PREFIX|/SESSION|/GRANT",
             lambda m: {
                 "/shop": "/<site_key>",
                 "/analytics": "/<purpose_key>",
                 "/PREFIX": "/<prefix>",
+                "/SESSION": "/<int:session_id>",
+                "/GRANT": "/<int:grant_id>",
             }[m.group(0)],
             url,
         )
@@ -332,7 +342,8 @@ def test_every_form_refuses_a_post_without_csrf_token(app, admin, site_key, url,
         db.session.commit()
         prefix = secret.partition(".")[0]
     before = in_app(app, lambda: banner_config(get_site_by_key(site_key)))
-    response = admin.post(url.replace("PREFIX", prefix), data=data)
+    url = url.replace("PREFIX", prefix).replace("SESSION", "1").replace("GRANT", "1")
+    response = admin.post(url, data=data)
     assert response.status_code == 400
     assert in_app(app, lambda: banner_config(get_site_by_key(site_key))) == before
     assert admin.get("/admin/").status_code == 200  # still signed in: nothing happened

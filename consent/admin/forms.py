@@ -374,3 +374,27 @@ def utc_datetime(value: datetime | None) -> datetime | None:
 
 def start_of(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+class PasswordChangeForm(FlaskForm):
+    current = PasswordField(
+        "Current password", [DataRequired()], render_kw={"autocomplete": "current-password"}
+    )
+    new = PasswordField(
+        "New password",
+        [DataRequired(), Length(min=12, max=1000, message="Use at least 12 characters.")],
+        render_kw={"autocomplete": "new-password"},
+    )
+    repeat = PasswordField(
+        "New password again", [DataRequired()], render_kw={"autocomplete": "new-password"}
+    )
+
+    def validate_repeat(self, field):
+        if field.data != self.new.data:
+            raise FieldError("The two new passwords differ.")
+
+
+class GrantForm(FlaskForm):
+    name = SelectField("Admin", choices=[])
+    role = SelectField("Role", choices=[])
+    site = SelectField("Site", choices=[])
