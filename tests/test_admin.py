@@ -444,20 +444,16 @@ def test_site_page_shows_embed_snippet_with_sri_of_the_served_widget(admin, site
 PURPOSE_FORM = {
     "key": "video",
     "kind": "cookie",
-    "translations": json.dumps({"en": {"title": "Video", "description": "Embedded videos."}}),
+    "translations-0-language": "en",
+    "translations-0-title": "Video",
+    "translations-0-description": "Embedded videos.",
     "consent_mode": ["ad_storage"],
-    "cookies": "[]",
-    "services": json.dumps(
-        [
-            {
-                "key": "youtube",
-                "name": "YouTube",
-                "cookies": [
-                    {"name": "VISITOR_INFO1_LIVE", "provider": "Google", "duration": "6 months"}
-                ],
-            }
-        ]
-    ),
+    "cookies-0-name": "VISITOR_INFO1_LIVE",
+    "cookies-0-provider": "Google",
+    "cookies-0-duration": "6 months",
+    "services-0-key": "youtube",
+    "services-0-name": "YouTube",
+    "services-0-policy_url": "https://policies.google.com/privacy",
 }
 
 
@@ -468,17 +464,29 @@ def test_admin_adds_a_purpose_the_banner_shows(app, admin, site_key):
         video = banner_config(get_site_by_key(site_key))["purposes"][-1]
     assert video["key"] == "video"
     assert video["consent_mode"] == ["ad_storage"]
-    assert video["services"][0]["cookies"][0]["name"] == "VISITOR_INFO1_LIVE"
+    assert video["translations"] == {"en": {"title": "Video", "description": "Embedded videos."}}
+    assert video["cookies"] == [
+        {
+            "name": "VISITOR_INFO1_LIVE",
+            "is_prefix": False,
+            "provider": "Google",
+            "duration": "6 months",
+        }
+    ]
+    assert video["services"][0]["policy_url"] == "https://policies.google.com/privacy"
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"services": '[{"name": "no key"}]'}, "item 1: key: Missing data for required field."),
-        ({"cookies": '[{"name": "a", "colour": "red"}]'}, "colour: Unknown field."),
-        ({"translations": '{"en": {}}'}, "title: Missing data for required field."),
-        ({"translations": "[1, 2"}, "This is not valid JSON"),
+        ({"services-0-key": ""}, "Use 1-64 lower-case letters"),
+        ({"services-0-policy_url": "javascript:alert(1)"}, "Use a full web address"),
+        ({"cookies-0-name": ""}, "Give the cookie&#39;s name"),
+        ({"translations-0-title": ""}, "Give a title in this language."),
+        ({"translations-0-language": "english"}, "Use a language code like en"),
+        ({"translations-1-language": "en", "translations-1-title": "Again"}, "only once"),
         ({"key": "Video!"}, "lower-case letters"),
+        ({"key": "stats\n"}, "lower-case letters"),
         ({"key": "analytics"}, "exists already"),
     ],
 )
@@ -498,9 +506,9 @@ def test_editing_a_purpose_changes_the_config_hash(app, admin, site_key):
         {
             "kind": "cookie",
             "consent_mode": ["analytics_storage"],
-            "translations": json.dumps({"en": {"title": "Audience", "description": "Counts."}}),
-            "cookies": "[]",
-            "services": "[]",
+            "translations-0-language": "en",
+            "translations-0-title": "Audience",
+            "translations-0-description": "Counts.",
         },
     )
     assert response.status_code == 302
@@ -508,6 +516,32 @@ def test_editing_a_purpose_changes_the_config_hash(app, admin, site_key):
     after = in_app(app, lambda: banner_config(get_site_by_key(site_key)))
     assert after["config_hash"] != before
     assert after["purposes"][2]["translations"]["en"]["title"] == "Audience"
+
+
+@pytest.mark.parametrize(
+    ("action", "rows"),
+    [("add-cookies", 2), ("remove-cookies-0", 0)],
+)
+def test_row_buttons_change_the_form_and_save_nothing(app, admin, site_key, action, rows):
+    before = in_app(app, lambda: banner_config(get_site_by_key(site_key)))
+    response = post_form(
+        admin, "/admin/sites/shop/purposes/new", {**PURPOSE_FORM, "action": action}
+    )
+    assert response.status_code == 200
+    assert response.text.count('name="cookies-') // 7 == rows  # seven inputs per cookie row
+    assert in_app(app, lambda: banner_config(get_site_by_key(site_key))) == before
+
+
+def test_look_up_fills_a_cookie_row_from_the_open_cookie_database(admin, site_key):
+    response = post_form(
+        admin,
+        "/admin/sites/shop/purposes/new",
+        {**PURPOSE_FORM, "cookies-0-name": "_ga", "action": "lookup-cookies-0"},
+    )
+    assert response.status_code == 200
+    assert "found in the Open Cookie Database: category Analytics" in response.text
+    assert 'name="cookies-0-provider" type="text" value="Google"' in response.text
+    assert 'name="cookies-0-duration" type="text" value="2 years"' in response.text
 
 
 def test_purposes_are_reordered(app, admin, site_key):

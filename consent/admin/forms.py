@@ -12,6 +12,9 @@ from wtforms import (
     BooleanField,
     DateField,
     DateTimeLocalField,
+    FieldList,
+    Form,
+    FormField,
     HiddenField,
     IntegerField,
     PasswordField,
@@ -34,8 +37,9 @@ from wtforms.validators import ValidationError as FieldError
 from wtforms.widgets import CheckboxInput, ListWidget, TextInput
 
 from consent import validation
+from consent.cookiedb import look_up_cookie
 from consent.models import API_SCOPES, MAX_LIFETIME_DAYS, PURPOSE_KINDS, RECORD_SOURCES
-from consent.schemas import LANGUAGE, CookieSchema, ServiceSchema
+from consent.schemas import LANGUAGE, CookieSchema
 from consent.sites import CONSENT_MODE_SIGNALS
 
 SITE_KEY_PATTERN = validation.SITE_KEY
@@ -231,45 +235,207 @@ class SiteForm(FlaskForm):
             raise FieldError("Records must be kept at least as long as a choice stands.")
 
 
+class TranslationRow(Form):
+    """One language's title and description of a purpose."""
+
+    language = StringField("Language", [Length(max=35)])
+    title = StringField("Title", [Length(max=200)])
+    description = TextAreaField("Description", [Optional(), Length(max=2000)])
+
+    def is_blank(self) -> bool:
+        return not any((self.language.data, self.title.data, self.description.data))
+
+    def validate_language(self, field):
+        if self.is_blank():
+            return
+        if not validation.is_language_tag(field.data or ""):
+            raise FieldError("Use a language code like en or pt-BR.")
+
+    def validate_title(self, field):
+        if not self.is_blank() and not (field.data or "").strip():
+            raise FieldError("Give a title in this language.")
+
+
+class CookieRow(Form):
+    """One cookie (or prefix of cookie names) a purpose sets."""
+
+    name = StringField("Name or prefix", [Length(max=200)])
+    is_prefix = BooleanField("Prefix")
+    provider = StringField("Provider", [Optional(), Length(max=200)])
+    duration = StringField("Duration", [Optional(), Length(max=200)])
+    description = StringField("Purpose", [Optional(), Length(max=2000)])
+    #: Kept as stored (set through the API or CLI); the form does not edit them.
+    domain = HiddenField()
+    path = HiddenField()
+
+    def is_blank(self) -> bool:
+        return not any(
+            (self.name.data, self.provider.data, self.duration.data, self.description.data)
+        )
+
+    def validate_name(self, field):
+        if not self.is_blank() and not (field.data or "").strip():
+            raise FieldError("Give the cookie's name, or the start of its names.")
+
+    def value(self) -> dict:
+        cookie = {"name": self.name.data.strip(), "is_prefix": bool(self.is_prefix.data)}
+        for name in ("provider", "duration", "description", "domain", "path"):
+            if self[name].data:
+                cookie[name] = self[name].data.strip()
+        return cookie
+
+
+class ServiceRow(Form):
+    """One service or vendor behind a purpose."""
+
+    key = StringField("Key", [Length(max=64)])
+    name = StringField("Title", [Optional(), Length(max=200)])
+    provider = StringField("Provider", [Optional(), Length(max=200)])
+    policy_url = StringField("Policy URL", [Optional(), Length(max=validation.MAX_URL_LENGTH)])
+    #: The service's own cookies, kept as stored (JSON); set through the API or CLI.
+    cookies = HiddenField()
+
+    def is_blank(self) -> bool:
+        return not any((self.key.data, self.name.data, self.provider.data, self.policy_url.data))
+
+    def validate_key(self, field):
+        if not self.is_blank() and not validation.is_purpose_key(field.data or ""):
+            raise FieldError(validation.MESSAGES["purpose_key"])
+
+    def validate_policy_url(self, field):
+        if field.data and not validation.is_web_url(field.data):
+            raise FieldError(validation.MESSAGES["url"])
+
+    def validate_cookies(self, field):
+        try:
+            cookies = json.loads(field.data) if field.data else []
+            CookieSchema(many=True).load(cookies)
+        except (json.JSONDecodeError, ValidationError):
+            raise FieldError("The service's stored cookies are unreadable.") from None
+
+    def value(self) -> dict:
+        return {
+            "key": self.key.data,
+            "name": (self.name.data or "").strip(),
+            "provider": (self.provider.data or "").strip(),
+            "policy_url": self.policy_url.data or None,
+            "cookies": json.loads(self.cookies.data) if self.cookies.data else [],
+        }
+
+
+#: The row lists of the purpose form, and what each row is called on its buttons.
+ROW_LISTS = {"translations": "language", "cookies": "cookie", "services": "service"}
+
+
 class PurposeForm(FlaskForm):
     key = StringField(
         "Key",
-        [DataRequired(), Length(max=64)],
+        [DataRequired("Give the purpose a key, like analytics.")],
         description="What page code asks for, e.g. analytics. Lower-case, digits, - and _.",
     )
     kind = RadioField("Kind", choices=list(PURPOSE_KINDS), default="cookie")
     is_required = BooleanField("Required (strictly necessary: always on, cannot be refused)")
-    translations = JSONField(
-        "Title and description per language (JSON)",
-        schema=TRANSLATIONS,
-        empty={},
-        description='{"en": {"title": "Analytics", "description": "..."}}',
-    )
+    translations = FieldList(FormField(TranslationRow), label="Title and description")
     consent_mode = MultiCheckboxField(
         "Google Consent Mode signals", choices=list(CONSENT_MODE_SIGNALS)
     )
-    cookies = JSONField(
-        "Cookies (JSON)",
-        schema=CookieSchema(many=True),
-        empty=[],
-        description='[{"name": "_pk_", "is_prefix": true, "provider": "Matomo", '
-        '"duration": "13 months", "description": "Visit statistics."}]',
-    )
-    services = JSONField(
-        "Services and vendors (JSON)",
-        schema=ServiceSchema(many=True),
-        empty=[],
-        description='[{"key": "matomo", "name": "Matomo", "provider": "...", "cookies": []}]',
-    )
+    cookies = FieldList(FormField(CookieRow), label="Cookies")
+    services = FieldList(FormField(ServiceRow), label="Services and vendors")
+
+    @classmethod
+    def from_purpose(cls, purpose, languages: list[str]) -> PurposeForm:
+        """The form filled from a stored purpose (or, for a new one, a row per language)."""
+        if purpose is None:
+            return cls(data={"translations": [{"language": lang} for lang in languages]})
+        return cls(
+            data={
+                "kind": purpose.kind,
+                "is_required": purpose.is_required,
+                "consent_mode": list(purpose.consent_mode or []),
+                "translations": [
+                    {"language": language, **texts}
+                    for language, texts in (purpose.translations or {}).items()
+                ],
+                "cookies": [
+                    {**cookie, "domain": cookie.get("domain"), "path": cookie.get("path")}
+                    for cookie in purpose.cookies or []
+                ],
+                "services": [
+                    {**service, "cookies": json.dumps(service.get("cookies") or [])}
+                    for service in purpose.services or []
+                ],
+            }
+        )
+
+    def validate_translations(self, field):
+        languages = [row.form.language.data for row in field if not row.form.is_blank()]
+        if len(set(languages)) != len(languages):
+            raise FieldError("Each language may appear only once.")
 
     def validate_key(self, field):
         if not validation.is_purpose_key(field.data):
             raise FieldError(validation.MESSAGES["purpose_key"])
 
     def validate_services(self, field):
-        keys = [service["key"] for service in field.data or []]
+        keys = [row.form.key.data for row in field if not row.form.is_blank()]
         if len(set(keys)) != len(keys):
             raise FieldError("Each service key may appear only once.")
+
+    def purpose_values(self) -> dict:
+        """What the rows say, in the shape ``consent.sites.set_purpose`` takes."""
+        translations = {}
+        for row in (entry.form for entry in self.translations):
+            if row.is_blank():
+                continue
+            texts = {"title": row.title.data.strip()}
+            if row.description.data:
+                texts["description"] = row.description.data.strip()
+            translations[row.language.data] = texts
+        return {
+            "kind": self.kind.data,
+            "is_required": self.is_required.data,
+            "translations": translations,
+            "consent_mode": self.consent_mode.data,
+            "cookies": [row.form.value() for row in self.cookies if not row.form.is_blank()],
+            "services": [row.form.value() for row in self.services if not row.form.is_blank()],
+        }
+
+    def apply_row_action(self, action: str) -> str | None:
+        """Add, remove or look up a row as a button asked; return a note for the page."""
+        verb, _, target = action.partition("-")
+        name, _, index = target.partition("-")
+        if name not in ROW_LISTS:
+            return None
+        rows = self[name]
+        if verb == "add":
+            rows.append_entry()
+            return None
+        row = next((entry for entry in rows.entries if entry.name == f"{name}-{index}"), None)
+        if row is None:
+            return None
+        if verb == "remove":
+            rows.entries.remove(row)
+            return None
+        if verb == "lookup" and name == "cookies":
+            return _look_up_into(row.form)
+        return None
+
+
+def _look_up_into(row: CookieRow) -> str:
+    """Fill a cookie row from the Open Cookie Database; say what was found."""
+    typed = (row.name.data or "").strip()
+    known = look_up_cookie(typed) if typed else None
+    if known is None:
+        return f"{typed!r} is not in the Open Cookie Database; fill the row in by hand."
+    row.name.data = known.name
+    row.is_prefix.data = known.is_prefix
+    row.provider.data = known.controller or known.platform
+    row.duration.data = known.retention
+    row.description.data = known.description
+    return (
+        f"{known.name!r} ({known.platform}) found in the Open Cookie Database: "
+        f"category {known.category}, kept {known.retention}."
+    )
 
 
 class PolicyForm(FlaskForm):

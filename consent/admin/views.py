@@ -329,7 +329,6 @@ SITE_FIELDS = (
     "controller_name",
     "controller_contact",
 )
-PURPOSE_FIELDS = ("kind", "is_required", "translations", "consent_mode", "cookies", "services")
 
 
 def _values(form, names: tuple[str, ...]) -> dict:
@@ -436,35 +435,42 @@ def purposes(site_key: str):
 @bp.route("/sites/<site_key>/purposes/<purpose_key>", methods=["GET", "POST"])
 @roles.requires_role("editor")
 def edit_purpose(site_key: str, purpose_key: str | None = None):
-    """Add a purpose, or edit one: texts, cookies, services, Consent Mode signals."""
+    """Add a purpose, or edit one: texts, cookies, services, Consent Mode signals.
+
+    The row buttons (add, remove, look up) re-show the form changed and save nothing,
+    so the editor works without JavaScript.
+    """
     site = _site_or_404(site_key)
     purpose = None
     if purpose_key is not None:
         purpose = next((p for p in site.purposes if p.key == purpose_key), None)
         if purpose is None:
             abort(404, description=f"No purpose {purpose_key!r} on this site.")
-    form = PurposeForm(obj=purpose)
+    form = PurposeForm.from_purpose(purpose, site.languages)
     if purpose is not None:
         del form.key
-    if form.validate_on_submit():
-        key = purpose.key if purpose else form.key.data
-        if purpose is None and any(p.key == key for p in site.purposes):
-            form.key.errors.append(f"Purpose {key!r} exists already; edit it instead.")
-        else:
-            before = editing.config_hash(site)
-            try:
-                sites.set_purpose(site, key, **_values(form, PURPOSE_FIELDS))
-            except InvalidRequest as error:
-                status = _attach(form, error)
-                return render_template(
-                    "admin/purpose_form.html", site=site, purpose=purpose, form=form
-                ), status
-            flash(
-                f"Purpose {key!r} saved. {_hash_change_message(before, editing.config_hash(site))}"
-            )
-            return redirect(url_for("admin.purposes", site_key=site.key))
-    status = _refused(form) if form.is_submitted() else 200
-    return render_template("admin/purpose_form.html", site=site, purpose=purpose, form=form), status
+
+    def page(status: int = 200, note: str | None = None):
+        return render_template(
+            "admin/purpose_form.html", site=site, purpose=purpose, form=form, note=note
+        ), status
+
+    action = request.form.get("action", "save")
+    if form.is_submitted() and action != "save":
+        return page(note=form.apply_row_action(action))
+    if not form.validate_on_submit():
+        return page(_refused(form) if form.is_submitted() else 200)
+    key = purpose.key if purpose else form.key.data
+    if purpose is None and any(p.key == key for p in site.purposes):
+        form.key.errors.append(f"Purpose {key!r} exists already; edit it instead.")
+        return page(422)
+    before = editing.config_hash(site)
+    try:
+        sites.set_purpose(site, key, **form.purpose_values())
+    except InvalidRequest as error:
+        return page(_attach(form, error))
+    flash(f"Purpose {key!r} saved. {_hash_change_message(before, editing.config_hash(site))}")
+    return redirect(url_for("admin.purposes", site_key=site.key))
 
 
 @bp.post("/sites/<site_key>/purposes/<purpose_key>/move")
