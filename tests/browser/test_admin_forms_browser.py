@@ -1,0 +1,212 @@
+"""Every admin form in a real browser: shown from stored values, submitted unchanged, saved
+with nothing changed; every error of a submission shown at once beside its field; the
+purpose editor's rows working without JavaScript.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from consent.admin.auth import set_admin_password
+from consent.admin.roles import grant_role
+from consent.db import db
+from consent.demo import DEMO_PURPOSES, DEMO_TEXTS
+from consent.models import ApiKey
+from consent.sites import banner_config, create_site, get_site_by_key, set_purpose
+
+pytestmark = pytest.mark.browser
+
+SITE = "cafe"
+NAME, PASSWORD = "hopper", "a long form-filling passphrase"
+
+
+@pytest.fixture(scope="module")
+def cafe(live_app, live_server):
+    """A site with every setting filled and the demo's purposes (cookies and services)."""
+    with live_app.app_context():
+        site = create_site(
+            SITE,
+            "Café",
+            origins=[live_server, "https://cafe.example"],
+            languages=["en", "fr"],
+            texts=DEMO_TEXTS,
+            lifetime_days=200,
+            retention_days=800,
+        )
+        site.controller_name = "Café Ltd"
+        site.controller_contact = "privacy@cafe.example"
+        for position, purpose in enumerate(DEMO_PURPOSES):
+            set_purpose(site, position=position, **purpose)
+        grant_role(set_admin_password(NAME, PASSWORD), "owner")
+        db.session.commit()
+    return SITE
+
+
+def stored(live_app, key: str = SITE) -> dict:
+    """What the site holds, settings and purposes, as the database has it."""
+    with live_app.app_context():
+        site = get_site_by_key(key)
+        return {
+            "config": banner_config(site),
+            "settings": {
+                name: getattr(site, name)
+                for name in (
+                    "name",
+                    "allowed_origins",
+                    "languages",
+                    "default_language",
+                    "lifetime_days",
+                    "retention_days",
+                    "texts",
+                    "controller_name",
+                    "controller_contact",
+                )
+            },
+        }
+
+
+@pytest.fixture(scope="module")
+def signed_in(browser, live_server, cafe):
+    """The cookies of one sign-in, shared by the tests (sign-in is rate-limited per address)."""
+    context = browser.new_context(base_url=live_server)
+    page = context.new_page()
+    page.goto("/admin/sign-in")
+    page.get_by_label("Name").fill(NAME)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server}/admin/")
+    state = context.storage_state()
+    context.close()
+    return state
+
+
+@pytest.fixture
+def open_page(new_context, signed_in):
+    """Open an admin page in a signed-in browser (``javascript=False`` for one without)."""
+
+    def open_at(path: str, *, javascript: bool = True):
+        page = new_context(storage_state=signed_in, java_script_enabled=javascript).new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(error))
+        page.goto(path)
+        assert "/sign-in" not in page.url
+        opened.append(errors)
+        return page
+
+    opened: list[list] = []
+    yield open_at
+    assert not any(opened), f"errors reached the page: {opened}"
+
+
+def test_settings_submitted_unchanged_change_nothing(open_page, live_app):
+    before = stored(live_app)
+    page = open_page(f"/admin/sites/{SITE}/edit")
+    assert (
+        page.get_by_label("Allowed origins").input_value().splitlines()
+        == (before["settings"]["allowed_origins"])
+    )
+    assert page.get_by_label("Languages").input_value() == "en fr"
+    page.get_by_role("button", name="Save settings").click()
+    page.wait_for_url(re.compile(rf"/admin/sites/{SITE}$"))
+    assert "What the banner shows is unchanged." in page.get_by_role("status").inner_text()
+    assert stored(live_app) == before
+
+
+@pytest.mark.parametrize("purpose", [p["key"] for p in DEMO_PURPOSES])
+def test_a_purpose_submitted_unchanged_changes_nothing(open_page, live_app, purpose):
+    before = stored(live_app)
+    page = open_page(f"/admin/sites/{SITE}/purposes/{purpose}")
+    page.get_by_role("button", name="Save purpose").last.click()
+    page.wait_for_url(re.compile(rf"/admin/sites/{SITE}/purposes$"))
+    assert "What the banner shows is unchanged." in page.get_by_role("status").inner_text()
+    assert stored(live_app) == before
+
+
+def test_a_new_site_needs_only_a_key_and_a_name(open_page, live_app):
+    page = open_page("/admin/sites/new")
+    page.get_by_label("Site key").fill("bakery")
+    page.get_by_label("Name", exact=True).fill("Bakery")
+    page.get_by_role("button", name="Create site").click()
+    page.wait_for_url(re.compile(r"/admin/sites/bakery$"))
+    assert stored(live_app, "bakery")["settings"]["languages"] == ["en"]
+
+
+def test_a_policy_needs_only_a_version(open_page, live_app):
+    page = open_page(f"/admin/sites/{SITE}/policies")
+    page.get_by_role("textbox", name="Version").fill("2026-12")
+    page.get_by_role("button", name="Publish").click()
+    assert "Published policy version '2026-12'." in page.get_by_role("status").inner_text()
+
+
+def test_a_key_needs_a_name_and_a_scope(open_page, live_app):
+    page = open_page(f"/admin/sites/{SITE}/keys")
+    page.get_by_label("Name").fill("newsletter")
+    page.get_by_label("read", exact=True).check()
+    page.get_by_role("button", name="Issue key").click()
+    assert page.get_by_label("New API key").input_value().startswith("ck_")
+    with live_app.app_context():
+        assert db.session.scalars(db.select(ApiKey.name)).all().count("newsletter") == 1
+
+
+def test_every_wrong_field_is_named_at_once_beside_it(open_page, live_app):
+    before = stored(live_app)
+    page = open_page(f"/admin/sites/{SITE}/edit")
+    page.get_by_label("Name", exact=True).fill("")
+    page.get_by_label("Allowed origins").fill("cafe.example\nhttps://ok.example/path")
+    page.get_by_label("Languages").fill("english fr")
+    page.get_by_label("Consent lifetime (days)").fill("999")
+    page.get_by_label("Record retention (days)").fill("0")
+    page.get_by_label("Banner texts (JSON)").fill("{nope")
+    page.get_by_role("button", name="Save settings").click()
+    expected = {
+        "name": "Give the site a name.",
+        "origins": "'cafe.example' is not an origin",
+        "languages": "'english' is not a language code",
+        "lifetime_days": "Number must be between 1 and 395.",
+        "retention_days": "Number must be between",
+        "texts": "This is not valid JSON",
+    }
+    for name, message in expected.items():
+        field = page.locator(f"#{name}")
+        assert field.get_attribute("aria-invalid") == "true", name
+        error = page.locator(f"#{name}-error")
+        assert message in error.inner_text(), name
+        assert f"{name}-error" in field.get_attribute("aria-describedby")
+    # What was typed stays as typed, not turned into Python lists.
+    assert page.get_by_label("Languages").input_value() == "english fr"
+    assert page.get_by_label("Allowed origins").input_value() == (
+        "cafe.example\nhttps://ok.example/path"
+    )
+    assert stored(live_app) == before
+
+
+def test_look_up_fills_a_cookie_row_without_javascript(open_page, live_app):
+    page = open_page(f"/admin/sites/{SITE}/purposes/new", javascript=False)
+    page.get_by_role("button", name="Add a cookie").click()
+    row = page.get_by_role("group", name="Cookie 1")
+    row.get_by_label("Name or prefix").fill("_ga")
+    row.get_by_role("button", name="Look up").click()
+    row = page.get_by_role("group", name="Cookie 1")
+    assert row.get_by_label("Provider").input_value() == "Google"
+    assert row.get_by_label("Duration").input_value() == "2 years"
+    assert "category Analytics" in page.get_by_role("status").inner_text()
+
+
+def test_rows_are_added_and_removed_without_javascript(open_page, live_app):
+    before = stored(live_app)
+    page = open_page(f"/admin/sites/{SITE}/purposes/analytics", javascript=False)
+    assert page.get_by_role("group", name="Service 1").count() == 1
+    page.get_by_role("button", name="Add a service").click()
+    assert page.get_by_role("group", name="Service 2").count() == 1
+    page.get_by_role("button", name="Remove service 2").click()
+    assert page.get_by_role("group", name="Service 2").count() == 0
+    page.get_by_role("button", name="Remove language 2").click()
+    assert page.get_by_role("group", name="Language 2").count() == 0
+    assert stored(live_app) == before  # nothing is saved until Save
+    page.get_by_role("button", name="Save purpose").last.click()
+    page.wait_for_url(re.compile(rf"/admin/sites/{SITE}/purposes$"))
+    after = stored(live_app)["config"]["purposes"]
+    analytics = next(purpose for purpose in after if purpose["key"] == "analytics")
+    assert set(analytics["translations"]) == {"en"}
