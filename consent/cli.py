@@ -20,7 +20,7 @@ from consent.admin.roles import ROLES, grant_role
 from consent.db import db, describe_database_error
 from consent.demo import seed_demo_site
 from consent.errors import InvalidRequest
-from consent.models import API_SCOPES, Site
+from consent.models import API_SCOPES, ApiKey, Site
 
 
 def in_transaction(command):
@@ -202,6 +202,84 @@ def create_admin_command(name, password, replace, role, site_key):
         click.echo(f"{admin.name!r} is {role} on {site.key if site else 'every site'}.")
 
 
+def _print_table(rows: list[tuple], header: tuple[str, ...]) -> None:
+    """Print rows as aligned columns under a header."""
+    cells = [header, *[tuple("" if cell is None else str(cell) for cell in row) for row in rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
+    for row in cells:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+@click.command("list-sites")
+def list_sites_command():
+    """List the sites: key, name, allowed origins, languages."""
+    rows = db.session.scalars(db.select(Site).order_by(Site.key)).all()
+    if not rows:
+        click.echo("No site yet; create one with `consent create-site KEY NAME`.")
+        return
+    _print_table(
+        [
+            (site.key, site.name, " ".join(site.allowed_origins) or "-", " ".join(site.languages))
+            for site in rows
+        ],
+        ("KEY", "NAME", "ORIGINS", "LANGUAGES"),
+    )
+
+
+@click.command("list-keys")
+@click.argument("site_key")
+def list_keys_command(site_key):
+    """List a site's API keys (prefix, name, scopes, use, status); never their secrets."""
+    site = site_by_key(site_key)
+    rows = db.session.scalars(
+        db.select(ApiKey).where(ApiKey.site_id == site.id).order_by(ApiKey.created_at)
+    ).all()
+    if not rows:
+        click.echo(f"No key for {site.key!r}; issue one with `consent issue-key {site.key} NAME`.")
+        return
+    _print_table(
+        [
+            (
+                key.prefix,
+                key.name,
+                key.scopes,
+                _when(key.created_at),
+                _when(key.last_used_at),
+                f"revoked {_when(key.revoked_at)}" if key.revoked_at else "active",
+            )
+            for key in rows
+        ],
+        ("PREFIX", "NAME", "SCOPES", "CREATED", "LAST USED", "STATUS"),
+    )
+
+
+@click.command("list-admins")
+def list_admins_command():
+    """List the admins with their roles and last sign-in."""
+    rows = db.session.scalars(db.select(AdminUser).order_by(AdminUser.name)).all()
+    if not rows:
+        click.echo("No admin yet; create one with `consent create-admin NAME`.")
+        return
+    _print_table(
+        [
+            (
+                admin.name,
+                ", ".join(
+                    f"{grant.role}@{grant.site.key if grant.site else '*'}" for grant in admin.roles
+                )
+                or "no role",
+                _when(admin.last_signed_in_at),
+            )
+            for admin in rows
+        ],
+        ("NAME", "ROLES (role@site, * = every site)", "LAST SIGN-IN"),
+    )
+
+
 @click.command("verify")
 @click.argument("site_key", required=False)
 def verify_command(site_key):
@@ -355,6 +433,9 @@ COMMANDS = [
     create_site_command,
     add_policy_command,
     create_admin_command,
+    list_sites_command,
+    list_keys_command,
+    list_admins_command,
     issue_key_command,
     revoke_key_command,
     verify_command,

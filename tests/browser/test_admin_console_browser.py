@@ -1,6 +1,7 @@
-"""Every admin form in a real browser: shown from stored values, submitted unchanged, saved
-with nothing changed; every error of a submission shown at once beside its field; the
-purpose editor's rows working without JavaScript.
+"""The admin console in a real browser: every form shown from stored values, submitted
+unchanged, saved with nothing changed; every error of a submission shown at once beside
+its field; the purpose editor's rows working without JavaScript; sessions ended from the
+account page; Verify now, wide tables and narrow tabs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from consent.admin.auth import set_admin_password
 from consent.admin.roles import grant_role
 from consent.db import db
 from consent.demo import DEMO_PURPOSES, DEMO_TEXTS
+from consent.keys import issue_key
 from consent.models import ApiKey
 from consent.sites import banner_config, create_site, get_site_by_key, set_purpose
 
@@ -210,3 +212,66 @@ def test_rows_are_added_and_removed_without_javascript(open_page, live_app):
     after = stored(live_app)["config"]["purposes"]
     analytics = next(purpose for purpose in after if purpose["key"] == "analytics")
     assert set(analytics["translations"]) == {"en"}
+
+
+def test_sign_out_everywhere_ends_the_other_browser(new_context, live_app, live_server, cafe):
+    # An admin of its own: the shared signed-in session of the other tests stays open.
+    with live_app.app_context():
+        grant_role(set_admin_password("lovelace", PASSWORD), "analyst")
+        db.session.commit()
+    first, second = (new_context().new_page() for _ in range(2))
+    for page in (first, second):
+        page.goto("/admin/sign-in")
+        page.get_by_label("Name").fill("lovelace")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{live_server}/admin/")
+    first.get_by_role("link", name="lovelace").click()
+    sessions = first.get_by_role("region", name="Sessions")
+    assert sessions.get_by_text("this browser").count() == 1
+    assert sessions.get_by_role("button", name="Sign out this session").count() >= 1
+    first.get_by_role("button", name="Sign out everywhere").click()
+    assert "Signed out everywhere" in first.get_by_role("status").inner_text()
+    second.reload()
+    assert "/admin/sign-in" in second.url
+
+
+def test_verify_now_from_the_dashboard(open_page):
+    page = open_page("/admin/")
+    page.get_by_role("button", name="Verify Café now").click()
+    page.wait_for_url(re.compile(r"/admin/$"))
+    assert "Chain intact" in page.get_by_role("status").inner_text()
+
+
+def test_the_key_table_is_not_clipped_at_1280_pixels(open_page, live_app):
+    with live_app.app_context():
+        for name in ("newsletter backend", "crm sync job", "analytics export"):
+            issue_key(get_site_by_key(SITE), name, ["read", "write", "rights"])
+        db.session.commit()
+    page = open_page(f"/admin/sites/{SITE}/keys")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    wrap = page.get_by_role("region", name="API keys")
+    widths = wrap.evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert widths[0] <= widths[1], f"table {widths[0]}px in a {widths[1]}px box"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/",
+        "/admin/account",
+        "/admin/admins",
+        f"/admin/sites/{SITE}",
+        f"/admin/sites/{SITE}/edit",
+        f"/admin/sites/{SITE}/purposes/analytics",
+        f"/admin/sites/{SITE}/keys",
+        f"/admin/sites/{SITE}/policies",
+    ],
+)
+def test_tabs_and_pages_fit_a_360_pixel_screen(open_page, path):
+    page = open_page(path)
+    page.set_viewport_size({"width": 360, "height": 740})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    for tab in page.locator("nav.sections a").all():
+        box = tab.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 360, tab.inner_text()
