@@ -10,7 +10,6 @@ import base64
 import csv
 import hashlib
 import io
-import json
 import re
 from datetime import timedelta
 
@@ -390,7 +389,8 @@ def test_admin_creates_a_site_with_standard_purposes(app, admin):
         ({"origins": "blog.example"}, "is not an origin like https://example.com"),
         ({"languages": "english!"}, "is not a language code"),
         ({"key": "Bad Key"}, "Use 2-64 lower-case letters"),
-        ({"texts": "{nope"}, "This is not valid JSON"),
+        ({"texts-0-language": "english", "texts-0-text": "Hi"}, "Use a language code like en"),
+        ({"name": ""}, "Give the site a name."),
     ],
 )
 def test_bad_site_settings_are_refused_with_a_message(app, admin, change, message):
@@ -416,7 +416,9 @@ def test_editing_texts_changes_the_config_hash(app, admin, site_key):
             "languages": "en",
             "lifetime_days": "90",
             "retention_days": "90",
-            "texts": json.dumps({"en": {"title": "Cookies?"}}),
+            "texts-0-language": "en",
+            "texts-0-name": "title",
+            "texts-0-text": "Cookies?",
         },
     )
     assert response.status_code == 302

@@ -7,7 +7,7 @@ import re
 from datetime import UTC, date, datetime
 
 from flask_wtf import FlaskForm
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import ValidationError
 from wtforms import (
     BooleanField,
     DateField,
@@ -31,7 +31,6 @@ from wtforms.validators import (
     Length,
     NumberRange,
     Optional,
-    StopValidation,
 )
 from wtforms.validators import ValidationError as FieldError
 from wtforms.widgets import CheckboxInput, ListWidget, TextInput
@@ -39,16 +38,12 @@ from wtforms.widgets import CheckboxInput, ListWidget, TextInput
 from consent import validation
 from consent.cookiedb import look_up_cookie
 from consent.models import API_SCOPES, MAX_LIFETIME_DAYS, PURPOSE_KINDS, RECORD_SOURCES
-from consent.schemas import LANGUAGE, CookieSchema
-from consent.sites import CONSENT_MODE_SIGNALS
+from consent.schemas import CookieSchema
+from consent.sites import CONSENT_MODE_SIGNALS, DEFAULT_TEXTS
 
 SITE_KEY_PATTERN = validation.SITE_KEY
 PURPOSE_KEY_PATTERN = validation.PURPOSE_KEY
 LANGUAGE_PATTERN = validation.LANGUAGE_TAG
-#: The banner texts a site may override (the keys of consent.sites.DEFAULT_TEXTS["en"]).
-TEXT_FIELDS = fields.String(validate=validate.Length(max=2000))
-
-
 #: The empty choice of a filter.
 ANY = SelectChoice("", "any")
 
@@ -56,80 +51,6 @@ ANY = SelectChoice("", "any")
 class MultiCheckboxField(SelectMultipleField):
     widget = ListWidget(prefix_label=False)
     option_widget = CheckboxInput()
-
-
-class JSONField(TextAreaField):
-    """A textarea holding JSON, checked against a marshmallow schema (or field)."""
-
-    def __init__(self, label=None, validators=None, *, schema, empty, **kwargs):
-        super().__init__(label, validators, **kwargs)
-        self.schema = schema
-        self.empty = empty
-        self.parse_error = None
-
-    def _value(self):
-        if self.raw_data:
-            return self.raw_data[0]
-        return json.dumps(
-            self.data if self.data is not None else self.empty, indent=2, ensure_ascii=False
-        )
-
-    def process_formdata(self, valuelist):
-        if not valuelist:
-            self.data = self.empty
-            return
-        text = valuelist[0].strip()
-        try:
-            self.data = json.loads(text) if text else self.empty
-        except json.JSONDecodeError as error:
-            self.data = None
-            raise FieldError(
-                f"This is not valid JSON: {error.msg} (line {error.lineno})."
-            ) from None
-
-    def pre_validate(self, form):
-        if self.process_errors:
-            raise StopValidation()  # the JSON did not parse; that message says it all
-        try:
-            self.data = (
-                self.schema.load(self.data)
-                if isinstance(self.schema, Schema)
-                else self.schema.deserialize(self.data)
-            )
-        except ValidationError as error:
-            # Stop here: the field's own validators expect data the schema accepted.
-            raise StopValidation(_describe(error.messages)) from None
-
-
-def _describe(messages, path: str = "") -> str:
-    """Flatten marshmallow's nested messages into one readable sentence."""
-    if isinstance(messages, dict):
-        return " ".join(_describe(value, path + _step(key)) for key, value in messages.items())
-    if isinstance(messages, list):
-        return " ".join(_describe(message, path) for message in messages)
-    return f"{path}{messages}"
-
-
-def _step(key) -> str:
-    if key == "value":  # marshmallow's Dict nests a "value" level that means nothing here
-        return ""
-    return f"item {key + 1}: " if isinstance(key, int) else f"{key}: "
-
-
-class TranslationSchema(Schema):
-    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    description = fields.String(validate=validate.Length(max=2000))
-
-
-LANGUAGE_KEY = fields.String(validate=LANGUAGE)
-TRANSLATIONS = fields.Dict(
-    keys=LANGUAGE_KEY,
-    values=fields.Nested(TranslationSchema),
-)
-TEXTS = fields.Dict(
-    keys=LANGUAGE_KEY,
-    values=fields.Dict(keys=fields.String(), values=TEXT_FIELDS),
-)
 
 
 class ActionForm(FlaskForm):
@@ -171,7 +92,49 @@ class WordsField(ListField):
     separator = " "
 
 
-class SiteForm(FlaskForm):
+class TextRow(Form):
+    """One banner text of one language, replacing the default."""
+
+    language = StringField("Language", [Length(max=35)])
+    name = SelectField("Text", choices=list(DEFAULT_TEXTS["en"]))
+    text = TextAreaField("Replaced by", [Length(max=2000)])
+
+    def is_blank(self) -> bool:
+        return not (self.language.data or self.text.data)
+
+    def validate_language(self, field):
+        if not self.is_blank() and not validation.is_language_tag(field.data or ""):
+            raise FieldError("Use a language code like en or pt-BR.")
+
+
+class RowsForm(FlaskForm):
+    """A form with lists of rows that buttons add, remove (and look up) without JavaScript."""
+
+    #: The names of the row lists a button may change.
+    row_lists: tuple[str, ...] = ()
+
+    def apply_row_action(self, action: str) -> str | None:
+        """Add, remove or look up a row as a button asked; return a note for the page."""
+        verb, _, target = action.partition("-")
+        name, _, index = target.partition("-")
+        if name not in self.row_lists:
+            return None
+        rows = self[name]
+        if verb == "add":
+            rows.append_entry()
+            return None
+        row = next((entry for entry in rows.entries if entry.name == f"{name}-{index}"), None)
+        if row is None:
+            return None
+        if verb == "remove":
+            rows.entries.remove(row)
+            return None
+        if verb == "lookup" and name == "cookies":
+            return _look_up_into(row.form)
+        return None
+
+
+class SiteForm(RowsForm):
     key = StringField(
         "Site key",
         [DataRequired("Give the site a key, like shop.")],
@@ -199,12 +162,31 @@ class SiteForm(FlaskForm):
     )
     controller_name = StringField("Controller name", [Optional(), Length(max=200)])
     controller_contact = StringField("Controller contact", [Optional(), Length(max=200)])
-    texts = JSONField(
-        "Banner texts (JSON)",
-        schema=TEXTS,
-        empty={},
-        description='Overrides per language, e.g. {"en": {"title": "Cookies?"}}.',
-    )
+    texts = FieldList(FormField(TextRow), label="Banner texts")
+
+    row_lists = ("texts",)
+
+    @staticmethod
+    def text_rows(texts: dict[str, dict[str, str]]) -> list[dict]:
+        """Stored texts ({language: {name: text}}) as the form's rows."""
+        return [
+            {"language": language, "name": name, "text": text}
+            for language, overrides in texts.items()
+            for name, text in overrides.items()
+        ]
+
+    def validate_texts(self, field):
+        pairs = [(row.form.language.data, row.form.name.data) for row in field]
+        pairs = [pair for pair, row in zip(pairs, field, strict=True) if not row.form.is_blank()]
+        if len(set(pairs)) != len(pairs):
+            raise FieldError("Each text may be replaced once per language.")
+
+    def texts_value(self) -> dict[str, dict[str, str]]:
+        texts: dict[str, dict[str, str]] = {}
+        for row in (entry.form for entry in self.texts):
+            if not row.is_blank():
+                texts.setdefault(row.language.data, {})[row.name.data] = row.text.data
+        return texts
 
     def validate_key(self, field):
         if not validation.is_site_key(field.data):
@@ -323,11 +305,9 @@ class ServiceRow(Form):
         }
 
 
-#: The row lists of the purpose form, and what each row is called on its buttons.
-ROW_LISTS = {"translations": "language", "cookies": "cookie", "services": "service"}
+class PurposeForm(RowsForm):
+    row_lists = ("translations", "cookies", "services")
 
-
-class PurposeForm(FlaskForm):
     key = StringField(
         "Key",
         [DataRequired("Give the purpose a key, like analytics.")],
@@ -399,26 +379,6 @@ class PurposeForm(FlaskForm):
             "cookies": [row.form.value() for row in self.cookies if not row.form.is_blank()],
             "services": [row.form.value() for row in self.services if not row.form.is_blank()],
         }
-
-    def apply_row_action(self, action: str) -> str | None:
-        """Add, remove or look up a row as a button asked; return a note for the page."""
-        verb, _, target = action.partition("-")
-        name, _, index = target.partition("-")
-        if name not in ROW_LISTS:
-            return None
-        rows = self[name]
-        if verb == "add":
-            rows.append_entry()
-            return None
-        row = next((entry for entry in rows.entries if entry.name == f"{name}-{index}"), None)
-        if row is None:
-            return None
-        if verb == "remove":
-            rows.entries.remove(row)
-            return None
-        if verb == "lookup" and name == "cookies":
-            return _look_up_into(row.form)
-        return None
 
 
 def _look_up_into(row: CookieRow) -> str:

@@ -325,14 +325,17 @@ SITE_FIELDS = (
     "languages",
     "lifetime_days",
     "retention_days",
-    "texts",
     "controller_name",
     "controller_contact",
 )
 
 
-def _values(form, names: tuple[str, ...]) -> dict:
-    return {name: form[name].data for name in names}
+def _site_values(form: SiteForm) -> dict:
+    return {**{name: form[name].data for name in SITE_FIELDS}, "texts": form.texts_value()}
+
+
+def _site_form_page(form: SiteForm, site: Site | None, status: int = 200):
+    return render_template("admin/site_form.html", form=form, site=site), status
 
 
 @bp.route("/sites/new", methods=["GET", "POST"])
@@ -340,10 +343,17 @@ def _values(form, names: tuple[str, ...]) -> dict:
 def new_site():
     """Create a site with the four standard cookie purposes."""
     form = SiteForm(data={"languages": ["en"], "lifetime_days": 182, "retention_days": 3 * 365})
-    if not form.validate_on_submit():
-        status = _refused(form) if form.is_submitted() else 200
-        return render_template("admin/site_form.html", form=form, site=None), status
-    values = _values(form, SITE_FIELDS)
+    action = request.form.get("action", "save")
+    if form.is_submitted() and action != "save":
+        form.apply_row_action(action)
+        return _site_form_page(form, None)
+    is_valid = form.validate_on_submit()
+    if form.is_submitted() and form.key.data and sites.get_site_by_key(form.key.data):
+        form.key.errors = [*form.key.errors, f"A site with key {form.key.data!r} exists already."]
+        is_valid = False
+    if not is_valid:
+        return _site_form_page(form, None, _refused(form) if form.is_submitted() else 200)
+    values = _site_values(form)
     try:
         site = sites.create_site(
             form.key.data,
@@ -355,17 +365,11 @@ def new_site():
             texts=values["texts"],
         )
     except InvalidRequest as error:
-        status = _attach(form, error)
-        return render_template("admin/site_form.html", form=form, site=None), status
+        return _site_form_page(form, None, _attach(form, error))
     site.controller_name = values["controller_name"] or None
     site.controller_contact = values["controller_contact"] or None
     for position, purpose in enumerate(sites.STANDARD_PURPOSES):
-        sites.set_purpose(
-            site,
-            purpose["key"],
-            position=position,
-            **{k: v for k, v in purpose.items() if k != "key"},
-        )
+        sites.set_purpose(site, position=position, **purpose)
     flash(f"Site {site.key!r} created with the standard purposes.")
     return redirect(url_for("admin.site", site_key=site.key))
 
@@ -401,21 +405,23 @@ def edit_site(site_key: str):
             "languages": site.languages,
             "lifetime_days": site.lifetime_days,
             "retention_days": site.retention_days,
-            "texts": site.texts,
+            "texts": SiteForm.text_rows(site.texts),
             "controller_name": site.controller_name,
             "controller_contact": site.controller_contact,
         }
     )
     del form.key
+    action = request.form.get("action", "save")
+    if form.is_submitted() and action != "save":
+        form.apply_row_action(action)
+        return _site_form_page(form, site)
     if not form.validate_on_submit():
-        status = _refused(form) if form.is_submitted() else 200
-        return render_template("admin/site_form.html", form=form, site=site), status
+        return _site_form_page(form, site, _refused(form) if form.is_submitted() else 200)
     before = editing.config_hash(site)
     try:
-        editing.update_site(site, **_values(form, SITE_FIELDS))
+        editing.update_site(site, **_site_values(form))
     except InvalidRequest as error:
-        status = _attach(form, error)
-        return render_template("admin/site_form.html", form=form, site=site), status
+        return _site_form_page(form, site, _attach(form, error))
     flash(f"Settings saved. {_hash_change_message(before, editing.config_hash(site))}")
     return redirect(url_for("admin.site", site_key=site.key))
 

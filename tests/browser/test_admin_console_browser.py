@@ -160,7 +160,7 @@ def test_every_wrong_field_is_named_at_once_beside_it(open_page, live_app):
     page.get_by_label("Languages").fill("english fr")
     page.get_by_label("Consent lifetime (days)").fill("999")
     page.get_by_label("Record retention (days)").fill("0")
-    page.get_by_label("Banner texts (JSON)").fill("{nope")
+    page.get_by_role("group", name="Text 1", exact=True).get_by_label("Language").fill("english")
     page.get_by_role("button", name="Save settings").click()
     expected = {
         "name": "Give the site a name.",
@@ -168,7 +168,7 @@ def test_every_wrong_field_is_named_at_once_beside_it(open_page, live_app):
         "languages": "'english' is not a language code",
         "lifetime_days": "Number must be between 1 and 395.",
         "retention_days": "Number must be between",
-        "texts": "This is not valid JSON",
+        "texts-0-language": "Use a language code like en",
     }
     for name, message in expected.items():
         field = page.locator(f"#{name}")
