@@ -138,3 +138,21 @@ def test_list_admins_shows_roles_per_site(runner, make_site):
     result = runner.invoke(args=["list-admins"])
     assert result.exit_code == 0, result.output
     assert "owner@*, analyst@shop" in result.output
+
+
+def test_create_site_with_a_bad_origin_says_the_fix_in_one_line(runner):
+    result = runner.invoke(args=["create-site", "blog", "Blog", "--origin", "blog.example"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: origins: 'blog.example' is not an origin like https://example.com "
+        "(no path, no trailing slash).\n"
+    )
+
+
+def test_add_policy_refuses_a_javascript_url(runner, make_site):
+    make_site("shop")
+    result = runner.invoke(args=["add-policy", "shop", "v2", "--url", "javascript:alert(1)"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: url: Use a full web address starting with https:// or http://.\n"
+    )
