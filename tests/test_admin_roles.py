@@ -250,3 +250,18 @@ def test_create_admin_refuses_an_unknown_role_in_one_line(app, runner):
         )
     assert result.exit_code == 2
     assert "'god' is not one of" in result.output
+
+
+@pytest.mark.parametrize(
+    ("path", "button"),
+    [
+        ("/admin/sites/shop/keys", ">Issue key</button>"),
+        ("/admin/sites/shop/policies", ">Publish</button>"),
+        ("/admin/sites/shop/purposes", "Move analytics up"),
+    ],
+)
+@pytest.mark.parametrize(("role", "is_shown"), [("editor", True), ("auditor", False)])
+def test_read_only_roles_see_no_buttons_that_change(matrix_clients, path, button, role, is_shown):
+    page = matrix_clients[role].get(path)
+    assert page.status_code == 200
+    assert (button in page.text) is is_shown

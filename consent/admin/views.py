@@ -68,6 +68,7 @@ def _template_globals():
         "csrf_token": generate_csrf,
         "admin": g.get("admin"),
         "can_open": _can_open,
+        "may": lambda site, *names: roles.has_role(g.get("admin"), site, *names),
         "is_owner": roles.is_owner_anywhere(g.get("admin")),
     }
 
