@@ -12,6 +12,7 @@ import re
 from urllib.parse import urlsplit
 
 from consent.errors import InvalidRequest
+from consent.identifiers import is_storable_text
 
 #: A site's public key, used in URLs and the embed snippet.
 SITE_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{1,63}\Z")
@@ -38,6 +39,7 @@ MESSAGES = {
     "origin": "is not an origin like https://example.com (no path, no trailing slash).",
     "url": "Use a full web address starting with https:// or http://.",
     "email": "is not an email address like name@example.com.",
+    "unstorable": "Remove the NUL or unpaired surrogate characters.",
 }
 
 
@@ -132,6 +134,8 @@ def validate_length(value, field: str, *, maximum: int, minimum: int = 0) -> str
     """Return the text if its length is within bounds, or raise ``InvalidValue``."""
     if not isinstance(value, str):
         raise InvalidValue(field, "Must be text.")
+    if not is_storable_text(value):
+        raise InvalidValue(field, MESSAGES["unstorable"])
     if not minimum <= len(value) <= maximum:
         if minimum:
             raise InvalidValue(field, f"Use {minimum} to {maximum} characters.")

@@ -963,3 +963,21 @@ def test_seed_demo_creates_one_demo_admin_who_can_sign_in(app, runner, client):
     assert "password" not in second.output
     assert sign_in(client, "demo", "wrong password").status_code == 200
     assert sign_in(client, "demo", password.group(1)).status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("url", "data"),
+    [
+        ("/admin/sites/new", {**SITE_FORM, "name": "nul\x00inside"}),
+        ("/admin/sites/new", {**SITE_FORM, "texts-0-language": "en", "texts-0-text": "a\x00"}),
+        ("/admin/sites/shop/purposes/new", {**PURPOSE_FORM, "cookies-0-provider": "a\x00"}),
+        ("/admin/sites/shop/policies", {"version": "v\x009"}),
+        ("/admin/sites/shop/keys", {"name": "nul\x00", "scopes": "read"}),
+    ],
+)
+def test_text_the_database_cannot_hold_is_refused_beside_its_field(app, admin, site_key, url, data):
+    before = in_app(app, lambda: banner_config(get_site_by_key(site_key)))
+    response = post_form(admin, url, data)
+    assert response.status_code == 422
+    assert "Remove the NUL or unpaired surrogate characters." in response.text
+    assert in_app(app, lambda: banner_config(get_site_by_key(site_key))) == before

@@ -37,6 +37,7 @@ from wtforms.widgets import CheckboxInput, ListWidget, TextInput
 
 from consent import validation
 from consent.cookiedb import look_up_cookie
+from consent.identifiers import is_storable_text
 from consent.models import API_SCOPES, MAX_LIFETIME_DAYS, PURPOSE_KINDS, RECORD_SOURCES
 from consent.schemas import CookieSchema
 from consent.sites import CONSENT_MODE_SIGNALS, DEFAULT_TEXTS
@@ -48,6 +49,29 @@ LANGUAGE_PATTERN = validation.LANGUAGE_TAG
 ANY = SelectChoice("", "any")
 
 
+class AdminForm(FlaskForm):
+    """A form whose every text the databases can store (PostgreSQL refuses a NUL)."""
+
+    def validate(self, extra_validators=None) -> bool:
+        is_valid = super().validate(extra_validators)
+        for field in _text_fields(self):
+            if isinstance(field.data, str) and not is_storable_text(field.data):
+                field.errors = [*field.errors, validation.MESSAGES["unstorable"]]
+                is_valid = False
+        return is_valid
+
+
+def _text_fields(form):
+    for field in form:
+        if isinstance(field, FieldList):
+            for entry in field:
+                yield from _text_fields(entry.form)
+        elif isinstance(field, FormField):
+            yield from _text_fields(field.form)
+        else:
+            yield field
+
+
 class MultiCheckboxField(SelectMultipleField):
     widget = ListWidget(prefix_label=False)
     option_widget = CheckboxInput()
@@ -57,7 +81,7 @@ class ActionForm(FlaskForm):
     """A button that changes something: it needs the CSRF token and nothing else."""
 
 
-class SignInForm(FlaskForm):
+class SignInForm(AdminForm):
     name = StringField(
         "Name",
         [DataRequired(), Length(max=80)],
@@ -107,7 +131,7 @@ class TextRow(Form):
             raise FieldError("Use a language code like en or pt-BR.")
 
 
-class RowsForm(FlaskForm):
+class RowsForm(AdminForm):
     """A form with lists of rows that buttons add, remove (and look up) without JavaScript."""
 
     #: The names of the row lists a button may change.
@@ -398,7 +422,7 @@ def _look_up_into(row: CookieRow) -> str:
     )
 
 
-class PolicyForm(FlaskForm):
+class PolicyForm(AdminForm):
     version = StringField(
         "Version",
         [DataRequired(), Length(max=64)],
@@ -421,7 +445,7 @@ class PolicyForm(FlaskForm):
             raise FieldError("A version cannot be published in the future.")
 
 
-class KeyForm(FlaskForm):
+class KeyForm(AdminForm):
     name = StringField(
         "Name",
         [DataRequired(), Length(max=200)],
@@ -463,7 +487,7 @@ class RecordFilterForm(DateRangeForm):
     subject = StringField("Subject pseudonym", [Optional(), Length(max=40)])
 
 
-class LookupForm(FlaskForm):
+class LookupForm(AdminForm):
     kind = RadioField(
         "Find by",
         choices=[
@@ -502,7 +526,7 @@ def start_of(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-class PasswordChangeForm(FlaskForm):
+class PasswordChangeForm(AdminForm):
     current = PasswordField(
         "Current password", [DataRequired()], render_kw={"autocomplete": "current-password"}
     )
@@ -520,7 +544,7 @@ class PasswordChangeForm(FlaskForm):
             raise FieldError("The two new passwords differ.")
 
 
-class GrantForm(FlaskForm):
+class GrantForm(AdminForm):
     name = SelectField("Admin", choices=[])
     role = SelectField("Role", choices=[])
     site = SelectField("Site", choices=[])
