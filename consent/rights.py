@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from consent import identifiers, ledger, validation
+from consent import identifiers, ledger
 from consent.db import db, now_utc
 from consent.errors import Conflict, InvalidRequest
 from consent.models import (
@@ -259,8 +259,6 @@ def correct_subject(
         raise InvalidRequest("field", "Only email and user_id can be corrected.")
     if subject.erased_at is not None:
         raise Conflict("This subject was erased; there is nothing to correct.")
-    if field == "email" and new_value is not None:
-        validation.validate_email(new_value, "value")
     if new_value is not None:
         owner = find_subject_by(site, field, new_value)
         if owner is not None and owner.id != subject.id:

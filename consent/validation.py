@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from consent import identifiers
 from consent.errors import InvalidRequest
-from consent.identifiers import is_storable_text
+from consent.identifiers import is_storable_text, normalise_email
 
 #: A site's public key, used in URLs and the embed snippet.
 SITE_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{1,63}\Z")
@@ -22,13 +23,11 @@ PURPOSE_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
 LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z")
 #: An origin a banner may be embedded on: scheme, host and an optional port, no path.
 ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?\Z")
-#: An address an email can be sent to, checked loosely (one "@", no spaces).
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+\Z")
 
 #: Longest values the tables hold.
 MAX_NAME_LENGTH = 200
 MAX_URL_LENGTH = 2000
-MAX_EMAIL_LENGTH = 254
+MAX_EMAIL_LENGTH = identifiers.MAX_EMAIL_LENGTH
 MAX_TEXT_LENGTH = 2000
 
 MESSAGES = {
@@ -38,7 +37,6 @@ MESSAGES = {
     "language": "is not a language code like en or pt-BR.",
     "origin": "is not an origin like https://example.com (no path, no trailing slash).",
     "url": "Use a full web address starting with https:// or http://.",
-    "email": "is not an email address like name@example.com.",
     "unstorable": "Remove the NUL or unpaired surrogate characters.",
 }
 
@@ -72,7 +70,12 @@ def is_origin(value) -> bool:
 
 
 def is_email(value) -> bool:
-    return _full(EMAIL, value) and len(value) <= MAX_EMAIL_LENGTH
+    """Whether a value is an email address (the rule of ``identifiers.normalise_email``)."""
+    try:
+        validate_email(value)
+    except InvalidRequest:
+        return False
+    return True
 
 
 def is_web_url(value) -> bool:
@@ -124,10 +127,17 @@ def validate_web_url(value, field: str = "url") -> str:
 
 
 def validate_email(value, field: str = "email") -> str:
-    """Return the email address, or raise ``InvalidValue`` naming ``field``."""
-    if not is_email(value):
-        raise InvalidValue(field, f"{value!r} {MESSAGES['email']}")
-    return value
+    """Return the email address trimmed and lower-cased, or raise naming ``field``.
+
+    The rule is ``identifiers.normalise_email``, the one every stored address passed
+    (invisible and look-alike characters refused), so there is one email rule.
+    """
+    if not isinstance(value, str):
+        raise InvalidValue(field, "Not a valid email address.")
+    try:
+        return normalise_email(value, field)
+    except InvalidRequest as error:
+        raise InvalidValue(field, error.message) from None
 
 
 def validate_length(value, field: str, *, maximum: int, minimum: int = 0) -> str:

@@ -274,13 +274,3 @@ def test_data_key_rotation_keeps_identifiers_readable(app, client, runner, right
         export(client, rights_key, user_id="ada-1").get_json()["subject"]["email"]
         == "ada@example.com"
     )
-
-
-def test_a_correction_to_something_that_is_not_an_email_is_refused(client, rights_key, person):
-    response = client.post(
-        "/v1/server/subjects/correct",
-        json={"user_id": "ada-1", "field": "email", "value": "ada at example dot com"},
-        headers=bearer(rights_key),
-    )
-    assert response.status_code == 422
-    assert "value" in response.get_json()["errors"]

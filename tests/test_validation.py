@@ -59,7 +59,9 @@ def test_every_caller_uses_the_one_pattern(caller_pattern, rule):
         (validation.is_web_url, "https://shop.example/a b", False),
         (validation.is_email, "ada@example.com", True),
         (validation.is_email, "ada@@example.com", False),
-        (validation.is_email, "ada@example.com\n", False),
+        (validation.is_email, "ada @example.com", False),
+        (validation.is_email, "ada@example\u200b.com", False),
+        (validation.is_email, None, False),
     ],
 )
 def test_rule_accepts_or_refuses(check, value, expected):
