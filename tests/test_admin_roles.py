@@ -7,12 +7,14 @@ until it is added below.
 
 from __future__ import annotations
 
+import base64
+import os
 import re
 import shutil
 import uuid
 
+import psycopg
 import pytest
-from conftest import TEST_SECRETS, _postgres_admin, _postgres_url
 from sqlalchemy import select
 
 from consent import create_app
@@ -72,6 +74,10 @@ SAMPLE_VALUES = {
     "<int:session_id>": "999999",
     "<int:grant_id>": "999999",
 }
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CONSENT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+SECRETS = {"SECRET_KEY": "roles", "DATA_KEY": base64.b64encode(b"r" * 32).decode()}
 CASES = [(role, method, path) for (method, path) in sorted(MATRIX) for role in sorted(ROLES)]
 
 
@@ -137,11 +143,10 @@ def matrix_clients(request, tmp_path_factory):
         url, name = f"sqlite:///{path}", None
     else:
         name = f"consent_roles_{uuid.uuid4().hex[:12]}"
-        _postgres_admin(
-            f"CREATE DATABASE {name} TEMPLATE {request.getfixturevalue('postgres_template')}"
-        )
-        url = _postgres_url(name)
-    app = create_app({"TESTING": True, "DATABASE_URL": url, **TEST_SECRETS})
+        template = request.getfixturevalue("postgres_template")
+        postgres_admin(f"CREATE DATABASE {name} TEMPLATE {template}")
+        url = f"{POSTGRES_ADMIN_URL.rpartition('/')[0]}/{name}"
+    app = create_app({"TESTING": True, "DATABASE_URL": url, **SECRETS})
     with app.app_context():
         for key in ("shop", "other"):
             site = create_site(key, key.title())
@@ -156,7 +161,12 @@ def matrix_clients(request, tmp_path_factory):
         db.session.remove()
         db.engine.dispose()
     if name:
-        _postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def postgres_admin(statement: str) -> None:
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(statement)
 
 
 def call(client, method: str, path: str):
