@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from consent.admin.auth import set_admin_password
 from consent.admin.roles import grant_role
@@ -199,13 +200,13 @@ def test_look_up_fills_a_cookie_row_without_javascript(open_page, live_app):
 def test_rows_are_added_and_removed_without_javascript(open_page, live_app):
     before = stored(live_app)
     page = open_page(f"/admin/sites/{SITE}/purposes/analytics", javascript=False)
-    assert page.get_by_role("group", name="Service 1").count() == 1
+    expect(page.get_by_role("group", name="Service 1")).to_have_count(1)
     page.get_by_role("button", name="Add a service").click()
-    assert page.get_by_role("group", name="Service 2").count() == 1
+    expect(page.get_by_role("group", name="Service 2")).to_have_count(1)
     page.get_by_role("button", name="Remove service 2").click()
-    assert page.get_by_role("group", name="Service 2").count() == 0
+    expect(page.get_by_role("group", name="Service 2")).to_have_count(0)
     page.get_by_role("button", name="Remove language 2").click()
-    assert page.get_by_role("group", name="Language 2").count() == 0
+    expect(page.get_by_role("group", name="Language 2")).to_have_count(0)
     assert stored(live_app) == before  # nothing is saved until Save
     page.get_by_role("button", name="Save purpose").last.click()
     page.wait_for_url(re.compile(rf"/admin/sites/{SITE}/purposes$"))
@@ -228,12 +229,12 @@ def test_sign_out_everywhere_ends_the_other_browser(new_context, live_app, live_
         page.wait_for_url(f"{live_server}/admin/")
     first.get_by_role("link", name="lovelace").click()
     sessions = first.get_by_role("region", name="Sessions")
-    assert sessions.get_by_text("this browser").count() == 1
-    assert sessions.get_by_role("button", name="Sign out this session").count() >= 1
+    expect(sessions.get_by_text("this browser")).to_have_count(1)
+    expect(sessions.get_by_role("button", name="Sign out this session")).to_have_count(1)
     first.get_by_role("button", name="Sign out everywhere").click()
     assert "Signed out everywhere" in first.get_by_role("status").inner_text()
     second.reload()
-    assert "/admin/sign-in" in second.url
+    expect(second).to_have_url(re.compile(r"/admin/sign-in"))
 
 
 def test_verify_now_from_the_dashboard(open_page):
