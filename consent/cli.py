@@ -27,14 +27,23 @@ from consent import (
     webhooks,
 )
 from consent.accesslog import log_access
-from consent.admin.auth import set_admin_password
+from consent.admin.auth import find_admin, set_admin_password
 from consent.admin.models import AdminUser
 from consent.admin.records import record_verification
+from consent.admin.roles import ROLES, grant_role
 from consent.db import db, describe_database_error
 from consent.demo import seed_demo_site
 from consent.errors import Conflict, InvalidRequest
 from consent.mail import MailUnavailable
-from consent.models import API_SCOPES, RIGHTS_KINDS, WEBHOOK_EVENTS, BannerVersion, Scan, Site
+from consent.models import (
+    API_SCOPES,
+    RIGHTS_KINDS,
+    WEBHOOK_EVENTS,
+    ApiKey,
+    BannerVersion,
+    Scan,
+    Site,
+)
 from consent.scan import store as scans
 from consent.scan.findings import LEVELS, is_at_or_above
 from consent.scan.observations import PASS_TITLES
@@ -97,7 +106,7 @@ def seed_demo_command(origins, with_admin):
     click.echo(f"Demo site {site.key!r} ready: {', '.join(p.key for p in site.purposes)}.")
     if with_admin and db.session.scalar(db.select(db.func.count(AdminUser.id))) == 0:
         password = secrets.token_urlsafe(12)
-        set_admin_password("demo", password)
+        grant_role(set_admin_password("demo", password), "owner")
         click.echo(f"Admin console: /admin/ as 'demo', password {password} (shown once).")
 
 
@@ -226,13 +235,116 @@ def revoke_key_command(prefix):
 
 @click.command("create-admin")
 @click.argument("name")
-@click.password_option(help="Asked for (twice, hidden) when not given.")
-@click.option("--replace", is_flag=True, help="Set a new password for an existing admin.")
+@click.option("--password", help="Asked for (twice, hidden) when not given.")
+@click.option(
+    "--replace", is_flag=True, help="Set a new password for an existing admin (ends its sessions)."
+)
+@click.option(
+    "--role",
+    type=click.Choice(list(ROLES)),
+    help="Grant this role (a new admin without --role becomes owner of every site).",
+)
+@click.option("--site", "site_key", help="Grant the role on this site only (default: every site).")
 @in_transaction
-def create_admin_command(name, password, replace):
-    """Create an admin who can sign in to the console at /admin/."""
-    admin = set_admin_password(name, password, replace=replace)
-    click.echo(f"Admin {admin.name!r} {'updated' if replace else 'created'}.")
+def create_admin_command(name, password, replace, role, site_key):
+    """Create an admin for the console at /admin/, or grant an existing one a role."""
+    site = site_by_key(site_key) if site_key else None
+    if site is not None and role is None:
+        raise click.UsageError("Give --role with --site, e.g. --role editor --site shop.")
+    admin = find_admin(name)
+    if admin is None or replace:
+        if password is None:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        admin = set_admin_password(name, password, replace=replace)
+        click.echo(f"Admin {admin.name!r} {'updated' if replace else 'created'}.")
+    elif role is None:
+        raise click.ClickException(
+            f"name: An admin named {admin.name!r} exists already; "
+            "use --replace for a new password or --role to grant a role."
+        )
+    if role is None and not admin.roles:
+        role = "owner"
+    if role is not None:
+        grant_role(admin, role, site)
+        click.echo(f"{admin.name!r} is {role} on {site.key if site else 'every site'}.")
+
+
+def _print_table(rows: list[tuple], header: tuple[str, ...]) -> None:
+    """Print rows as aligned columns under a header."""
+    cells = [header, *[tuple("" if cell is None else str(cell) for cell in row) for row in rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
+    for row in cells:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+@click.command("list-sites")
+def list_sites_command():
+    """List the sites: key, name, allowed origins, languages."""
+    rows = db.session.scalars(db.select(Site).order_by(Site.key)).all()
+    if not rows:
+        click.echo("No site yet; create one with `consent create-site KEY NAME`.")
+        return
+    _print_table(
+        [
+            (site.key, site.name, " ".join(site.allowed_origins) or "-", " ".join(site.languages))
+            for site in rows
+        ],
+        ("KEY", "NAME", "ORIGINS", "LANGUAGES"),
+    )
+
+
+@click.command("list-keys")
+@click.argument("site_key")
+def list_keys_command(site_key):
+    """List a site's API keys (prefix, name, scopes, use, status); never their secrets."""
+    site = site_by_key(site_key)
+    rows = db.session.scalars(
+        db.select(ApiKey).where(ApiKey.site_id == site.id).order_by(ApiKey.created_at)
+    ).all()
+    if not rows:
+        click.echo(f"No key for {site.key!r}; issue one with `consent issue-key {site.key} NAME`.")
+        return
+    _print_table(
+        [
+            (
+                key.prefix,
+                key.name,
+                key.scopes,
+                _when(key.created_at),
+                _when(key.last_used_at),
+                f"revoked {_when(key.revoked_at)}" if key.revoked_at else "active",
+            )
+            for key in rows
+        ],
+        ("PREFIX", "NAME", "SCOPES", "CREATED", "LAST USED", "STATUS"),
+    )
+
+
+@click.command("list-admins")
+def list_admins_command():
+    """List the admins with their roles and last sign-in."""
+    rows = db.session.scalars(db.select(AdminUser).order_by(AdminUser.name)).all()
+    if not rows:
+        click.echo("No admin yet; create one with `consent create-admin NAME`.")
+        return
+    _print_table(
+        [
+            (
+                admin.name,
+                ", ".join(
+                    f"{grant.role}@{grant.site.key if grant.site else '*'}" for grant in admin.roles
+                )
+                or "no role",
+                _when(admin.last_signed_in_at),
+            )
+            for admin in rows
+        ],
+        ("NAME", "ROLES (role@site, * = every site)", "LAST SIGN-IN"),
+    )
 
 
 @click.command("verify")
@@ -711,6 +823,9 @@ COMMANDS = [
     add_policy_command,
     set_appearance_command,
     create_admin_command,
+    list_sites_command,
+    list_keys_command,
+    list_admins_command,
     issue_key_command,
     revoke_key_command,
     verify_command,

@@ -68,6 +68,10 @@ class Config:
     RATELIMIT_CHECK = "600/minute"
     #: Admin sign-in attempts per client address, on top of the per-name lockout.
     RATELIMIT_SIGN_IN = "10/minute"
+    #: An admin session unused this long ends (minutes).
+    ADMIN_IDLE_MINUTES = 30
+    #: An admin session ends this long after sign-in, however much it is used (hours).
+    ADMIN_SESSION_HOURS = 12
 
     #: Rights requests from the public form, per client address and site.
     RATELIMIT_RIGHTS_REQUEST = "10/hour"

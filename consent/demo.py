@@ -120,6 +120,8 @@ def seed_demo_site(origins: list[str] | None = None) -> Site:
             **{k: v for k, v in purpose.items() if k != "key"},
         )
     if not site.policy_versions:
-        publish_policy(site, DEMO_POLICY_VERSION, url="/privacy", is_material=True)
+        # The demo policy page is served by this app; policy URLs are absolute http(s).
+        home = (origins or DEMO_ORIGINS)[0]
+        publish_policy(site, DEMO_POLICY_VERSION, url=f"{home}/privacy", is_material=True)
     db.session.flush()
     return site

@@ -9,14 +9,25 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from consent import validation
 from consent.decision import Reason
 from consent.identifiers import is_storable_text
 from consent.models import RECORD_SOURCES, RIGHTS_KINDS
 
-# \Z, not $: "$" also matches before a final newline, which would then be stored.
-KEY = validate.Regexp(
-    r"^[a-z0-9][a-z0-9_.-]{0,63}\Z", error="Use up to 64 a-z, 0-9, '_', '-', '.'."
+#: Purpose and service keys, by the one rule in consent.validation.
+KEY = validate.Regexp(validation.PURPOSE_KEY, error=validation.MESSAGES["purpose_key"])
+LANGUAGE = validate.Regexp(
+    validation.LANGUAGE_TAG, error="{input!r} " + validation.MESSAGES["language"]
 )
+
+
+def web_url(value) -> bool:
+    """Refuse anything but an http(s) URL (never javascript: or data:)."""
+    if value is not None and not validation.is_web_url(value):
+        raise ma.ValidationError(validation.MESSAGES["url"])
+    return True
+
+
 HEX_HASH = validate.Regexp(r"^[0-9a-f]{64}\Z", error="Must be 64 lower-case hex digits.")
 #: The largest row id: ids are INTEGER columns, 32-bit on PostgreSQL.
 MAX_ID = 2**31 - 1
@@ -60,7 +71,7 @@ class _SubmissionArgs(ma.Schema):
     )
     policy_version = Text(validate=validate.Length(min=1, max=64))
     config_hash = fields.String(validate=HEX_HASH)
-    language = fields.String(validate=validate.Regexp(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z"))
+    language = fields.String(validate=LANGUAGE)
 
 
 class IdentityArgs(ma.Schema):
@@ -160,21 +171,25 @@ class VisitorDataSchema(ma.Schema):
     history = fields.List(fields.Nested(RecordSchema))
 
 
+SHORT = validate.Length(max=validation.MAX_NAME_LENGTH)
+LONG = validate.Length(max=validation.MAX_TEXT_LENGTH)
+
+
 class CookieSchema(ma.Schema):
-    name = fields.String(required=True)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     is_prefix = fields.Boolean()
-    provider = fields.String()
-    duration = fields.String()
-    description = fields.String()
-    domain = fields.String(allow_none=True)
-    path = fields.String(allow_none=True)
+    provider = fields.String(validate=SHORT)
+    duration = fields.String(validate=SHORT)
+    description = fields.String(validate=LONG)
+    domain = fields.String(allow_none=True, validate=SHORT)
+    path = fields.String(allow_none=True, validate=SHORT)
 
 
 class ServiceSchema(ma.Schema):
-    key = fields.String(required=True)
-    name = fields.String()
-    provider = fields.String()
-    policy_url = fields.String(allow_none=True)
+    key = fields.String(required=True, validate=KEY)
+    name = fields.String(validate=SHORT)
+    provider = fields.String(validate=SHORT)
+    policy_url = fields.String(allow_none=True, validate=web_url)
     cookies = fields.List(fields.Nested(CookieSchema))
 
 

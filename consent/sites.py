@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from consent import webhooks
+from consent import validation, webhooks
 from consent.db import db, now_utc
 from consent.errors import InvalidRequest
 from consent.i18n import BANNER_TEXTS, BUILT_IN_LANGUAGES, purpose_translations
@@ -32,9 +31,18 @@ from consent.models import (
     Site,
 )
 
-# \Z, not $: "$" also matches before a final newline.
-SITE_KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{1,63}\Z")
-ORIGIN_PATTERN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?\Z")
+SITE_KEY_PATTERN = validation.SITE_KEY
+ORIGIN_PATTERN = validation.ORIGIN
+#: Google Consent Mode v2 storage and ads signals a purpose can grant.
+CONSENT_MODE_SIGNALS = (
+    "ad_storage",
+    "ad_user_data",
+    "ad_personalization",
+    "analytics_storage",
+    "functionality_storage",
+    "personalization_storage",
+    "security_storage",
+)
 
 #: The built-in banner texts per language (a site's own texts override them).
 DEFAULT_TEXTS = BANNER_TEXTS
@@ -74,7 +82,7 @@ STANDARD_PURPOSES = [
 
 def is_site_key(value: str) -> bool:
     """Whether a site could have this key (so a URL with any other is not worth a query)."""
-    return SITE_KEY_PATTERN.match(value) is not None
+    return validation.is_site_key(value)
 
 
 def get_site_by_key(site_key: str) -> Site | None:
@@ -86,16 +94,31 @@ def get_site_by_key(site_key: str) -> Site | None:
 def validate_site_settings(
     *,
     key: str | None = None,
+    name: str | None = None,
     origins: list[str] | None = None,
+    languages: list[str] | None = None,
     lifetime_days: int | None = None,
     retention_days: int | None = None,
+    texts: dict | None = None,
 ) -> None:
     """Refuse settings no site may have, naming the field."""
-    if key is not None and not is_site_key(key):
-        raise InvalidRequest("key", "Use 2-64 lower-case letters, digits, '-' or '_'.")
+    if key is not None:
+        validation.validate_site_key(key, "key")
+    if name is not None:
+        validation.validate_length(
+            name.strip(), "name", minimum=1, maximum=validation.MAX_NAME_LENGTH
+        )
     for origin in origins or []:
-        if not ORIGIN_PATTERN.match(origin):
-            raise InvalidRequest("origins", f"{origin!r} is not an origin like https://example.com")
+        validation.validate_origin(origin, "origins")
+    if languages is not None:
+        if not languages:
+            raise InvalidRequest("languages", "Give at least one language code, like en.")
+        for language in languages:
+            validation.validate_language_tag(language, "languages")
+    for language, overrides in (texts or {}).items():
+        validation.validate_language_tag(language, "texts")
+        for text in overrides.values():
+            validation.validate_length(text, "texts", maximum=validation.MAX_TEXT_LENGTH)
     if lifetime_days is not None and not 1 <= lifetime_days <= MAX_LIFETIME_DAYS:
         raise InvalidRequest(
             "lifetime_days", f"A choice may stand 1 to {MAX_LIFETIME_DAYS} days (13 months)."
@@ -118,7 +141,13 @@ def create_site(
 ) -> Site:
     """Create a site with an empty chain; refuse a key that is taken."""
     validate_site_settings(
-        key=key, origins=origins, lifetime_days=lifetime_days, retention_days=retention_days
+        key=key,
+        name=name,
+        origins=origins,
+        languages=languages,
+        lifetime_days=lifetime_days,
+        retention_days=retention_days,
+        texts=texts,
     )
     if get_site_by_key(key) is not None:
         raise InvalidRequest("key", f"A site with key {key!r} exists already.")
@@ -140,8 +169,37 @@ def create_site(
     return site
 
 
+def validate_purpose(key: str, fields: dict[str, Any]) -> None:
+    """Refuse a purpose key, translation, cookie or service no banner may show."""
+    validation.validate_purpose_key(key, "key")
+    for language, translation in (fields.get("translations") or {}).items():
+        validation.validate_language_tag(language, "translations")
+        validation.validate_length(
+            translation.get("title", ""), "translations", minimum=1, maximum=200
+        )
+        validation.validate_length(
+            translation.get("description", ""),
+            "translations",
+            maximum=validation.MAX_TEXT_LENGTH,
+        )
+    for signal in fields.get("consent_mode") or []:
+        if signal not in CONSENT_MODE_SIGNALS:
+            raise InvalidRequest("consent_mode", f"{signal!r} is not a Consent Mode signal.")
+    for cookie in fields.get("cookies") or []:
+        validation.validate_length(cookie.get("name", ""), "cookies", minimum=1, maximum=200)
+    services = fields.get("services") or []
+    for service in services:
+        validation.validate_purpose_key(service.get("key"), "services")
+        if service.get("policy_url") is not None:
+            validation.validate_web_url(service["policy_url"], "services")
+    service_keys = [service["key"] for service in services]
+    if len(set(service_keys)) != len(service_keys):
+        raise InvalidRequest("services", "Each service key may appear only once.")
+
+
 def set_purpose(site: Site, key: str, **fields: Any) -> Purpose:
-    """Create or update one purpose of a site."""
+    """Create or update one purpose of a site; refuse values no banner may show."""
+    validate_purpose(key, fields)
     purpose = next((p for p in site.purposes if p.key == key), None)
     if purpose is None:
         purpose = Purpose(key=key, position=len(site.purposes))
@@ -165,6 +223,9 @@ def publish_policy(
 
     ``text`` is the policy as published: its SHA-256 is kept with the version.
     """
+    validation.validate_length(version, "version", minimum=1, maximum=64)
+    if url is not None:
+        validation.validate_web_url(url, "url")
     if any(policy.version == version for policy in site.policy_versions):
         raise InvalidRequest("version", f"Policy version {version!r} exists already.")
     policy = PolicyVersion(

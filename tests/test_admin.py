@@ -10,7 +10,6 @@ import base64
 import csv
 import hashlib
 import io
-import json
 import re
 from datetime import timedelta
 
@@ -23,6 +22,7 @@ from webhook_receiver import start_receiver
 from consent import create_app
 from consent.admin.auth import set_admin_password
 from consent.admin.models import AdminUser, SignInFailure, VerificationRun
+from consent.admin.roles import grant_role
 from consent.db import db, now_utc
 from consent.keys import issue_key
 from consent.models import (
@@ -55,7 +55,7 @@ def _push_request_context():
 @pytest.fixture
 def admin_account(app):
     with app.app_context():
-        set_admin_password(NAME, PASSWORD)
+        grant_role(set_admin_password(NAME, PASSWORD), "owner")
         db.session.commit()
 
 
@@ -252,6 +252,8 @@ ADMIN_PAGES = [
     "/admin/access-log",
     "/admin/access-log.csv",
     "/admin/sites/shop/webhooks",
+    "/admin/account",
+    "/admin/admins",
 ]
 #: Pages about one row (tested with their row below); the sign-in test covers them too.
 ADMIN_ROW_PAGES = [
@@ -333,6 +335,11 @@ FORM_POSTS = [
     ("/admin/sites/shop/webhooks", {"url": "https://crm.example/hook", "events": "subject.erased"}),
     ("/admin/sites/shop/webhooks/ENDPOINT/active", {}),
     ("/admin/sites/shop/webhooks/deliveries/DELIVERY/again", {}),
+    ("/admin/account/password", {"current": PASSWORD, "new": "n" * 12, "repeat": "n" * 12}),
+    ("/admin/account/sign-out-everywhere", {}),
+    ("/admin/account/sessions/SESSION/end", {}),
+    ("/admin/admins", {"name": NAME, "role": "editor", "site": "shop"}),
+    ("/admin/admins/roles/GRANT/revoke", {}),
 ]
 
 
@@ -346,7 +353,7 @@ def test_every_form_post_is_listed(app):
     }
     listed = {
         re.sub(
-            r"/shop|/analytics|/PREFIX|/REFERENCE|/ENDPOINT|/DELIVERY",
+            r"/shop|/analytics|/PREFIX|/REFERENCE|/ENDPOINT|/DELIVERY|/SESSION|/GRANT",
             lambda m: {
                 "/shop": "/<site_key>",
                 "/analytics": "/<purpose_key>",
@@ -354,6 +361,8 @@ def test_every_form_post_is_listed(app):
                 "/REFERENCE": "/<reference>",
                 "/ENDPOINT": "/<int:endpoint_id>",
                 "/DELIVERY": "/<int:delivery_id>",
+                "/SESSION": "/<int:session_id>",
+                "/GRANT": "/<int:grant_id>",
             }[m.group(0)],
             url,
         )
@@ -370,6 +379,7 @@ def test_every_form_refuses_a_post_without_csrf_token(app, admin, site_key, url,
         prefix = secret.partition(".")[0]
     before = in_app(app, lambda: banner_config(get_site_by_key(site_key)))
     url = url.replace("PREFIX", prefix).replace("ENDPOINT", "1").replace("DELIVERY", "1")
+    url = url.replace("SESSION", "1").replace("GRANT", "1")
     response = admin.post(url, data=data)
     assert response.status_code == 400
     assert in_app(app, lambda: banner_config(get_site_by_key(site_key))) == before
@@ -417,7 +427,8 @@ def test_admin_creates_a_site_with_standard_purposes(app, admin):
         ({"origins": "blog.example"}, "is not an origin like https://example.com"),
         ({"languages": "english!"}, "is not a language code"),
         ({"key": "Bad Key"}, "Use 2-64 lower-case letters"),
-        ({"texts": "{nope"}, "This is not valid JSON"),
+        ({"texts-0-language": "english", "texts-0-text": "Hi"}, "Use a language code like en"),
+        ({"name": ""}, "Give the site a name."),
     ],
 )
 def test_bad_site_settings_are_refused_with_a_message(app, admin, change, message):
@@ -443,7 +454,9 @@ def test_editing_texts_changes_the_config_hash(app, admin, site_key):
             "languages": "en",
             "lifetime_days": "90",
             "retention_days": "90",
-            "texts": json.dumps({"en": {"title": "Cookies?"}}),
+            "texts-0-language": "en",
+            "texts-0-name": "title",
+            "texts-0-text": "Cookies?",
         },
     )
     assert response.status_code == 302
@@ -467,7 +480,9 @@ def test_a_record_after_a_config_edit_still_renders_its_original_banner(admin, s
             "languages": "en",
             "lifetime_days": "182",
             "retention_days": "1095",
-            "texts": json.dumps({"en": {"title": "Cookies?"}}),
+            "texts-0-language": "en",
+            "texts-0-name": "title",
+            "texts-0-text": "Cookies?",
         },
     )
     assert edited.status_code == 302
@@ -504,20 +519,16 @@ def test_site_page_warns_of_origins_it_refused(admin, site_key):
 PURPOSE_FORM = {
     "key": "video",
     "kind": "cookie",
-    "translations": json.dumps({"en": {"title": "Video", "description": "Embedded videos."}}),
+    "translations-0-language": "en",
+    "translations-0-title": "Video",
+    "translations-0-description": "Embedded videos.",
     "consent_mode": ["ad_storage"],
-    "cookies": "[]",
-    "services": json.dumps(
-        [
-            {
-                "key": "youtube",
-                "name": "YouTube",
-                "cookies": [
-                    {"name": "VISITOR_INFO1_LIVE", "provider": "Google", "duration": "6 months"}
-                ],
-            }
-        ]
-    ),
+    "cookies-0-name": "VISITOR_INFO1_LIVE",
+    "cookies-0-provider": "Google",
+    "cookies-0-duration": "6 months",
+    "services-0-key": "youtube",
+    "services-0-name": "YouTube",
+    "services-0-policy_url": "https://policies.google.com/privacy",
 }
 
 
@@ -528,17 +539,29 @@ def test_admin_adds_a_purpose_the_banner_shows(app, admin, site_key):
         video = banner_config(get_site_by_key(site_key))["purposes"][-1]
     assert video["key"] == "video"
     assert video["consent_mode"] == ["ad_storage"]
-    assert video["services"][0]["cookies"][0]["name"] == "VISITOR_INFO1_LIVE"
+    assert video["translations"] == {"en": {"title": "Video", "description": "Embedded videos."}}
+    assert video["cookies"] == [
+        {
+            "name": "VISITOR_INFO1_LIVE",
+            "is_prefix": False,
+            "provider": "Google",
+            "duration": "6 months",
+        }
+    ]
+    assert video["services"][0]["policy_url"] == "https://policies.google.com/privacy"
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"services": '[{"name": "no key"}]'}, "item 1: key: Missing data for required field."),
-        ({"cookies": '[{"name": "a", "colour": "red"}]'}, "colour: Unknown field."),
-        ({"translations": '{"en": {}}'}, "title: Missing data for required field."),
-        ({"translations": "[1, 2"}, "This is not valid JSON"),
-        ({"key": "Video!"}, "Use lower-case letters"),
+        ({"services-0-key": ""}, "Use 1-64 lower-case letters"),
+        ({"services-0-policy_url": "javascript:alert(1)"}, "Use a full web address"),
+        ({"cookies-0-name": ""}, "Give the cookie&#39;s name"),
+        ({"translations-0-title": ""}, "Give a title in this language."),
+        ({"translations-0-language": "english"}, "Use a language code like en"),
+        ({"translations-1-language": "en", "translations-1-title": "Again"}, "only once"),
+        ({"key": "Video!"}, "lower-case letters"),
+        ({"key": "stats\n"}, "lower-case letters"),
         ({"key": "analytics"}, "exists already"),
     ],
 )
@@ -558,9 +581,9 @@ def test_editing_a_purpose_changes_the_config_hash(app, admin, site_key):
         {
             "kind": "cookie",
             "consent_mode": ["analytics_storage"],
-            "translations": json.dumps({"en": {"title": "Audience", "description": "Counts."}}),
-            "cookies": "[]",
-            "services": "[]",
+            "translations-0-language": "en",
+            "translations-0-title": "Audience",
+            "translations-0-description": "Counts.",
         },
     )
     assert response.status_code == 302
@@ -568,6 +591,32 @@ def test_editing_a_purpose_changes_the_config_hash(app, admin, site_key):
     after = in_app(app, lambda: banner_config(get_site_by_key(site_key)))
     assert after["config_hash"] != before
     assert after["purposes"][2]["translations"]["en"]["title"] == "Audience"
+
+
+@pytest.mark.parametrize(
+    ("action", "rows"),
+    [("add-cookies", 2), ("remove-cookies-0", 0)],
+)
+def test_row_buttons_change_the_form_and_save_nothing(app, admin, site_key, action, rows):
+    before = in_app(app, lambda: banner_config(get_site_by_key(site_key)))
+    response = post_form(
+        admin, "/admin/sites/shop/purposes/new", {**PURPOSE_FORM, "action": action}
+    )
+    assert response.status_code == 200
+    assert response.text.count('name="cookies-') // 7 == rows  # seven inputs per cookie row
+    assert in_app(app, lambda: banner_config(get_site_by_key(site_key))) == before
+
+
+def test_look_up_fills_a_cookie_row_from_the_open_cookie_database(admin, site_key):
+    response = post_form(
+        admin,
+        "/admin/sites/shop/purposes/new",
+        {**PURPOSE_FORM, "cookies-0-name": "_ga", "action": "lookup-cookies-0"},
+    )
+    assert response.status_code == 200
+    assert "found in the Open Cookie Database: category Analytics" in response.text
+    assert 'name="cookies-0-provider" type="text" value="Google"' in response.text
+    assert 'name="cookies-0-duration" type="text" value="2 years"' in response.text
 
 
 def test_purposes_are_reordered(app, admin, site_key):
@@ -623,7 +672,8 @@ def test_minor_version_makes_nothing_stale(admin, site_key):
             "cannot be published in the future",
         ),
         ({"version": "v3", "published_at": "yesterday"}, "Not a valid datetime value."),
-        ({"version": "v3", "url": "not a url"}, "Invalid URL."),
+        ({"version": "v3", "url": "not a url"}, "Use a full web address"),
+        ({"version": "v3", "url": "javascript:alert(1)"}, "Use a full web address"),
     ],
 )
 def test_bad_policy_versions_are_refused(admin, site_key, data, message):
@@ -1166,3 +1216,21 @@ def test_a_paused_endpoint_gets_no_new_events(app, admin, client, site_key, rece
     submit(client, site_key, ACCEPT_ALL)
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "data"),
+    [
+        ("/admin/sites/new", {**SITE_FORM, "name": "nul\x00inside"}),
+        ("/admin/sites/new", {**SITE_FORM, "texts-0-language": "en", "texts-0-text": "a\x00"}),
+        ("/admin/sites/shop/purposes/new", {**PURPOSE_FORM, "cookies-0-provider": "a\x00"}),
+        ("/admin/sites/shop/policies", {"version": "v\x009"}),
+        ("/admin/sites/shop/keys", {"name": "nul\x00", "scopes": "read"}),
+    ],
+)
+def test_text_the_database_cannot_hold_is_refused_beside_its_field(app, admin, site_key, url, data):
+    before = in_app(app, lambda: banner_config(get_site_by_key(site_key)))
+    response = post_form(admin, url, data)
+    assert response.status_code == 422
+    assert "Remove the NUL or unpaired surrogate characters." in response.text
+    assert in_app(app, lambda: banner_config(get_site_by_key(site_key))) == before

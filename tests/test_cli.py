@@ -122,3 +122,58 @@ def test_set_appearance_names_a_bad_choice_in_one_line(runner, make_site):
     result = runner.invoke(args=["set-appearance", make_site(), "--layout", "popup"])
     assert result.exit_code == 2
     assert "'popup' is not one of 'box', 'bar', 'modal'" in result.output
+
+
+def test_list_sites_shows_each_site(runner, make_site):
+    make_site("shop", origins=["https://shop.example"])
+    result = runner.invoke(args=["list-sites"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1].split() == [
+        "shop",
+        "Test",
+        "site",
+        "https://shop.example",
+        "en",
+    ]
+
+
+def test_list_keys_shows_prefixes_never_secrets(runner, make_site, make_key):
+    secret = make_key(make_site("shop"), "read", "write")
+    result = runner.invoke(args=["list-keys", "shop"])
+    assert result.exit_code == 0, result.output
+    assert secret.partition(".")[0] in result.output
+    assert secret not in result.output
+    assert "read write" in result.output and "active" in result.output
+
+
+def test_list_keys_of_an_unknown_site_says_so_in_one_line(runner):
+    result = runner.invoke(args=["list-keys", "nope"])
+    assert result.exit_code == 1
+    assert result.output == "Error: No site with key 'nope'.\n"
+
+
+def test_list_admins_shows_roles_per_site(runner, make_site):
+    make_site("shop")
+    runner.invoke(args=["create-admin", "ada", "--password", "a long passphrase"])
+    runner.invoke(args=["create-admin", "ada", "--role", "analyst", "--site", "shop"])
+    result = runner.invoke(args=["list-admins"])
+    assert result.exit_code == 0, result.output
+    assert "owner@*, analyst@shop" in result.output
+
+
+def test_create_site_with_a_bad_origin_says_the_fix_in_one_line(runner):
+    result = runner.invoke(args=["create-site", "blog", "Blog", "--origin", "blog.example"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: origins: 'blog.example' is not an origin like https://example.com "
+        "(no path, no trailing slash).\n"
+    )
+
+
+def test_add_policy_refuses_a_javascript_url(runner, make_site):
+    make_site("shop")
+    result = runner.invoke(args=["add-policy", "shop", "v2", "--url", "javascript:alert(1)"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: url: Use a full web address starting with https:// or http://.\n"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -9,10 +10,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import TEST_SECRETS
 
 from consent import create_app
 from consent.config import ConfigError
+
+#: (Not imported from conftest: tests/browser has a conftest module of that name too.)
+TEST_SECRETS = {"DATA_KEY": base64.b64encode(b"k" * 32).decode()}
 from consent.db import db
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from test_admin import ADMIN_PAGES, sign_in
 
 from consent.admin.auth import set_admin_password
+from consent.admin.roles import grant_role
 from consent.db import db
 from consent.models import API_SCOPES, BannerImpression, ConsentRecord
 
@@ -226,7 +227,7 @@ def test_every_admin_page_has_a_strict_csp_and_hsts(app, client, make_site, tall
     make_site("shop")
     store_scan(app, "shop", cookie("_ga"))  # for the pages of scan 1
     with app.app_context():
-        set_admin_password("ada", "correct horse battery staple")
+        grant_role(set_admin_password("ada", "correct horse battery staple"), "owner")
         db.session.commit()
     assert sign_in(client).status_code == 302
     for page in ADMIN_PAGES:

@@ -26,7 +26,12 @@ def update_site(
 ) -> Site:
     """Change a site's settings; the first language becomes the default."""
     validate_site_settings(
-        origins=origins, lifetime_days=lifetime_days, retention_days=retention_days
+        name=name,
+        origins=origins,
+        languages=languages,
+        lifetime_days=lifetime_days,
+        retention_days=retention_days,
+        texts=texts,
     )
     site.name = name
     site.allowed_origins = list(origins)

@@ -1,8 +1,8 @@
 """The admin's evidence pages: archived banners, the rights-request register, the access log.
 
-Each view names the role it needs in ``REQUIRED_ROLES`` (until roles exist, any signed-in
-admin passes, as on every other page). Whatever shows a person's identifier is written
-to the access log.
+Archived banners are read with the record log (analyst, auditor); rights requests are
+handled by the ``rights`` role (auditors may read them); the access log is the
+auditor's. Whatever shows a person's identifier is written to the access log.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from consent import archive, rights_requests
 from consent.accesslog import log_access
-from consent.admin import auth
+from consent.admin import auth, roles
 from consent.admin.forms import (
     ANY,
     AccessLogFilterForm,
@@ -29,15 +29,6 @@ from consent.db import db
 from consent.errors import Conflict, InvalidRequest
 from consent.mail import MailUnavailable
 from consent.models import AccessLogEntry, Site
-
-#: The role each of these views needs once per-site roles exist.
-REQUIRED_ROLES = {
-    "admin.banner_version": None,
-    "admin.rights_requests": "rights",
-    "admin.rights_request": "rights",
-    "admin.access_log": "auditor",
-    "admin.access_log_csv": "auditor",
-}
 
 ACCESS_LOG_PAGE_SIZE = 100
 #: What the access log's action column holds.
@@ -55,6 +46,7 @@ ACCESS_ACTIONS = (
 
 
 @bp.get("/sites/<site_key>/banner-versions/<config_hash>")
+@roles.requires_role(*roles.RECORD_READERS)
 def banner_version(site_key: str, config_hash: str):
     """Show an archived banner exactly as a visitor was shown it, in their language."""
     site = _site_or_404(site_key)
@@ -73,6 +65,7 @@ def banner_version(site_key: str, config_hash: str):
 
 
 @bp.route("/sites/<site_key>/rights-requests", methods=["GET", "POST"])
+@roles.requires_role("rights", "auditor", post=("rights",))
 def rights_requests_page(site_key: str):
     """List the site's rights requests, overdue first, and register one that came by email."""
     site = _site_or_404(site_key)
@@ -113,6 +106,7 @@ def rights_requests_page(site_key: str):
 
 
 @bp.route("/sites/<site_key>/rights-requests/<reference>", methods=["GET", "POST"])
+@roles.requires_role("rights", "auditor", post=("rights",))
 def rights_request(site_key: str, reference: str):
     """Show one request (the view is logged) and take its next step."""
     site = _site_or_404(site_key)
@@ -201,6 +195,7 @@ def _access_log_form() -> AccessLogFilterForm:
 
 
 @bp.get("/access-log")
+@roles.requires_role("auditor")
 def access_log():
     """Who looked at, exported, erased or corrected whom, and when; filterable."""
     form = _access_log_form()
@@ -221,6 +216,7 @@ ACCESS_LOG_COLUMNS = ["at", "site", "sequence", "actor", "action", "subject", "r
 
 
 @bp.get("/access-log.csv")
+@roles.requires_role("auditor")
 def access_log_csv():
     """Download the filtered access log as CSV."""
     form = _access_log_form()

@@ -7,11 +7,14 @@ import re
 from datetime import UTC, date, datetime
 
 from flask_wtf import FlaskForm
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import ValidationError
 from wtforms import (
     BooleanField,
     DateField,
     DateTimeLocalField,
+    FieldList,
+    Form,
+    FormField,
     HiddenField,
     IntegerField,
     PasswordField,
@@ -23,17 +26,18 @@ from wtforms import (
 )
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
-    URL,
     DataRequired,
     InputRequired,
     Length,
     NumberRange,
     Optional,
-    StopValidation,
 )
 from wtforms.validators import ValidationError as FieldError
-from wtforms.widgets import CheckboxInput, ListWidget
+from wtforms.widgets import CheckboxInput, ListWidget, TextInput
 
+from consent import validation
+from consent.cookiedb import look_up_cookie
+from consent.identifiers import is_storable_text
 from consent.models import (
     API_SCOPES,
     MAX_LIFETIME_DAYS,
@@ -41,26 +45,37 @@ from consent.models import (
     RECORD_SOURCES,
     WEBHOOK_EVENTS,
 )
-from consent.schemas import CookieSchema, ServiceSchema
+from consent.schemas import CookieSchema
+from consent.sites import CONSENT_MODE_SIGNALS, DEFAULT_TEXTS
 
-PURPOSE_KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
-#: Google Consent Mode v2 storage and ads signals a purpose can grant.
-CONSENT_MODE_SIGNALS = (
-    "ad_storage",
-    "ad_user_data",
-    "ad_personalization",
-    "analytics_storage",
-    "functionality_storage",
-    "personalization_storage",
-    "security_storage",
-)
-#: The banner texts a site may override (the keys of consent.sites.DEFAULT_TEXTS["en"]).
-TEXT_FIELDS = fields.String(validate=validate.Length(max=2000))
-
-
+SITE_KEY_PATTERN = validation.SITE_KEY
+PURPOSE_KEY_PATTERN = validation.PURPOSE_KEY
+LANGUAGE_PATTERN = validation.LANGUAGE_TAG
 #: The empty choice of a filter.
 ANY = SelectChoice("", "any")
+
+
+class AdminForm(FlaskForm):
+    """A form whose every text the databases can store (PostgreSQL refuses a NUL)."""
+
+    def validate(self, extra_validators=None) -> bool:
+        is_valid = super().validate(extra_validators)
+        for field in _text_fields(self):
+            if isinstance(field.data, str) and not is_storable_text(field.data):
+                field.errors = [*field.errors, validation.MESSAGES["unstorable"]]
+                is_valid = False
+        return is_valid
+
+
+def _text_fields(form):
+    for field in form:
+        if isinstance(field, FieldList):
+            for entry in field:
+                yield from _text_fields(entry.form)
+        elif isinstance(field, FormField):
+            yield from _text_fields(field.form)
+        else:
+            yield field
 
 
 class MultiCheckboxField(SelectMultipleField):
@@ -68,85 +83,11 @@ class MultiCheckboxField(SelectMultipleField):
     option_widget = CheckboxInput()
 
 
-class JSONField(TextAreaField):
-    """A textarea holding JSON, checked against a marshmallow schema (or field)."""
-
-    def __init__(self, label=None, validators=None, *, schema, empty, **kwargs):
-        super().__init__(label, validators, **kwargs)
-        self.schema = schema
-        self.empty = empty
-        self.parse_error = None
-
-    def _value(self):
-        if self.raw_data:
-            return self.raw_data[0]
-        return json.dumps(
-            self.data if self.data is not None else self.empty, indent=2, ensure_ascii=False
-        )
-
-    def process_formdata(self, valuelist):
-        if not valuelist:
-            self.data = self.empty
-            return
-        text = valuelist[0].strip()
-        try:
-            self.data = json.loads(text) if text else self.empty
-        except json.JSONDecodeError as error:
-            self.data = None
-            raise FieldError(
-                f"This is not valid JSON: {error.msg} (line {error.lineno})."
-            ) from None
-
-    def pre_validate(self, form):
-        try:
-            self.data = (
-                self.schema.load(self.data)
-                if isinstance(self.schema, Schema)
-                else self.schema.deserialize(self.data)
-            )
-        except ValidationError as error:
-            # Stop here: the field's own validators expect data the schema accepted.
-            raise StopValidation(_describe(error.messages)) from None
-
-
-def _describe(messages, path: str = "") -> str:
-    """Flatten marshmallow's nested messages into one readable sentence."""
-    if isinstance(messages, dict):
-        return " ".join(_describe(value, path + _step(key)) for key, value in messages.items())
-    if isinstance(messages, list):
-        return " ".join(_describe(message, path) for message in messages)
-    return f"{path}{messages}"
-
-
-def _step(key) -> str:
-    if key == "value":  # marshmallow's Dict nests a "value" level that means nothing here
-        return ""
-    return f"item {key + 1}: " if isinstance(key, int) else f"{key}: "
-
-
-class TranslationSchema(Schema):
-    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    description = fields.String(validate=validate.Length(max=2000))
-
-
-LANGUAGE_KEY = fields.String(
-    validate=validate.Regexp(LANGUAGE_PATTERN, error="{input!r} is not a language code like en.")
-)
-TRANSLATIONS = fields.Dict(
-    keys=LANGUAGE_KEY,
-    values=fields.Nested(TranslationSchema),
-)
-TEXTS = fields.Dict(
-    keys=LANGUAGE_KEY,
-    values=fields.Dict(keys=fields.String(), values=TEXT_FIELDS),
-)
-
-
 class ActionForm(FlaskForm):
     """A button that changes something: it needs the CSRF token and nothing else."""
 
 
-class SignInForm(FlaskForm):
+class SignInForm(AdminForm):
     name = StringField(
         "Name",
         [DataRequired(), Length(max=80)],
@@ -159,26 +100,83 @@ class SignInForm(FlaskForm):
     )
 
 
-def _lines(text: str) -> list[str]:
-    return [line.strip() for line in re.split(r"[\s,]+", text or "") if line.strip()]
+class ListField(TextAreaField):
+    """A list of values typed one per line (or space-separated); renders back the same way."""
+
+    separator = "\n"
+
+    def _value(self):
+        if self.raw_data:
+            return self.raw_data[0]
+        return self.separator.join(self.data or [])
+
+    def process_formdata(self, valuelist):
+        text = valuelist[0] if valuelist else ""
+        self.data = [item for item in re.split(r"[\s,]+", text) if item]
 
 
-class SiteForm(FlaskForm):
+class WordsField(ListField):
+    """A list typed on one line, separated by spaces."""
+
+    widget = TextInput()
+    separator = " "
+
+
+class TextRow(Form):
+    """One banner text of one language, replacing the default."""
+
+    language = StringField("Language", [Length(max=35)])
+    name = SelectField("Text", choices=list(DEFAULT_TEXTS["en"]))
+    text = TextAreaField("Replaced by", [Length(max=2000)])
+
+    def is_blank(self) -> bool:
+        return not (self.language.data or self.text.data)
+
+    def validate_language(self, field):
+        if not self.is_blank() and not validation.is_language_tag(field.data or ""):
+            raise FieldError("Use a language code like en or pt-BR.")
+
+
+class RowsForm(AdminForm):
+    """A form with lists of rows that buttons add, remove (and look up) without JavaScript."""
+
+    #: The names of the row lists a button may change.
+    row_lists: tuple[str, ...] = ()
+
+    def apply_row_action(self, action: str) -> str | None:
+        """Add, remove or look up a row as a button asked; return a note for the page."""
+        verb, _, target = action.partition("-")
+        name, _, index = target.partition("-")
+        if name not in self.row_lists:
+            return None
+        rows = self[name]
+        if verb == "add":
+            rows.append_entry()
+            return None
+        row = next((entry for entry in rows.entries if entry.name == f"{name}-{index}"), None)
+        if row is None:
+            return None
+        if verb == "remove":
+            rows.entries.remove(row)
+            return None
+        if verb == "lookup" and name == "cookies":
+            return _look_up_into(row.form)
+        return None
+
+
+class SiteForm(RowsForm):
     key = StringField(
         "Site key",
-        [DataRequired(), Length(min=2, max=64)],
+        [DataRequired("Give the site a key, like shop.")],
         description="Public; used in the embed snippet. Lower-case letters, digits, - and _.",
     )
-    name = StringField("Name", [DataRequired(), Length(max=200)])
-    origins = TextAreaField(
+    name = StringField("Name", [DataRequired("Give the site a name."), Length(max=200)])
+    origins = ListField(
         "Allowed origins",
         description="One per line, like https://shop.example.com",
-        filters=[_lines],
     )
-    languages = StringField(
+    languages = WordsField(
         "Languages",
-        [DataRequired()],
-        filters=[_lines],
         description="Language codes separated by spaces; the first is the default (en fr).",
     )
     lifetime_days = IntegerField(
@@ -194,17 +192,51 @@ class SiteForm(FlaskForm):
     )
     controller_name = StringField("Controller name", [Optional(), Length(max=200)])
     controller_contact = StringField("Controller contact", [Optional(), Length(max=200)])
-    texts = JSONField(
-        "Banner texts (JSON)",
-        schema=TEXTS,
-        empty={},
-        description='Overrides per language, e.g. {"en": {"title": "Cookies?"}}.',
-    )
+    texts = FieldList(FormField(TextRow), label="Banner texts")
+
+    row_lists = ("texts",)
+
+    @staticmethod
+    def text_rows(texts: dict[str, dict[str, str]]) -> list[dict]:
+        """Stored texts ({language: {name: text}}) as the form's rows."""
+        return [
+            {"language": language, "name": name, "text": text}
+            for language, overrides in texts.items()
+            for name, text in overrides.items()
+        ]
+
+    def validate_texts(self, field):
+        pairs = [(row.form.language.data, row.form.name.data) for row in field]
+        pairs = [pair for pair, row in zip(pairs, field, strict=True) if not row.form.is_blank()]
+        if len(set(pairs)) != len(pairs):
+            raise FieldError("Each text may be replaced once per language.")
+
+    def texts_value(self) -> dict[str, dict[str, str]]:
+        texts: dict[str, dict[str, str]] = {}
+        for row in (entry.form for entry in self.texts):
+            if not row.is_blank():
+                texts.setdefault(row.language.data, {})[row.name.data] = row.text.data
+        return texts
+
+    def validate_key(self, field):
+        if not validation.is_site_key(field.data):
+            raise FieldError(validation.MESSAGES["site_key"])
+
+    def validate_origins(self, field):
+        bad = [origin for origin in field.data if not validation.is_origin(origin)]
+        if bad:
+            raise FieldError(
+                " ".join(f"{origin!r} {validation.MESSAGES['origin']}" for origin in bad)
+            )
 
     def validate_languages(self, field):
-        for language in field.data:
-            if not LANGUAGE_PATTERN.match(language):
-                raise FieldError(f"{language!r} is not a language code like en or pt-BR.")
+        if not field.data:
+            raise FieldError("Give at least one language code, like en.")
+        bad = [language for language in field.data if not validation.is_language_tag(language)]
+        if bad:
+            raise FieldError(
+                " ".join(f"{language!r} {validation.MESSAGES['language']}" for language in bad)
+            )
 
     def validate_retention_days(self, field):
         if (
@@ -215,57 +247,194 @@ class SiteForm(FlaskForm):
             raise FieldError("Records must be kept at least as long as a choice stands.")
 
 
-class PurposeForm(FlaskForm):
+class TranslationRow(Form):
+    """One language's title and description of a purpose."""
+
+    language = StringField("Language", [Length(max=35)])
+    title = StringField("Title", [Length(max=200)])
+    description = TextAreaField("Description", [Optional(), Length(max=2000)])
+
+    def is_blank(self) -> bool:
+        return not any((self.language.data, self.title.data, self.description.data))
+
+    def validate_language(self, field):
+        if self.is_blank():
+            return
+        if not validation.is_language_tag(field.data or ""):
+            raise FieldError("Use a language code like en or pt-BR.")
+
+    def validate_title(self, field):
+        if not self.is_blank() and not (field.data or "").strip():
+            raise FieldError("Give a title in this language.")
+
+
+class CookieRow(Form):
+    """One cookie (or prefix of cookie names) a purpose sets."""
+
+    name = StringField("Name or prefix", [Length(max=200)])
+    is_prefix = BooleanField("Prefix")
+    provider = StringField("Provider", [Optional(), Length(max=200)])
+    duration = StringField("Duration", [Optional(), Length(max=200)])
+    description = StringField("Purpose", [Optional(), Length(max=2000)])
+    #: Kept as stored (set through the API or CLI); the form does not edit them.
+    domain = HiddenField()
+    path = HiddenField()
+
+    def is_blank(self) -> bool:
+        return not any(
+            (self.name.data, self.provider.data, self.duration.data, self.description.data)
+        )
+
+    def validate_name(self, field):
+        if not self.is_blank() and not (field.data or "").strip():
+            raise FieldError("Give the cookie's name, or the start of its names.")
+
+    def value(self) -> dict:
+        cookie = {"name": self.name.data.strip(), "is_prefix": bool(self.is_prefix.data)}
+        for name in ("provider", "duration", "description", "domain", "path"):
+            if self[name].data:
+                cookie[name] = self[name].data.strip()
+        return cookie
+
+
+class ServiceRow(Form):
+    """One service or vendor behind a purpose."""
+
+    key = StringField("Key", [Length(max=64)])
+    name = StringField("Title", [Optional(), Length(max=200)])
+    provider = StringField("Provider", [Optional(), Length(max=200)])
+    policy_url = StringField("Policy URL", [Optional(), Length(max=validation.MAX_URL_LENGTH)])
+    #: The service's own cookies, kept as stored (JSON); set through the API or CLI.
+    cookies = HiddenField()
+
+    def is_blank(self) -> bool:
+        return not any((self.key.data, self.name.data, self.provider.data, self.policy_url.data))
+
+    def validate_key(self, field):
+        if not self.is_blank() and not validation.is_purpose_key(field.data or ""):
+            raise FieldError(validation.MESSAGES["purpose_key"])
+
+    def validate_policy_url(self, field):
+        if field.data and not validation.is_web_url(field.data):
+            raise FieldError(validation.MESSAGES["url"])
+
+    def validate_cookies(self, field):
+        try:
+            cookies = json.loads(field.data) if field.data else []
+            CookieSchema(many=True).load(cookies)
+        except (json.JSONDecodeError, ValidationError):
+            raise FieldError("The service's stored cookies are unreadable.") from None
+
+    def value(self) -> dict:
+        return {
+            "key": self.key.data,
+            "name": (self.name.data or "").strip(),
+            "provider": (self.provider.data or "").strip(),
+            "policy_url": self.policy_url.data or None,
+            "cookies": json.loads(self.cookies.data) if self.cookies.data else [],
+        }
+
+
+class PurposeForm(RowsForm):
+    row_lists = ("translations", "cookies", "services")
+
     key = StringField(
         "Key",
-        [DataRequired(), Length(max=64)],
+        [DataRequired("Give the purpose a key, like analytics.")],
         description="What page code asks for, e.g. analytics. Lower-case, digits, - and _.",
     )
     kind = RadioField("Kind", choices=list(PURPOSE_KINDS), default="cookie")
     is_required = BooleanField("Required (strictly necessary: always on, cannot be refused)")
-    translations = JSONField(
-        "Title and description per language (JSON)",
-        schema=TRANSLATIONS,
-        empty={},
-        description='{"en": {"title": "Analytics", "description": "..."}}',
-    )
+    translations = FieldList(FormField(TranslationRow), label="Title and description")
     consent_mode = MultiCheckboxField(
         "Google Consent Mode signals", choices=list(CONSENT_MODE_SIGNALS)
     )
-    cookies = JSONField(
-        "Cookies (JSON)",
-        schema=CookieSchema(many=True),
-        empty=[],
-        description='[{"name": "_pk_", "is_prefix": true, "provider": "Matomo", '
-        '"duration": "13 months", "description": "Visit statistics."}]',
-    )
-    services = JSONField(
-        "Services and vendors (JSON)",
-        schema=ServiceSchema(many=True),
-        empty=[],
-        description='[{"key": "matomo", "name": "Matomo", "provider": "...", "cookies": []}]',
-    )
+    cookies = FieldList(FormField(CookieRow), label="Cookies")
+    services = FieldList(FormField(ServiceRow), label="Services and vendors")
+
+    @classmethod
+    def from_purpose(cls, purpose, languages: list[str]) -> PurposeForm:
+        """The form filled from a stored purpose (or, for a new one, a row per language)."""
+        if purpose is None:
+            return cls(data={"translations": [{"language": lang} for lang in languages]})
+        return cls(
+            data={
+                "kind": purpose.kind,
+                "is_required": purpose.is_required,
+                "consent_mode": list(purpose.consent_mode or []),
+                "translations": [
+                    {"language": language, **texts}
+                    for language, texts in (purpose.translations or {}).items()
+                ],
+                "cookies": [
+                    {**cookie, "domain": cookie.get("domain"), "path": cookie.get("path")}
+                    for cookie in purpose.cookies or []
+                ],
+                "services": [
+                    {**service, "cookies": json.dumps(service.get("cookies") or [])}
+                    for service in purpose.services or []
+                ],
+            }
+        )
+
+    def validate_translations(self, field):
+        languages = [row.form.language.data for row in field if not row.form.is_blank()]
+        if len(set(languages)) != len(languages):
+            raise FieldError("Each language may appear only once.")
 
     def validate_key(self, field):
-        if not PURPOSE_KEY_PATTERN.match(field.data or ""):
-            raise FieldError("Use lower-case letters, digits, '-' or '_'.")
+        if not validation.is_purpose_key(field.data):
+            raise FieldError(validation.MESSAGES["purpose_key"])
 
     def validate_services(self, field):
-        keys = [service["key"] for service in field.data or []]
-        bad = [key for key in keys if not PURPOSE_KEY_PATTERN.match(key)]
-        if bad:
-            raise FieldError(f"Service key {bad[0]!r}: use lower-case letters, digits, - or _.")
+        keys = [row.form.key.data for row in field if not row.form.is_blank()]
         if len(set(keys)) != len(keys):
             raise FieldError("Each service key may appear only once.")
 
+    def purpose_values(self) -> dict:
+        """What the rows say, in the shape ``consent.sites.set_purpose`` takes."""
+        translations = {}
+        for row in (entry.form for entry in self.translations):
+            if row.is_blank():
+                continue
+            texts = {"title": row.title.data.strip()}
+            if row.description.data:
+                texts["description"] = row.description.data.strip()
+            translations[row.language.data] = texts
+        return {
+            "kind": self.kind.data,
+            "is_required": self.is_required.data,
+            "translations": translations,
+            "consent_mode": self.consent_mode.data,
+            "cookies": [row.form.value() for row in self.cookies if not row.form.is_blank()],
+            "services": [row.form.value() for row in self.services if not row.form.is_blank()],
+        }
 
-class PolicyForm(FlaskForm):
+
+def _look_up_into(row: CookieRow) -> str:
+    """Fill a cookie row from the Open Cookie Database; say what was found."""
+    typed = (row.name.data or "").strip()
+    known = look_up_cookie(typed) if typed else None
+    if known is None:
+        return f"{typed!r} is not in the Open Cookie Database; fill the row in by hand."
+    row.name.data = known.name
+    row.is_prefix.data = known.is_prefix
+    row.provider.data = known.controller or known.platform
+    row.duration.data = known.retention
+    row.description.data = known.description
+    return (
+        f"{known.name!r} ({known.platform}) found in the Open Cookie Database: "
+        f"category {known.category}, kept {known.retention}."
+    )
+
+
+class PolicyForm(AdminForm):
     version = StringField(
         "Version",
         [DataRequired(), Length(max=64)],
         description='The label people see, e.g. "2026-11-01" or "v3".',
     )
-    url = StringField("Policy URL", [Optional(), URL(require_tld=False), Length(max=2000)])
+    url = StringField("Policy URL", [Optional(), Length(max=validation.MAX_URL_LENGTH)])
     published_at = DateTimeLocalField(
         "Published at (UTC)", [Optional()], description="Leave empty for now."
     )
@@ -273,12 +442,16 @@ class PolicyForm(FlaskForm):
         "Material change: earlier decisions become stale and the banner asks again"
     )
 
+    def validate_url(self, field):
+        if field.data and not validation.is_web_url(field.data):
+            raise FieldError(validation.MESSAGES["url"])
+
     def validate_published_at(self, field):
         if field.data is not None and field.data.replace(tzinfo=UTC) > datetime.now(UTC):
             raise FieldError("A version cannot be published in the future.")
 
 
-class KeyForm(FlaskForm):
+class KeyForm(AdminForm):
     name = StringField(
         "Name",
         [DataRequired(), Length(max=200)],
@@ -320,7 +493,7 @@ class RecordFilterForm(DateRangeForm):
     subject = StringField("Subject pseudonym", [Optional(), Length(max=40)])
 
 
-class LookupForm(FlaskForm):
+class LookupForm(AdminForm):
     kind = RadioField(
         "Find by",
         choices=[
@@ -442,3 +615,27 @@ class WebhookForm(FlaskForm):
         "Events", [DataRequired("Choose at least one event.")], choices=list(WEBHOOK_EVENTS)
     )
     include_email = BooleanField("Include the person's email in payloads")
+
+
+class PasswordChangeForm(AdminForm):
+    current = PasswordField(
+        "Current password", [DataRequired()], render_kw={"autocomplete": "current-password"}
+    )
+    new = PasswordField(
+        "New password",
+        [DataRequired(), Length(min=12, max=1000, message="Use at least 12 characters.")],
+        render_kw={"autocomplete": "new-password"},
+    )
+    repeat = PasswordField(
+        "New password again", [DataRequired()], render_kw={"autocomplete": "new-password"}
+    )
+
+    def validate_repeat(self, field):
+        if field.data != self.new.data:
+            raise FieldError("The two new passwords differ.")
+
+
+class GrantForm(AdminForm):
+    name = SelectField("Admin", choices=[])
+    role = SelectField("Role", choices=[])
+    site = SelectField("Site", choices=[])

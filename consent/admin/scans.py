@@ -1,8 +1,7 @@
 """The admin's Scans pages: history, one scan's findings and changes, starting a scan.
 
-Registered on the admin blueprint, so every page needs a signed-in admin. Starting a
-scan and adding to the inventory need the "editor" role of the site once per-site roles
-exist; until then any signed-in admin may.
+Editors and auditors read them; starting a scan and adding to the inventory need the
+"editor" role of the site.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from flask import (
     url_for,
 )
 
+from consent.admin import roles
 from consent.admin.forms import PurposeForm, ScanForm
 from consent.admin.views import _attach, _refused, _site_or_404, bp
 from consent.db import db
@@ -50,6 +50,7 @@ def _template_values(site: Site) -> dict:
 
 
 @bp.route("/sites/<site_key>/scans", methods=["GET", "POST"])
+@roles.requires_role(*roles.SETUP_READERS, post=("editor",))
 def scans(site_key: str):
     """List a site's scans, and start one in the background."""
     site = _site_or_404(site_key)
@@ -82,6 +83,7 @@ def scans(site_key: str):
 
 
 @bp.get("/sites/<site_key>/scans/<int:scan_id>")
+@roles.requires_role(*roles.SETUP_READERS)
 def scan(site_key: str, scan_id: int):
     """Show one scan: its findings, what changed since the previous one, its problems."""
     site = _site_or_404(site_key)
@@ -101,6 +103,7 @@ def scan(site_key: str, scan_id: int):
 
 
 @bp.get("/sites/<site_key>/scans/<int:scan_id>/inventory/<purpose_key>")
+@roles.requires_role("editor")
 def add_to_inventory(site_key: str, scan_id: int, purpose_key: str):
     """Show a purpose's form with the scan's suggested cookie rows added, to confirm."""
     site = _site_or_404(site_key)

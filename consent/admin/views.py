@@ -15,6 +15,7 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     flash,
     g,
     redirect,
@@ -25,17 +26,20 @@ from flask import (
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
+from wtforms.fields.choices import SelectChoice
 
 from consent import keys, ledger, rights, sites
 from consent.accesslog import log_access
-from consent.admin import auth, editing, rates, records
+from consent.admin import auth, editing, rates, records, roles
 from consent.admin.forms import (
     ANY,
     ActionForm,
     EraseForm,
     ExportForm,
+    GrantForm,
     KeyForm,
     LookupForm,
+    PasswordChangeForm,
     PersonForm,
     PolicyForm,
     PurposeForm,
@@ -45,9 +49,10 @@ from consent.admin.forms import (
     SiteForm,
     utc_datetime,
 )
-from consent.admin.models import VerificationRun
+from consent.admin.models import AdminRole, AdminUser, VerificationRun
 from consent.db import db, now_utc
 from consent.errors import InvalidRequest
+from consent.limits import client_address
 from consent.links import public_base_url
 from consent.models import ApiKey, BannerImpression, ChainHead, Site
 from consent.widget import embed_snippet
@@ -61,7 +66,21 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 @bp.context_processor
 def _template_globals():
-    return {"csrf_token": generate_csrf, "admin": g.get("admin")}
+    return {
+        "csrf_token": generate_csrf,
+        "admin": g.get("admin"),
+        "can_open": _can_open,
+        "may": lambda site, *names: roles.has_role(g.get("admin"), site, *names),
+        "is_owner": roles.is_owner_anywhere(g.get("admin")),
+    }
+
+
+def _can_open(endpoint: str, site: Site | None = None) -> bool:
+    """Whether the signed-in admin may open (GET) the page of ``endpoint``."""
+    needed = getattr(current_app.view_functions[endpoint], "required_roles", None)
+    if needed is None or g.get("admin") is None:
+        return False
+    return needed == () or roles.has_role(g.admin, site, *needed)
 
 
 @bp.errorhandler(HTTPException)
@@ -123,7 +142,7 @@ def sign_in():
             form
         ) if form.is_submitted() else 200
     try:
-        admin = auth.authenticate(form.name.data, form.password.data)
+        admin = auth.authenticate(form.name.data, form.password.data, client_address())
     except auth.LockedOut as locked:
         seconds = max(1, int((locked.until - now_utc()).total_seconds()))
         form.form_errors.append(
@@ -139,21 +158,142 @@ def sign_in():
 
 
 @bp.post("/sign-out")
+@roles.signed_in_only
 def sign_out():
-    """Sign out and forget the session."""
+    """Sign out: this session ends on the server, so no copy of its cookie works."""
     _require_valid(ActionForm())
     auth.end_session()
     flash("You are signed out.")
     return redirect(url_for("admin.sign_in"))
 
 
+# --- the admin's own account -----------------------------------------------------------
+
+
+def _account_page(form: PasswordChangeForm, status: int = 200):
+    return (
+        render_template(
+            "admin/account.html",
+            form=form,
+            sessions=auth.active_sessions(g.admin),
+            this_session=g.admin_session,
+            grants=sorted(g.admin.roles, key=lambda grant: (grant.site_id or 0, grant.role)),
+            role_names=roles.ROLES,
+        ),
+        status,
+        NO_STORE,
+    )
+
+
+@bp.get("/account")
+@roles.signed_in_only
+def account():
+    """Show the admin's roles and open sessions, with password change and sign-out buttons."""
+    return _account_page(PasswordChangeForm())
+
+
+@bp.post("/account/password")
+@roles.signed_in_only
+def change_password():
+    """Set a new password; every other session of this admin ends."""
+    form = PasswordChangeForm()
+    if not form.validate_on_submit():
+        return _account_page(form, _refused(form))
+    if not auth.check_password(g.admin, form.current.data):
+        form.current.errors.append("This is not your current password.")
+        return _account_page(form, 422)
+    auth.set_admin_password(g.admin.name, form.new.data, replace=True)
+    auth.start_session(g.admin)
+    flash("Password changed. Every other session is signed out.")
+    return redirect(url_for("admin.account"))
+
+
+@bp.post("/account/sign-out-everywhere")
+@roles.signed_in_only
+def sign_out_everywhere():
+    """End every session of this admin, this one included."""
+    _require_valid(ActionForm())
+    ended = auth.end_all_sessions(g.admin)
+    auth.end_session()
+    flash(f"Signed out everywhere ({ended} sessions ended).")
+    return redirect(url_for("admin.sign_in"))
+
+
+@bp.post("/account/sessions/<int:session_id>/end")
+@roles.signed_in_only
+def end_other_session(session_id: int):
+    """End one of this admin's sessions (another browser)."""
+    _require_valid(ActionForm())
+    if not auth.end_session_of(g.admin, session_id):
+        abort(404, description="No such session of yours.")
+    flash("That session is signed out.")
+    return redirect(url_for("admin.account"))
+
+
+# --- admins and their roles ------------------------------------------------------------
+
+
+def _grant_choices(form: GrantForm) -> None:
+    admins = db.session.scalars(select(AdminUser).order_by(AdminUser.name)).all()
+    form.name.choices = [admin.name for admin in admins]
+    form.role.choices = [
+        SelectChoice(name, f"{name}: {text}") for name, text in roles.ROLES.items()
+    ]
+    global_owner = "owner" in roles.roles_on(g.admin, None)
+    form.site.choices = ([SelectChoice("", "every site")] if global_owner else []) + [
+        SelectChoice(site.key, f"{site.name} ({site.key})") for site in roles.owned_sites(g.admin)
+    ]
+
+
+def _admins_page(form: GrantForm, status: int = 200):
+    owned = {site.id for site in roles.owned_sites(g.admin)}
+    global_owner = "owner" in roles.roles_on(g.admin, None)
+    admins = db.session.scalars(select(AdminUser).order_by(AdminUser.name)).all()
+    return render_template(
+        "admin/admins.html",
+        form=form,
+        admins=admins,
+        may_revoke=lambda grant: global_owner or grant.site_id in owned,
+        role_names=roles.ROLES,
+    ), status
+
+
+@bp.route("/admins", methods=["GET", "POST"])
+@roles.requires_owner
+def admins():
+    """List the admins and their roles; grant a role on a site the owner holds."""
+    form = GrantForm()
+    _grant_choices(form)
+    if not form.validate_on_submit():
+        return _admins_page(form, _refused(form) if form.is_submitted() else 200)
+    grantee = auth.find_admin(form.name.data)
+    site = sites.get_site_by_key(form.site.data) if form.site.data else None
+    roles.grant_role(grantee, form.role.data, site)
+    flash(f"{grantee.name} is now {form.role.data} on {site.name if site else 'every site'}.")
+    return redirect(url_for("admin.admins"))
+
+
+@bp.post("/admins/roles/<int:grant_id>/revoke")
+@roles.requires_owner
+def revoke_grant(grant_id: int):
+    """Take a role away from an admin, on a site the owner holds."""
+    _require_valid(ActionForm())
+    grant = db.get_or_404(AdminRole, grant_id)
+    if not roles.has_role(g.admin, grant.site):
+        abort(403, description="Only an owner of that site may take the role away.")
+    roles.revoke_role(grant.admin, grant.id)
+    flash(f"{grant.admin.name} is no longer {grant.role} there.")
+    return redirect(url_for("admin.admins"))
+
+
 # --- sites ----------------------------------------------------------------------------
 
 
 @bp.get("/")
+@roles.signed_in_only
 def dashboard():
     """List the sites with their records, recent banners and last verification."""
-    all_sites = db.session.scalars(select(Site).order_by(Site.name, Site.key)).all()
+    all_sites = roles.visible_sites(g.admin)
     since = now_utc().date() - timedelta(days=rates.DEFAULT_RANGE_DAYS - 1)
     record_counts = dict(db.session.execute(select(ChainHead.site_id, ChainHead.sequence)).all())
     banners = dict(
@@ -188,25 +328,35 @@ SITE_FIELDS = (
     "languages",
     "lifetime_days",
     "retention_days",
-    "texts",
     "controller_name",
     "controller_contact",
 )
-PURPOSE_FIELDS = ("kind", "is_required", "translations", "consent_mode", "cookies", "services")
 
 
-def _values(form, names: tuple[str, ...]) -> dict:
-    return {name: form[name].data for name in names}
+def _site_values(form: SiteForm) -> dict:
+    return {**{name: form[name].data for name in SITE_FIELDS}, "texts": form.texts_value()}
+
+
+def _site_form_page(form: SiteForm, site: Site | None, status: int = 200):
+    return render_template("admin/site_form.html", form=form, site=site), status
 
 
 @bp.route("/sites/new", methods=["GET", "POST"])
+@roles.requires_role("editor")
 def new_site():
     """Create a site with the four standard cookie purposes."""
-    form = SiteForm(data={"languages": "en", "lifetime_days": 182, "retention_days": 3 * 365})
-    if not form.validate_on_submit():
-        status = _refused(form) if form.is_submitted() else 200
-        return render_template("admin/site_form.html", form=form, site=None), status
-    values = _values(form, SITE_FIELDS)
+    form = SiteForm(data={"languages": ["en"], "lifetime_days": 182, "retention_days": 3 * 365})
+    action = request.form.get("action", "save")
+    if form.is_submitted() and action != "save":
+        form.apply_row_action(action)
+        return _site_form_page(form, None)
+    is_valid = form.validate_on_submit()
+    if form.is_submitted() and form.key.data and sites.get_site_by_key(form.key.data):
+        form.key.errors = [*form.key.errors, f"A site with key {form.key.data!r} exists already."]
+        is_valid = False
+    if not is_valid:
+        return _site_form_page(form, None, _refused(form) if form.is_submitted() else 200)
+    values = _site_values(form)
     try:
         site = sites.create_site(
             form.key.data,
@@ -218,22 +368,17 @@ def new_site():
             texts=values["texts"],
         )
     except InvalidRequest as error:
-        status = _attach(form, error)
-        return render_template("admin/site_form.html", form=form, site=None), status
+        return _site_form_page(form, None, _attach(form, error))
     site.controller_name = values["controller_name"] or None
     site.controller_contact = values["controller_contact"] or None
     for position, purpose in enumerate(sites.STANDARD_PURPOSES):
-        sites.set_purpose(
-            site,
-            purpose["key"],
-            position=position,
-            **{k: v for k, v in purpose.items() if k != "key"},
-        )
+        sites.set_purpose(site, position=position, **purpose)
     flash(f"Site {site.key!r} created with the standard purposes.")
     return redirect(url_for("admin.site", site_key=site.key))
 
 
 @bp.get("/sites/<site_key>")
+@roles.requires_role(*roles.ANY_ROLE)
 def site(site_key: str):
     """Show a site: its embed snippet, consent rates of the last 30 days, chain status."""
     site = _site_or_404(site_key)
@@ -253,31 +398,34 @@ def site(site_key: str):
 
 
 @bp.route("/sites/<site_key>/edit", methods=["GET", "POST"])
+@roles.requires_role("editor")
 def edit_site(site_key: str):
     """Change a site's name, origins, languages, lifetime, retention and texts."""
     site = _site_or_404(site_key)
     form = SiteForm(
         data={
             "name": site.name,
-            "origins": "\n".join(site.allowed_origins),
-            "languages": " ".join(site.languages),
+            "origins": site.allowed_origins,
+            "languages": site.languages,
             "lifetime_days": site.lifetime_days,
             "retention_days": site.retention_days,
-            "texts": site.texts,
+            "texts": SiteForm.text_rows(site.texts),
             "controller_name": site.controller_name,
             "controller_contact": site.controller_contact,
         }
     )
     del form.key
+    action = request.form.get("action", "save")
+    if form.is_submitted() and action != "save":
+        form.apply_row_action(action)
+        return _site_form_page(form, site)
     if not form.validate_on_submit():
-        status = _refused(form) if form.is_submitted() else 200
-        return render_template("admin/site_form.html", form=form, site=site), status
+        return _site_form_page(form, site, _refused(form) if form.is_submitted() else 200)
     before = editing.config_hash(site)
     try:
-        editing.update_site(site, **_values(form, SITE_FIELDS))
+        editing.update_site(site, **_site_values(form))
     except InvalidRequest as error:
-        status = _attach(form, error)
-        return render_template("admin/site_form.html", form=form, site=site), status
+        return _site_form_page(form, site, _attach(form, error))
     flash(f"Settings saved. {_hash_change_message(before, editing.config_hash(site))}")
     return redirect(url_for("admin.site", site_key=site.key))
 
@@ -286,6 +434,7 @@ def edit_site(site_key: str):
 
 
 @bp.get("/sites/<site_key>/purposes")
+@roles.requires_role(*roles.SETUP_READERS)
 def purposes(site_key: str):
     """List a site's purposes in banner order, with buttons to reorder them."""
     site = _site_or_404(site_key)
@@ -294,33 +443,48 @@ def purposes(site_key: str):
 
 @bp.route("/sites/<site_key>/purposes/new", methods=["GET", "POST"])
 @bp.route("/sites/<site_key>/purposes/<purpose_key>", methods=["GET", "POST"])
+@roles.requires_role("editor")
 def edit_purpose(site_key: str, purpose_key: str | None = None):
-    """Add a purpose, or edit one: texts, cookies, services, Consent Mode signals."""
+    """Add a purpose, or edit one: texts, cookies, services, Consent Mode signals.
+
+    The row buttons (add, remove, look up) re-show the form changed and save nothing,
+    so the editor works without JavaScript.
+    """
     site = _site_or_404(site_key)
     purpose = None
     if purpose_key is not None:
         purpose = next((p for p in site.purposes if p.key == purpose_key), None)
         if purpose is None:
             abort(404, description=f"No purpose {purpose_key!r} on this site.")
-    form = PurposeForm(obj=purpose)
+    form = PurposeForm.from_purpose(purpose, site.languages)
     if purpose is not None:
         del form.key
-    if form.validate_on_submit():
-        key = purpose.key if purpose else form.key.data
-        if purpose is None and any(p.key == key for p in site.purposes):
-            form.key.errors.append(f"Purpose {key!r} exists already; edit it instead.")
-        else:
-            before = editing.config_hash(site)
-            sites.set_purpose(site, key, **_values(form, PURPOSE_FIELDS))
-            flash(
-                f"Purpose {key!r} saved. {_hash_change_message(before, editing.config_hash(site))}"
-            )
-            return redirect(url_for("admin.purposes", site_key=site.key))
-    status = _refused(form) if form.is_submitted() else 200
-    return render_template("admin/purpose_form.html", site=site, purpose=purpose, form=form), status
+
+    def page(status: int = 200, note: str | None = None):
+        return render_template(
+            "admin/purpose_form.html", site=site, purpose=purpose, form=form, note=note
+        ), status
+
+    action = request.form.get("action", "save")
+    if form.is_submitted() and action != "save":
+        return page(note=form.apply_row_action(action))
+    if not form.validate_on_submit():
+        return page(_refused(form) if form.is_submitted() else 200)
+    key = purpose.key if purpose else form.key.data
+    if purpose is None and any(p.key == key for p in site.purposes):
+        form.key.errors.append(f"Purpose {key!r} exists already; edit it instead.")
+        return page(422)
+    before = editing.config_hash(site)
+    try:
+        sites.set_purpose(site, key, **form.purpose_values())
+    except InvalidRequest as error:
+        return page(_attach(form, error))
+    flash(f"Purpose {key!r} saved. {_hash_change_message(before, editing.config_hash(site))}")
+    return redirect(url_for("admin.purposes", site_key=site.key))
 
 
 @bp.post("/sites/<site_key>/purposes/<purpose_key>/move")
+@roles.requires_role("editor")
 def move_purpose(site_key: str, purpose_key: str):
     """Move a purpose one place up or down in the banner."""
     site = _site_or_404(site_key)
@@ -339,6 +503,7 @@ def move_purpose(site_key: str, purpose_key: str):
 
 
 @bp.route("/sites/<site_key>/policies", methods=["GET", "POST"])
+@roles.requires_role(*roles.SETUP_READERS, post=("editor",))
 def policies(site_key: str):
     """List policy versions and publish a new one; say how many decisions it makes stale."""
     site = _site_or_404(site_key)
@@ -393,6 +558,7 @@ def _site_keys(site: Site) -> list[ApiKey]:
 
 
 @bp.route("/sites/<site_key>/keys", methods=["GET", "POST"])
+@roles.requires_role(*roles.SETUP_READERS, post=("editor",))
 def api_keys(site_key: str):
     """List a site's API keys and issue a new one, whose secret is shown once."""
     site = _site_or_404(site_key)
@@ -420,6 +586,7 @@ def api_keys(site_key: str):
 
 
 @bp.post("/sites/<site_key>/keys/<prefix>/revoke")
+@roles.requires_role("editor")
 def revoke_key(site_key: str, prefix: str):
     """Revoke an API key: every call with it is refused from now on."""
     site = _site_or_404(site_key)
@@ -448,6 +615,7 @@ def _rates_from_query(site: Site) -> tuple[RatesForm, rates.ConsentRates | None]
 
 
 @bp.get("/sites/<site_key>/rates")
+@roles.requires_role(*roles.RECORD_READERS)
 def consent_rates(site_key: str):
     """Show banners shown, interaction rate and share granted per purpose over time."""
     site = _site_or_404(site_key)
@@ -459,6 +627,7 @@ def consent_rates(site_key: str):
 
 
 @bp.get("/sites/<site_key>/rates.csv")
+@roles.requires_role(*roles.RECORD_READERS)
 def consent_rates_csv(site_key: str):
     """Download the consent rates of the chosen range as CSV."""
     site = _site_or_404(site_key)
@@ -485,6 +654,7 @@ def consent_rates_csv(site_key: str):
 
 
 @bp.get("/sites/<site_key>/records")
+@roles.requires_role(*roles.RECORD_READERS)
 def record_log(site_key: str):
     """Browse a site's records with filters, newest first, with the chain's status."""
     site = _site_or_404(site_key)
@@ -516,6 +686,7 @@ def record_log(site_key: str):
 
 
 @bp.post("/sites/<site_key>/verify")
+@roles.requires_role("editor", *roles.RECORD_READERS)
 def verify(site_key: str):
     """Verify the site's chain now and keep the result."""
     site = _site_or_404(site_key)
@@ -525,7 +696,9 @@ def verify(site_key: str):
         flash(f"Chain intact: {run.records_checked} records checked.")
     else:
         flash(f"Chain BROKEN at record #{run.first_bad_sequence}: {run.problem}.", "error")
-    return redirect(url_for("admin.record_log", site_key=site.key))
+    if request.form.get("next") is None and roles.has_role(g.admin, site, *roles.RECORD_READERS):
+        return redirect(url_for("admin.record_log", site_key=site.key))
+    return redirect(auth.safe_next(request.form.get("next")))
 
 
 # --- people ---------------------------------------------------------------------------
@@ -539,6 +712,7 @@ def _person_or_404(site: Site, form: PersonForm):
 
 
 @bp.route("/sites/<site_key>/people", methods=["GET", "POST"])
+@roles.requires_role("rights", "auditor")
 def people(site_key: str):
     """Look a person up by email, site user id or visitor id; the view is logged."""
     site = _site_or_404(site_key)
@@ -582,6 +756,7 @@ def _person_page(site: Site, subject, export_form: ExportForm | None = None):
 
 
 @bp.post("/sites/<site_key>/people/export")
+@roles.requires_role("rights")
 def export_person(site_key: str):
     """Download everything held about a person as JSON or CSV; the export is logged."""
     site = _site_or_404(site_key)
@@ -614,6 +789,7 @@ def export_person(site_key: str):
 
 
 @bp.post("/sites/<site_key>/people/erase")
+@roles.requires_role("rights")
 def erase_person(site_key: str):
     """Ask to confirm an erasure, then erase: identifiers gone, history kept."""
     site = _site_or_404(site_key)

@@ -1,7 +1,6 @@
 """The admin's webhook pages: endpoints, the delivery log, send again.
 
-Changing webhooks needs the "editor" role once roles exist; until then, any signed-in
-admin (the blueprint's sign-in requirement).
+Editors and auditors read them; changing webhooks needs the "editor" role.
 """
 
 from __future__ import annotations
@@ -9,6 +8,7 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, url_for
 
 from consent import webhooks
+from consent.admin import roles
 from consent.admin.forms import ActionForm, WebhookForm
 from consent.admin.views import (
     NO_STORE,
@@ -24,6 +24,7 @@ from consent.models import Site, WebhookDelivery, WebhookEndpoint
 
 
 @bp.route("/sites/<site_key>/webhooks", methods=["GET", "POST"])
+@roles.requires_role(*roles.SETUP_READERS, post=("editor",))
 def webhooks_page(site_key: str):
     """List a site's webhook endpoints and deliveries; add an endpoint (secret shown once)."""
     site = _site_or_404(site_key)
@@ -66,6 +67,7 @@ def _endpoint_or_404(site: Site, endpoint_id: int) -> WebhookEndpoint:
 
 
 @bp.post("/sites/<site_key>/webhooks/<int:endpoint_id>/active")
+@roles.requires_role("editor")
 def toggle_webhook(site_key: str, endpoint_id: int):
     """Pause or resume an endpoint: paused, it gets no new events."""
     site = _site_or_404(site_key)
@@ -77,6 +79,7 @@ def toggle_webhook(site_key: str, endpoint_id: int):
 
 
 @bp.post("/sites/<site_key>/webhooks/deliveries/<int:delivery_id>/again")
+@roles.requires_role("editor")
 def send_webhook_again(site_key: str, delivery_id: int):
     """Queue a delivery's event for its endpoint once more."""
     site = _site_or_404(site_key)

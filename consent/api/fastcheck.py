@@ -38,14 +38,14 @@ from consent.limits import LimitCounter
 from consent.ops import ROUTE_KEY
 from consent.schemas import CheckSchema
 from consent.security import headers_outside_flask
-from consent.sites import is_site_key
 from consent.tokens import open_visitor_token, visitor_serializer
+from consent.validation import PURPOSE_KEY, SITE_KEY
 
 log = logging.getLogger(__name__)
 
 CHECK_PATH = re.compile(r"/v1/sites/([^/]+)/check\Z")
 #: Parameter values answered here; anything else (still maybe valid) goes to Flask.
-PLAIN_VALUE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
+PLAIN_VALUE = PURPOSE_KEY
 #: SQLAlchemy's and the drivers' own (the statement runs on the driver).
 DATABASE_ERRORS = (DBAPIError, sqlite3.Error, psycopg.Error)
 #: The schema Flask's check view answers with: one shape, whichever path answers.
@@ -105,7 +105,7 @@ class FastCheck:
     def answer(self, environ: dict, site_key: str):
         """(status, headers, body) for a check answered here, or None for Flask."""
         args = _plain_arguments(environ.get("QUERY_STRING", ""))
-        if args is None or not is_site_key(site_key):
+        if args is None or not SITE_KEY.match(site_key):
             return None
         visitor_id = None
         token = environ.get("HTTP_X_CONSENT_TOKEN")

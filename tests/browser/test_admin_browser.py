@@ -14,6 +14,7 @@ import pytest
 
 from consent import ledger
 from consent.admin.auth import set_admin_password
+from consent.admin.roles import grant_role
 from consent.db import db, now_utc
 from consent.models import BannerImpression
 from consent.sites import STANDARD_PURPOSES, create_site, publish_policy, set_purpose
@@ -44,7 +45,7 @@ def bistro(live_app, live_server, monkeypatch_module):
                 **{k: v for k, v in purpose.items() if k != "key"},
             )
         publish_policy(site, "v1", is_material=True, published_at=today - timedelta(DAYS + 1))
-        set_admin_password(NAME, PASSWORD)
+        grant_role(set_admin_password(NAME, PASSWORD), "owner")
         for days_ago in range(DAYS, -1, -1):
             day = today - timedelta(days=days_ago)
             db.session.add(BannerImpression(site_id=site.id, day=day.date(), count=40))
