@@ -13,11 +13,10 @@ import pytest
 
 from consent import create_app
 from consent.config import ConfigError
+from consent.db import db
 
 #: (Not imported from conftest: tests/browser has a conftest module of that name too.)
 TEST_SECRETS = {"DATA_KEY": base64.b64encode(b"k" * 32).decode()}
-from consent.db import db
-
 ROOT = Path(__file__).resolve().parent.parent
 CONSENT_COMMAND = str(Path(sys.executable).with_name("consent"))
 GUNICORN_COMMAND = str(Path(sys.executable).with_name("gunicorn"))
