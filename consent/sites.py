@@ -138,6 +138,7 @@ def create_site(
     retention_days: int = 3 * 365,
     languages: list[str] | None = None,
     texts: dict[str, dict[str, str]] | None = None,
+    appearance: dict[str, Any] | None = None,
 ) -> Site:
     """Create a site with an empty chain; refuse a key that is taken."""
     validate_site_settings(
@@ -161,6 +162,7 @@ def create_site(
         languages=languages,
         default_language=languages[0],
         texts=texts or {},
+        appearance=validate_appearance(appearance or {}),
     )
     db.session.add(site)
     db.session.flush()

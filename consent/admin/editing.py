@@ -9,7 +9,7 @@ from sqlalchemy import func, or_, select
 from consent import identifiers
 from consent.db import db, now_utc
 from consent.models import CurrentState, Purpose, Site, Subject, Visitor
-from consent.sites import banner_config, validate_site_settings
+from consent.sites import banner_config, validate_appearance, validate_site_settings
 
 
 def update_site(
@@ -23,6 +23,7 @@ def update_site(
     texts: dict[str, dict[str, str]],
     controller_name: str | None,
     controller_contact: str | None,
+    appearance: dict | None = None,
 ) -> Site:
     """Change a site's settings; the first language becomes the default."""
     validate_site_settings(
@@ -42,6 +43,8 @@ def update_site(
     site.texts = texts
     site.controller_name = controller_name or None
     site.controller_contact = controller_contact or None
+    if appearance is not None:
+        site.appearance = validate_appearance(appearance)
     db.session.flush()
     return site
 

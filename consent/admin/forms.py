@@ -164,6 +164,10 @@ class RowsForm(AdminForm):
         return None
 
 
+#: The site form's fields that make up ``Site.appearance``.
+APPEARANCE_FIELDS = ("layout", "theme", "settings_button", "button_side")
+
+
 class SiteForm(RowsForm):
     key = StringField(
         "Site key",
@@ -193,8 +197,37 @@ class SiteForm(RowsForm):
     controller_name = StringField("Controller name", [Optional(), Length(max=200)])
     controller_contact = StringField("Controller contact", [Optional(), Length(max=200)])
     texts = FieldList(FormField(TextRow), label="Banner texts")
+    layout = SelectField(
+        "Banner layout",
+        choices=[
+            SelectChoice("box", "box at the bottom"),
+            SelectChoice("bar", "bar along the bottom"),
+            SelectChoice("modal", "box in the middle"),
+        ],
+        default="box",
+    )
+    theme = SelectField(
+        "Colours",
+        choices=[
+            SelectChoice("auto", "follow the visitor's system (light or dark)"),
+            SelectChoice("light", "light"),
+            SelectChoice("dark", "dark"),
+        ],
+        default="auto",
+    )
+    settings_button = BooleanField(
+        "Show a floating “cookie settings” button once a visitor has chosen", default=True
+    )
+    button_side = SelectField(
+        "Button side",
+        choices=[SelectChoice("left", "bottom left"), SelectChoice("right", "bottom right")],
+        default="left",
+    )
 
     row_lists = ("texts",)
+
+    def appearance_value(self) -> dict:
+        return {name: self[name].data for name in APPEARANCE_FIELDS}
 
     @staticmethod
     def text_rows(texts: dict[str, dict[str, str]]) -> list[dict]:
@@ -436,7 +469,10 @@ class PolicyForm(AdminForm):
     )
     url = StringField("Policy URL", [Optional(), Length(max=validation.MAX_URL_LENGTH)])
     published_at = DateTimeLocalField(
-        "Published at (UTC)", [Optional()], description="Leave empty for now."
+        "Takes effect at (UTC)",
+        [Optional()],
+        description="Leave empty for now. A later time schedules the version: the banner "
+        "announces it and, for a material change, asks again exactly then.",
     )
     is_material = BooleanField(
         "Material change: earlier decisions become stale and the banner asks again"
@@ -445,10 +481,6 @@ class PolicyForm(AdminForm):
     def validate_url(self, field):
         if field.data and not validation.is_web_url(field.data):
             raise FieldError(validation.MESSAGES["url"])
-
-    def validate_published_at(self, field):
-        if field.data is not None and field.data.replace(tzinfo=UTC) > datetime.now(UTC):
-            raise FieldError("A version cannot be published in the future.")
 
 
 class KeyForm(AdminForm):

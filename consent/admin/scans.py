@@ -113,9 +113,10 @@ def add_to_inventory(site_key: str, scan_id: int, purpose_key: str):
         abort(404, description=f"No purpose {purpose_key!r} on this site.")
     names = request.args.getlist("cookie") or None
     rows = store.suggested_rows(scan, purpose, names)
-    form = PurposeForm(obj=purpose)
+    form = PurposeForm.from_purpose(purpose, site.languages)
     del form.key
-    form.cookies.data = list(purpose.cookies) + rows
+    for row in rows:
+        form.cookies.append_entry({**row, "domain": None, "path": None})
     flash(
         f"{len(rows)} cookie row(s) from scan #{scan.id} added below: check them, then save."
         if rows

@@ -334,7 +334,11 @@ SITE_FIELDS = (
 
 
 def _site_values(form: SiteForm) -> dict:
-    return {**{name: form[name].data for name in SITE_FIELDS}, "texts": form.texts_value()}
+    return {
+        **{name: form[name].data for name in SITE_FIELDS},
+        "texts": form.texts_value(),
+        "appearance": form.appearance_value(),
+    }
 
 
 def _site_form_page(form: SiteForm, site: Site | None, status: int = 200):
@@ -366,6 +370,7 @@ def new_site():
             retention_days=values["retention_days"],
             languages=values["languages"],
             texts=values["texts"],
+            appearance=values["appearance"],
         )
     except InvalidRequest as error:
         return _site_form_page(form, None, _attach(form, error))
@@ -412,6 +417,7 @@ def edit_site(site_key: str):
             "texts": SiteForm.text_rows(site.texts),
             "controller_name": site.controller_name,
             "controller_contact": site.controller_contact,
+            **sites.validate_appearance(site.appearance or {}),
         }
     )
     del form.key
@@ -522,7 +528,13 @@ def policies(site_key: str):
             status = _attach(form, error)
         else:
             message = f"Published policy version {policy.version!r}."
-            if policy.is_material:
+            if policy.published_at > now_utc():
+                message = (
+                    f"Scheduled policy version {policy.version!r}: it takes effect "
+                    f"{policy.published_at:%Y-%m-%d %H:%M} UTC. The banner announces it now"
+                    + (" and asks again then." if policy.is_material else ".")
+                )
+            elif policy.is_material:
                 stale = editing.stale_decision_count(site, policy.published_at)
                 message += (
                     f" It is a material change: {stale} current decisions are now "

@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 from consent.admin.auth import set_admin_password
 from consent.admin.roles import grant_role
 from consent.db import db
-from consent.demo import DEMO_PURPOSES, DEMO_TEXTS
+from consent.demo import DEMO_PURPOSES
 from consent.keys import issue_key
 from consent.models import ApiKey
 from consent.sites import banner_config, create_site, get_site_by_key, set_purpose
@@ -22,6 +22,11 @@ from consent.sites import banner_config, create_site, get_site_by_key, set_purpo
 pytestmark = pytest.mark.browser
 
 SITE = "cafe"
+#: Texts the site replaces, so its settings form shows text rows to submit unchanged.
+CAFE_TEXTS = {
+    "fr": {"title": "Vos choix, au café", "reject_all": "Tout refuser"},
+    "en": {"title": "Your choices at the café"},
+}
 NAME, PASSWORD = "hopper", "a long form-filling passphrase"
 
 
@@ -34,7 +39,7 @@ def cafe(live_app, live_server):
             "Café",
             origins=[live_server, "https://cafe.example"],
             languages=["en", "fr"],
-            texts=DEMO_TEXTS,
+            texts=CAFE_TEXTS,
             lifetime_days=200,
             retention_days=800,
         )

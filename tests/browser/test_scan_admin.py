@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from consent.admin.auth import set_admin_password
+from consent.admin.roles import grant_role
 from consent.db import db
 
 pytestmark = pytest.mark.browser
@@ -22,7 +23,7 @@ NAME, PASSWORD = "linus", "a scanning passphrase"
 @pytest.fixture(scope="module")
 def scanner_admin(live_app, live_server):
     with live_app.app_context():
-        set_admin_password(NAME, PASSWORD)
+        grant_role(set_admin_password(NAME, PASSWORD), "owner")
         db.session.commit()
 
 
