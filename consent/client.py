@@ -235,6 +235,23 @@ class ConsentClient:
         body = _identity(user_id, email, visitor_token)
         return self._call("POST", "/v1/server/subjects/erase", json=body)
 
+    def rights_request(
+        self,
+        kind: Literal["access", "export", "correction", "erasure", "objection"],
+        *,
+        user_id: str | None = None,
+        email: str | None = None,
+        visitor_token: str | None = None,
+        message: str | None = None,
+    ) -> dict[str, Any]:
+        """Register a logged-in person's rights request (a ``rights`` key): the site's
+        backend vouches for who they are, so it starts verified; returns its receipt
+        (reference, state, due date)."""
+        body: dict[str, Any] = {"kind": kind, **_identity(user_id, email, visitor_token)}
+        if message is not None:
+            body["message"] = message
+        return self._call("POST", "/v1/server/rights-requests", json=body)
+
     # --- transport -------------------------------------------------------------------
 
     def _call(

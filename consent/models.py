@@ -563,6 +563,12 @@ WEBHOOK_EVENTS = (
     "marketing.unsubscribed",
     "subject.erased",
     "policy.published",
+    # A rights request's steps: received, verified, extended, refused, completed.
+    "rights_request.received",
+    "rights_request.verified",
+    "rights_request.extended",
+    "rights_request.refused",
+    "rights_request.completed",
 )
 #: pending (to send, maybe again), delivered (2xx), gave_up (every retry failed).
 DELIVERY_STATUSES = ("pending", "delivered", "gave_up")

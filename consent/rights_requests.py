@@ -19,7 +19,7 @@ from flask import current_app, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 
-from consent import identifiers, ledger, rights
+from consent import identifiers, ledger, rights, webhooks
 from consent.accesslog import log_access
 from consent.db import db, now_utc
 from consent.errors import Conflict, InvalidRequest
@@ -54,6 +54,7 @@ def public_link(endpoint: str, **values: Any) -> str:
 
 
 def _log(request: RightsRequest, site: Site, actor: str, step: str, reason: str | None = None):
+    """Write a step to the access log and tell the site's webhooks, in one transaction."""
     log_access(
         site,
         actor,
@@ -61,6 +62,18 @@ def _log(request: RightsRequest, site: Site, actor: str, step: str, reason: str 
         request.subject_pseudonym,
         reason=reason,
         details={"reference": request.reference, "kind": request.kind, "step": step},
+    )
+    webhooks.emit_event(
+        site,
+        f"rights_request.{step}",
+        {
+            "reference": request.reference,
+            "kind": request.kind,
+            "state": request.state,
+            "subject": request.subject_pseudonym,
+            "due_at": request.due_at.isoformat() if request.due_at else None,
+            "at": now_utc().isoformat(),
+        },
     )
 
 

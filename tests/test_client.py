@@ -161,3 +161,10 @@ def test_an_email_recorded_first_gets_the_user_id(consent):
         [{"purpose": "analytics", "granted": True}], user_id="u-8", email="early@example.com"
     )
     assert consent.check("email_marketing", user_id="u-8").allowed is True
+
+
+def test_a_rights_request_for_a_known_person_starts_verified(consent):
+    consent.record(OPT_IN, email="grace@example.com")
+    receipt = consent.rights_request("export", email="grace@example.com")
+    assert receipt["kind"] == "export" and receipt["state"] == "verified"
+    assert receipt["reference"] and receipt["due_at"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -155,6 +156,31 @@ def test_a_published_policy_is_told(runner, demo_site, add_webhook, receiver, di
     [message] = receiver.delivered
     assert message.body["data"]["version"] == "v9"
     assert message.body["data"]["is_material"] is True
+
+
+def test_each_step_of_a_rights_request_is_told_without_the_email(
+    client, demo_site, make_key, add_webhook, receiver, dispatch
+):
+    add_webhook(
+        demo_site, "rights_request.received", "rights_request.completed", include_email=True
+    )
+    headers = {"Authorization": f"Bearer {make_key(demo_site, 'write', 'rights')}"}
+    client.post(
+        "/v1/server/records",
+        json={"email": "ada@example.com", "decisions": [{"purpose": "analytics", "granted": True}]},
+        headers={**headers, "Idempotency-Key": "rights-event-record-1"},
+    )
+    receipt = client.post(
+        "/v1/server/rights-requests",
+        json={"kind": "objection", "email": "ada@example.com"},
+        headers=headers,
+    ).get_json()
+    dispatch()
+    [message] = receiver.delivered
+    assert message.body["type"] == "rights_request.received"
+    assert message.body["data"]["reference"] == receipt["reference"]
+    assert message.body["data"]["kind"] == "objection"
+    assert "ada@example.com" not in json.dumps(message.body)
 
 
 def test_a_failed_delivery_is_retried_with_the_same_message_id(
