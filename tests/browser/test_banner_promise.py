@@ -46,7 +46,7 @@ def make_shop(live_app):
                 if purpose["key"] == "analytics":
                     fields["cookies"] = ANALYTICS_COOKIE
                 set_purpose(site, purpose["key"], position=position, **fields)
-            publish_policy(site, "v1", url="/privacy", is_material=True)
+            publish_policy(site, "v1", url="https://shop.example/privacy", is_material=True)
             db.session.commit()
         return key
 
