@@ -79,8 +79,6 @@ class Config:
     #: or smtps://user:pw@host:465. Unset: requests that need an email are refused (503).
     SMTP_URL = None
     MAIL_FROM = "privacy@localhost"
-    #: The service's own address for links in emails (never taken from the Host header).
-    PUBLIC_URL = "http://127.0.0.1:5000"
 
     #: Answer well-formed public checks before Flask runs (consent/api/fastcheck.py).
     FAST_CHECK = True

@@ -37,7 +37,7 @@ def shop(client, runner, make_site, make_key, mailbox):
     site = make_site("shop", lifetime_days=10, retention_days=30)
     key = make_key(site, "read", "write", "rights")
     client.get(f"/v1/sites/{site}/config")  # archives the banner
-    submit(client, site, ACCEPT_ALL, headers={"Idempotency-Key": "first-visit"})
+    submit(client, site, ACCEPT_ALL, headers={"Idempotency-Key": "first-visit-of-the-shop"})
     person = client.post(
         "/v1/server/records",
         json={"email": PERSON_EMAIL, "decisions": [{"purpose": "analytics", "granted": True}]},

@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
+from consent import validation
 from consent.api import public, server, wellknown
 from consent.api.common import CORS_EXPOSED_HEADERS, compress, is_allowed_origin
 from consent.db import db, describe_database_error
@@ -208,7 +209,8 @@ def _add_cors_headers(response):
         allowed_origins = site.allowed_origins if site else []
     if request.endpoint == "public.BannerConfig" and response.status_code in (403, 404):
         # The banner reads why it may not run here, and says so in the page's console.
-        response.headers["Access-Control-Allow-Origin"] = origin
+        if validation.is_origin(origin) or origin == "null":
+            response.headers["Access-Control-Allow-Origin"] = origin
     elif is_allowed_origin(allowed_origins, origin):
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS

@@ -19,6 +19,8 @@ export interface ConsentState {
   visitor_id: string | null;
   /** Choices applied here but not yet recorded by the service (sent when it can be). */
   pending: number;
+  /** True when the service refused this page (its origin is not allowed): nothing runs. */
+  refused: boolean;
 }
 
 export interface ConsentRecord {
