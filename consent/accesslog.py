@@ -18,7 +18,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from consent.db import db, now_utc
-from consent.ledger import GENESIS_HASH, ChainReport
+from consent.ledger import GENESIS_HASH, ChainReport, walk_links
 from consent.models import AccessLogCheckpoint, AccessLogEntry, AccessLogHead, Site
 
 #: Session.info key: access-log heads locked by the current transaction.
@@ -164,32 +164,13 @@ def verify_access_log(site: Site) -> ChainReport:
             )
         expected_previous = checkpoint.entry_hash
         expected_sequence = checkpoint.sequence + 1
-    count = 0
-    for entry in _entries_in_order(site, after=expected_sequence - 1):
-        problem = None
-        if entry.sequence != expected_sequence:
-            problem = f"expected entry {expected_sequence}, found {entry.sequence}"
-        elif entry.previous_hash != expected_previous:
-            problem = "previous_hash does not match the entry before it"
-        elif hash_entry(entry, site.key) != entry.entry_hash:
-            problem = "content does not match its hash"
-        if problem:
-            return ChainReport(site.key, count, False, expected_sequence, entry.id, problem)
-        count += 1
-        expected_previous = entry.entry_hash
-        expected_sequence += 1
-    head = db.session.get(AccessLogHead, site.id)
-    if head is not None and (head.sequence, head.entry_hash) != (
-        expected_sequence - 1,
-        expected_previous,
-    ):
-        return ChainReport(
-            site.key,
-            count,
-            False,
-            expected_sequence if head.sequence >= expected_sequence else head.sequence,
-            None,
-            f"the access log's head says {head.sequence} entries, but the log ends at "
-            f"{expected_sequence - 1}: entries were removed from the end",
-        )
-    return ChainReport(site.key, count, True)
+    return walk_links(
+        site.key,
+        _entries_in_order(site, after=expected_sequence - 1),
+        hash_of=lambda entry: hash_entry(entry, site.key),
+        hash_attribute="entry_hash",
+        expected_previous=expected_previous,
+        expected_sequence=expected_sequence,
+        head=db.session.get(AccessLogHead, site.id),
+        names=("entry", "entry", "the access log's head", "entries", "the log"),
+    )

@@ -208,7 +208,6 @@ def verify_chain(site: Site) -> ChainReport:
     """
     expected_previous = GENESIS_HASH
     expected_sequence = 1
-    count = 0
     checkpoint = latest_checkpoint(site)
     if checkpoint is not None:
         signature = sign_checkpoint(
@@ -225,34 +224,63 @@ def verify_chain(site: Site) -> ChainReport:
             )
         expected_previous = checkpoint.record_hash
         expected_sequence = checkpoint.sequence + 1
-    for record in _records_in_order(site, after=expected_sequence - 1):
+    return walk_links(
+        site.key,
+        _records_in_order(site, after=expected_sequence - 1),
+        hash_of=lambda record: hash_record(record, site.key),
+        hash_attribute="record_hash",
+        expected_previous=expected_previous,
+        expected_sequence=expected_sequence,
+        head=db.session.get(ChainHead, site.id),
+        names=("sequence", "record", "the chain head", "records", "the chain"),
+    )
+
+
+def walk_links(
+    site_key: str,
+    links,
+    *,
+    hash_of,
+    hash_attribute: str,
+    expected_previous: str,
+    expected_sequence: int,
+    head,
+    names: tuple[str, str, str, str, str],
+) -> ChainReport:
+    """Walk hash-chained rows in sequence order (the history, the access log) from where
+    the walk starts, and check the head agrees: name the first row that does not match.
+
+    ``names`` words the problems: (sequence, row, head, rows, chain).
+    """
+    sequence_word, row_word, head_word, rows_word, chain_word = names
+    count = 0
+    for link in links:
         problem = None
-        if record.sequence != expected_sequence:
-            problem = f"expected sequence {expected_sequence}, found {record.sequence}"
-        elif record.previous_hash != expected_previous:
-            problem = "previous_hash does not match the record before it"
-        elif hash_record(record, site.key) != record.record_hash:
+        if link.sequence != expected_sequence:
+            problem = f"expected {sequence_word} {expected_sequence}, found {link.sequence}"
+        elif link.previous_hash != expected_previous:
+            problem = f"previous_hash does not match the {row_word} before it"
+        elif hash_of(link) != getattr(link, hash_attribute):
             problem = "content does not match its hash"
         if problem:
-            return ChainReport(site.key, count, False, expected_sequence, record.id, problem)
+            return ChainReport(site_key, count, False, expected_sequence, link.id, problem)
         count += 1
-        expected_previous = record.record_hash
+        expected_previous = getattr(link, hash_attribute)
         expected_sequence += 1
-    head = db.session.get(ChainHead, site.id)
-    if head is not None and (head.sequence, head.record_hash) != (
+    if head is not None and (head.sequence, getattr(head, hash_attribute)) != (
         expected_sequence - 1,
         expected_previous,
     ):
         return ChainReport(
-            site.key,
+            site_key,
             count,
             False,
             expected_sequence if head.sequence >= expected_sequence else head.sequence,
             None,
-            f"the chain head says {head.sequence} records, but the chain ends at "
-            f"{expected_sequence - 1}: records were removed from the end",
+            f"{head_word} says {head.sequence} {rows_word}, but {chain_word} ends at "
+            f"{expected_sequence - 1}: {rows_word} were removed from the end",
         )
-    return ChainReport(site.key, count, True)
+    return ChainReport(site_key, count, True)
 
 
 # --- subjects ------------------------------------------------------------------------
