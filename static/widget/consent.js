@@ -299,8 +299,6 @@
       return config;
     });
 
-  const getConfig = () => (isFresh() ? Promise.resolve(st.config) : fetchConfig());
-
   /** Whether the stored configuration may still be used without asking: within its max
    * age, and with the texts of this page's language. */
   const isFresh = () => !!st.config && Date.now() - st.checked < (st.config.max_age ?? 300) * 1000 &&
@@ -739,11 +737,6 @@
     whenDom(placeholders);
     resolveReady(state());
     watchSchedule();
-  };
-
-  const onRefused = (e) => {
-    if (!e?.refused) throw e;
-    refuse(e.refused);
   };
 
   if (st.config && !isAllowedHere(st.config)) refuse(notHere().refused);
