@@ -14,10 +14,9 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from consent.db import db, now_utc
+from consent.db import db, insert_for_dialect, now_utc
 from consent.errors import InvalidRequest
 from consent.models import BannerVersion, Site
 from consent.sites import banner_config
@@ -46,11 +45,8 @@ def archive_banner_version(
         with db.session.begin_nested():
             version = db.session.get(BannerVersion, key)
             if version is None:
-                dialect = (
-                    postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
-                )
                 db.session.execute(
-                    dialect.insert(BannerVersion)
+                    insert_for_dialect(BannerVersion)
                     .values(
                         site_id=site.id,
                         config_hash=config["config_hash"],

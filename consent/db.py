@@ -8,6 +8,7 @@ from flask import after_this_request, current_app, has_request_context, request
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
@@ -200,3 +201,9 @@ def _commit_or_roll_back(response):
         db.session.rollback()
         return current_app.make_response(current_app.handle_user_exception(error))
     return response
+
+
+def insert_for_dialect(model):
+    """An INSERT for the session's database, with its ``on_conflict_do_*`` (upserts)."""
+    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model)

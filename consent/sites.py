@@ -8,10 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from consent import validation, webhooks
-from consent.db import db, now_utc
+from consent.db import db, insert_for_dialect, now_utc
 from consent.errors import InvalidRequest
 from consent.i18n import BANNER_TEXTS, BUILT_IN_LANGUAGES, purpose_translations
 from consent.ledger import (
@@ -400,8 +399,7 @@ def banner_config(site: Site, *, max_age: int = 300) -> dict[str, Any]:
 
 def count_banner_shown(site: Site) -> None:
     """Add one to today's count of first-layer displays; no identifier is stored."""
-    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(BannerImpression).values(
+    statement = insert_for_dialect(BannerImpression).values(
         site_id=site.id, day=now_utc().date(), count=1
     )
     db.session.execute(
@@ -425,8 +423,7 @@ def count_refused_origin(site: Site, origin: str) -> None:
         kept = select(func.count()).where(RefusedOrigin.site_id == site.id)
         if db.session.scalar(kept) >= MAX_REFUSED_ORIGINS:
             return
-    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(RefusedOrigin).values(
+    statement = insert_for_dialect(RefusedOrigin).values(
         site_id=site.id, origin=origin, count=1, first_seen_at=now, last_seen_at=now
     )
     db.session.execute(

@@ -16,11 +16,10 @@ from urllib.parse import urlsplit
 
 from flask import current_app, g, redirect, request, session, url_for
 from sqlalchemy import delete, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from consent.admin.models import AdminSession, AdminUser, SignInFailure
-from consent.db import db, now_utc
+from consent.db import db, insert_for_dialect, now_utc
 from consent.errors import InvalidRequest
 
 #: After this many failures in a row (within FAILURE_WINDOW) the name is locked...
@@ -83,9 +82,8 @@ def _lock_failures(name: str, address: str) -> SignInFailure:
     Locking it makes concurrent attempts for one name from one address (through any
     process) queue, so none slips past the count.
     """
-    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
     db.session.execute(
-        dialect.insert(SignInFailure)
+        insert_for_dialect(SignInFailure)
         .values(name=name, address=address, failures=0)
         .on_conflict_do_nothing()
     )
