@@ -18,7 +18,7 @@ import psycopg
 from bulk_load import RECORDS_PER_VISITOR, load
 from serving import app_for, database, percentile, print_table
 
-from consent import ledger
+from consent import check
 from consent.db import db
 
 CHECKS = 400
@@ -36,7 +36,7 @@ def measure(url: str, records: int) -> tuple[float, float, float, float]:
     """Mean pages per check, of them read outside shared buffers, p50 ms, working set MB."""
     app = app_for(url)
     with app.app_context():
-        sql, fixed, *_ = ledger._check_on_driver(db.engine.dialect)
+        sql, fixed, *_ = check._check_on_driver(db.engine.dialect)
     chance = random.Random(3)
     visitors = max(1, records // RECORDS_PER_VISITOR)
     pages, reads, times = [], [], []
@@ -51,7 +51,7 @@ def measure(url: str, records: int) -> tuple[float, float, float, float]:
                 "service": "",
             }
             if "now" in fixed:  # the check reads policies in effect at this time
-                params["now"] = ledger.now_utc()
+                params["now"] = check.now_utc()
             explained = connection.execute(
                 "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params
             ).fetchone()[0][0]

@@ -20,8 +20,8 @@ from pathlib import Path
 from serving import app_for, database, gunicorn, print_table, wrk
 from sqlalchemy import func, select
 
+from consent.chain import verify_chain
 from consent.db import db
-from consent.ledger import verify_chain
 from consent.models import ConsentRecord, Site
 from consent.sites import STANDARD_PURPOSES, create_site, publish_policy, set_purpose
 

@@ -17,11 +17,11 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from consent.db import db, now_utc
-from consent.ledger import GENESIS_HASH, ChainReport, walk_links
+from consent.chain import GENESIS_HASH, ChainReport, walk_links
+from consent.db import db, lock_row_once, now_utc
 from consent.models import AccessLogCheckpoint, AccessLogEntry, AccessLogHead, Site
 
-#: Session.info key: access-log heads locked by the current transaction.
+#: Transaction cache: access-log heads locked by the current transaction.
 LOCKED_HEADS = "consent.locked_access_log_heads"
 
 
@@ -70,17 +70,7 @@ def hash_entry(entry: AccessLogEntry, site_key: str) -> str:
 
 def lock_head(site: Site) -> AccessLogHead:
     """Lock the site's access-log head until commit, once per transaction."""
-    locked = db.session.info.setdefault(LOCKED_HEADS, {})
-    if site.id in locked:
-        return locked[site.id]
-    head = db.session.execute(
-        select(AccessLogHead)
-        .where(AccessLogHead.site_id == site.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one()
-    locked[site.id] = head
-    return head
+    return lock_row_once(AccessLogHead, site.id, LOCKED_HEADS)
 
 
 def log_access(

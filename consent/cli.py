@@ -18,7 +18,6 @@ from consent import (
     accesslog,
     archive,
     keys,
-    ledger,
     retention,
     rights,
     rights_requests,
@@ -29,8 +28,8 @@ from consent import (
 from consent.accesslog import log_access
 from consent.admin.auth import find_admin, set_admin_password
 from consent.admin.models import AdminUser
-from consent.admin.records import record_verification
 from consent.admin.roles import ROLES, grant_role
+from consent.chain import record_verification, verify_chain
 from consent.db import db, describe_database_error
 from consent.demo import seed_demo_site
 from consent.errors import Conflict, InvalidRequest
@@ -362,7 +361,7 @@ def verify_command(site_key):
             else db.session.scalars(db.select(Site).order_by(Site.key)).all()
         )
         reports = [
-            (site, ledger.verify_chain(site), accesslog.verify_access_log(site)) for site in targets
+            (site, verify_chain(site), accesslog.verify_access_log(site)) for site in targets
         ]
     except DBAPIError as error:
         raise click.ClickException(describe_database_error(error)[1]) from None
@@ -462,7 +461,6 @@ def export_command(site_key, email, user_id, visitor_id, output_format, reason):
 def erase_command(site_key, email, user_id, visitor_id, yes, reason):
     """Erase one person: forget their identifiers, keep the verifiable history."""
     site = site_by_key(site_key)
-    ledger.lock_chain_head(site)
     subject = find_subject_or_fail(site, email, user_id, visitor_id)
     if not yes:
         click.confirm(f"Erase subject {subject.pseudonym} of {site.key!r}?", abort=True)

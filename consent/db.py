@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from flask import after_this_request, current_app, has_request_context, request
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy import DateTime, MetaData, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -207,3 +207,33 @@ def insert_for_dialect(model):
     """An INSERT for the session's database, with its ``on_conflict_do_*`` (upserts)."""
     dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
     return dialect.insert(model)
+
+
+def transaction_cache(name: str) -> dict:
+    """A dict of the session's that lives as long as its current transaction.
+
+    For what is true only until commit or rollback: the rows a transaction locked, the
+    rows it read once. A new transaction finds it empty; no event listener is needed.
+    """
+    session = db.session()
+    transaction = session.get_transaction()
+    held = session.info.get(name)
+    if held is None or held[0] is not transaction or transaction is None:
+        held = session.info[name] = (transaction, {})
+    return held[1]
+
+
+def lock_row_once(model, site_id: int, cache_name: str):
+    """Lock a site's head row (``model``) until commit; later calls reuse the locked row."""
+    locked = transaction_cache(cache_name)
+    if site_id in locked:
+        return locked[site_id]
+    row = db.session.execute(
+        select(model)
+        .where(model.site_id == site_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    # Looked up again: the statement may have begun the transaction the cache belongs to.
+    transaction_cache(cache_name)[site_id] = row
+    return row

@@ -1,359 +1,68 @@
-"""The domain: append records to a site's hash chain, keep current state, check, verify.
+"""Recording: a submission of decisions, checked, appended to the chain, current state kept.
 
-Functions here flush but never commit: the request or CLI command that calls them
+``record_submission`` (a visitor's, from the banner or the site's backend) and
+``record_for_person`` (a known user's or email's) take the site's chain lock
+themselves, record once even when the client retries, and hand the answer they store
+for retries to the caller's ``answer`` function: the API dumps bodies and signs tokens,
+the domain does not. Functions here flush but never commit: the request or CLI command
 commits once, so a record and its current state land together or not at all.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import hmac
-import json
-import secrets
-from collections import namedtuple
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, NamedTuple
 
-from flask import current_app
-from sqlalchemy import bindparam, event, select
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-from consent import webhooks
-from consent.db import UTCDateTime, db, now_utc
-from consent.decision import Verdict, decide
+from consent import chain, webhooks
+from consent.chain import lock_chain
+from consent.db import db
 from consent.errors import InvalidRequest
-from consent.models import (
-    AccessLogHead,
-    ChainCheckpoint,
-    ChainHead,
-    ConsentRecord,
-    CurrentState,
-    PolicyVersion,
-    Purpose,
-    Site,
-    Subject,
-    Visitor,
-)
+from consent.idempotency import find_earlier_answer, remember_answer
+from consent.models import ConsentRecord, CurrentState, Site, Subject, Visitor
+from consent.sites import find_policy
+from consent.visitors import subject_for_visitor
 
-GENESIS_HASH = "0" * 64
-#: Session.info key: chain heads locked by the current transaction.
-LOCKED_HEADS = "consent.locked_chain_heads"
+#: Turns what was recorded into the answer a client gets (and its retries get again).
+Answer = Callable[[Visitor | None, ConsentRecord], dict[str, Any]]
 
 
-@event.listens_for(Session, "after_transaction_end")
-def _forget_locks(session: Session, transaction) -> None:
-    """Locks end with the transaction; so does our note of them."""
-    if transaction.parent is None:
-        session.info.pop(LOCKED_HEADS, None)
+class Recorded(NamedTuple):
+    """The answer to a submission, and whether it is an earlier answer replayed."""
+
+    answer: dict[str, Any]
+    is_replay: bool
 
 
-def new_opaque_id() -> str:
-    """Return a random, unguessable id for a visitor or a subject."""
-    return secrets.token_urlsafe(18)
-
-
-# --- the chain ---------------------------------------------------------------------
-
-
-def canonical_record(record: ConsentRecord, site_key: str) -> bytes:
-    """Serialise what a record's hash covers: every field but the hash, stable bytes."""
-    fields = {
-        "site": site_key,
-        "sequence": record.sequence,
-        "subject": record.subject_pseudonym,
-        "event": record.event,
-        "source": record.source,
-        "decisions": record.decisions,
-        "details": record.details,
-        "policy_version": record.policy_version,
-        "config_hash": record.config_hash,
-        "language": record.language,
-        "gpc": record.is_gpc,
-        "ip": record.ip_truncated,
-        "recorded_at": record.recorded_at.isoformat(timespec="microseconds"),
-        "previous_hash": record.previous_hash,
-    }
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def hash_record(record: ConsentRecord, site_key: str) -> str:
-    return hashlib.sha256(canonical_record(record, site_key)).hexdigest()
-
-
-def start_chain(site: Site) -> None:
-    """Give a new site the heads of an empty chain and an empty access log."""
-    db.session.add(ChainHead(site_id=site.id, sequence=0, record_hash=GENESIS_HASH))
-    db.session.add(AccessLogHead(site_id=site.id, sequence=0, entry_hash=GENESIS_HASH))
-
-
-def lock_chain_head(site: Site) -> ChainHead:
-    """Lock the site's chain head row until commit so appends queue per site.
-
-    On PostgreSQL this is ``SELECT ... FOR UPDATE``; on SQLite the write transaction
-    (``BEGIN IMMEDIATE``, see ``consent.db``) already serialises every writer. Within
-    one transaction the lock is taken once; later calls reuse the locked row.
-    """
-    locked = db.session.info.setdefault(LOCKED_HEADS, {})
-    if site.id in locked:
-        return locked[site.id]
-    head = db.session.execute(
-        select(ChainHead)
-        .where(ChainHead.site_id == site.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one()
-    locked[site.id] = head
-    return head
-
-
-def append_record(
-    site: Site,
-    subject: Subject | None,
-    *,
-    event: str,
-    source: str,
-    decisions: list[dict[str, Any]] | None = None,
-    details: dict[str, Any] | None = None,
-    policy_version: PolicyVersion | None = None,
-    config_hash: str | None = None,
-    language: str | None = None,
-    is_gpc: bool = False,
-    ip_truncated: str | None = None,
-) -> ConsentRecord:
-    """Append one record to the site's chain; the caller holds or takes the head lock.
-
-    ``subject`` is None for the service's own events (a retention purge).
-    """
-    head = lock_chain_head(site)
-    record = ConsentRecord(
-        site_id=site.id,
-        sequence=head.sequence + 1,
-        subject_pseudonym=subject.pseudonym if subject else "",
-        event=event,
-        source=source,
-        decisions=decisions or [],
-        details=details or {},
-        policy_version=policy_version.version if policy_version else None,
-        config_hash=config_hash,
-        language=language,
-        is_gpc=is_gpc,
-        ip_truncated=ip_truncated,
-        recorded_at=now_utc(),
-        previous_hash=head.record_hash,
+def is_advertising(purpose) -> bool:
+    """Whether Global Privacy Control opts a purpose out: it sells or shares for ads."""
+    return purpose.key == "marketing" or any(
+        signal.startswith("ad_") for signal in purpose.consent_mode or []
     )
-    record.record_hash = hash_record(record, site.key)
-    db.session.add(record)
-    head.sequence = record.sequence
-    head.record_hash = record.record_hash
-    db.session.flush()
-    return record
 
 
-@dataclass
-class ChainReport:
-    """What ``verify_chain`` found."""
+def refuse_advertising_without_explicit_choice(
+    site: Site, decisions: list[dict[str, Any]], source: str
+) -> None:
+    """Under Global Privacy Control, grant an advertising purpose only one by one.
 
-    site_key: str
-    records_checked: int
-    is_intact: bool
-    #: The sequence number of the first record that does not match, if any.
-    first_bad_sequence: int | None = None
-    first_bad_record_id: int | None = None
-    problem: str | None = None
-
-
-def _records_in_order(site: Site, after: int = 0, batch_size: int = 1000):
-    """Yield a site's records by sequence, a batch at a time (keyset pagination)."""
-    last_sequence = after
-    while True:
-        batch = db.session.scalars(
-            select(ConsentRecord)
-            .where(ConsentRecord.site_id == site.id, ConsentRecord.sequence > last_sequence)
-            .order_by(ConsentRecord.sequence)
-            .limit(batch_size)
-        ).all()
-        yield from batch
-        if len(batch) < batch_size:
-            return
-        last_sequence = batch[-1].sequence
-        for record in batch:  # keep memory flat on long chains
-            db.session.expunge(record)
-
-
-def sign_checkpoint(site_key: str, sequence: int, record_hash: str, purged_at: datetime) -> str:
-    """HMAC a checkpoint with the app's secret: database access alone cannot forge one."""
-    message = f"{site_key}\x00{sequence}\x00{record_hash}\x00{purged_at.isoformat()}".encode()
-    key = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(key, b"checkpoint\x00" + message, hashlib.sha256).hexdigest()
-
-
-def latest_checkpoint(site: Site) -> ChainCheckpoint | None:
-    """The retention checkpoint the chain now starts from, if any purge happened."""
-    return db.session.scalars(
-        select(ChainCheckpoint)
-        .where(ChainCheckpoint.site_id == site.id)
-        .order_by(ChainCheckpoint.sequence.desc())
-        .limit(1)
-    ).first()
-
-
-def verify_chain(site: Site) -> ChainReport:
-    """Walk the site's chain in order and name the first record that does not match.
-
-    After a retention purge the walk starts at the latest checkpoint, whose signature
-    must be valid.
+    "Accept all" on the first layer never overrides the signal; a switch turned on in
+    the preference centre (source ``preferences``) is the person's explicit choice.
     """
-    expected_previous = GENESIS_HASH
-    expected_sequence = 1
-    checkpoint = latest_checkpoint(site)
-    if checkpoint is not None:
-        signature = sign_checkpoint(
-            site.key, checkpoint.sequence, checkpoint.record_hash, checkpoint.purged_at
-        )
-        if not hmac.compare_digest(signature, checkpoint.signature):
-            return ChainReport(
-                site.key,
-                0,
-                False,
-                checkpoint.sequence,
-                None,
-                "the retention checkpoint's signature is invalid: it was not made by purge",
+    if source == "preferences":
+        return
+    by_key = {purpose.key: purpose for purpose in site.purposes}
+    for decision in decisions:
+        purpose = by_key.get(decision["purpose"])
+        if decision["granted"] and purpose is not None and is_advertising(purpose):
+            raise InvalidRequest(
+                "decisions",
+                f"Global Privacy Control is on: {purpose.key!r} can be granted only as "
+                "an explicit choice in the preference centre (source 'preferences').",
             )
-        expected_previous = checkpoint.record_hash
-        expected_sequence = checkpoint.sequence + 1
-    return walk_links(
-        site.key,
-        _records_in_order(site, after=expected_sequence - 1),
-        hash_of=lambda record: hash_record(record, site.key),
-        hash_attribute="record_hash",
-        expected_previous=expected_previous,
-        expected_sequence=expected_sequence,
-        head=db.session.get(ChainHead, site.id),
-        names=("sequence", "record", "the chain head", "records", "the chain"),
-    )
-
-
-def walk_links(
-    site_key: str,
-    links,
-    *,
-    hash_of,
-    hash_attribute: str,
-    expected_previous: str,
-    expected_sequence: int,
-    head,
-    names: tuple[str, str, str, str, str],
-) -> ChainReport:
-    """Walk hash-chained rows in sequence order (the history, the access log) from where
-    the walk starts, and check the head agrees: name the first row that does not match.
-
-    ``names`` words the problems: (sequence, row, head, rows, chain).
-    """
-    sequence_word, row_word, head_word, rows_word, chain_word = names
-    count = 0
-    for link in links:
-        problem = None
-        if link.sequence != expected_sequence:
-            problem = f"expected {sequence_word} {expected_sequence}, found {link.sequence}"
-        elif link.previous_hash != expected_previous:
-            problem = f"previous_hash does not match the {row_word} before it"
-        elif hash_of(link) != getattr(link, hash_attribute):
-            problem = "content does not match its hash"
-        if problem:
-            return ChainReport(site_key, count, False, expected_sequence, link.id, problem)
-        count += 1
-        expected_previous = getattr(link, hash_attribute)
-        expected_sequence += 1
-    if head is not None and (head.sequence, getattr(head, hash_attribute)) != (
-        expected_sequence - 1,
-        expected_previous,
-    ):
-        return ChainReport(
-            site_key,
-            count,
-            False,
-            expected_sequence if head.sequence >= expected_sequence else head.sequence,
-            None,
-            f"{head_word} says {head.sequence} {rows_word}, but {chain_word} ends at "
-            f"{expected_sequence - 1}: {rows_word} were removed from the end",
-        )
-    return ChainReport(site_key, count, True)
-
-
-# --- subjects ------------------------------------------------------------------------
-
-
-def create_visitor(site: Site, subject: Subject | None = None) -> Visitor:
-    """Issue a new visitor id, for a new subject unless one is given."""
-    if subject is None:
-        subject = Subject(site_id=site.id, pseudonym=new_opaque_id())
-        db.session.add(subject)
-    visitor = Visitor(visitor_id=new_opaque_id(), site_id=site.id, subject=subject)
-    db.session.add(visitor)
-    db.session.flush()
-    return visitor
-
-
-def find_visitor(site: Site, visitor_id: str) -> Visitor | None:
-    visitor = db.session.get(Visitor, visitor_id, options=[joinedload(Visitor.subject)])
-    return visitor if visitor is not None and visitor.site_id == site.id else None
-
-
-# --- decisions -----------------------------------------------------------------------
-
-
-def latest_policy(site: Site, *, now: datetime | None = None) -> PolicyVersion | None:
-    """Return the version in effect now (a scheduled one counts from its time)."""
-    return db.session.scalars(
-        select(PolicyVersion)
-        .where(PolicyVersion.site_id == site.id, PolicyVersion.published_at <= (now or now_utc()))
-        .order_by(PolicyVersion.published_at.desc(), PolicyVersion.id.desc())
-        .limit(1)
-    ).first()
-
-
-def latest_material_policy(site: Site, *, now: datetime | None = None) -> PolicyVersion | None:
-    """Return the latest material version in effect now: decisions before it are stale."""
-    return db.session.scalars(
-        select(PolicyVersion)
-        .where(
-            PolicyVersion.site_id == site.id,
-            PolicyVersion.is_material.is_(True),
-            PolicyVersion.published_at <= (now or now_utc()),
-        )
-        .order_by(PolicyVersion.published_at.desc(), PolicyVersion.id.desc())
-        .limit(1)
-    ).first()
-
-
-def scheduled_policies(site: Site, *, now: datetime | None = None) -> list[PolicyVersion]:
-    """Return the versions published ahead of time, soonest first."""
-    return list(
-        db.session.scalars(
-            select(PolicyVersion)
-            .where(
-                PolicyVersion.site_id == site.id, PolicyVersion.published_at > (now or now_utc())
-            )
-            .order_by(PolicyVersion.published_at, PolicyVersion.id)
-        )
-    )
-
-
-def find_policy(site: Site, version: str | None) -> PolicyVersion | None:
-    """Return the named version (422 if unknown) or, without a name, the latest."""
-    if version is None:
-        return latest_policy(site)
-    policy = db.session.scalars(
-        select(PolicyVersion).where(
-            PolicyVersion.site_id == site.id, PolicyVersion.version == version
-        )
-    ).first()
-    if policy is None:
-        raise InvalidRequest("policy_version", f"Unknown policy version {version!r}.")
-    return policy
 
 
 def validate_decisions(site: Site, decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -412,7 +121,7 @@ def record_decision(
     decided_ids = [purposes[decision["purpose"]].id for decision in canonical]
     # From here to the commit, the site's appends queue: the current state read next
     # must be the one the previous append left (a withdrawal depends on it).
-    lock_chain_head(site)
+    lock_chain(site)
     existing = {
         (state.purpose_id, state.service): state
         for state in db.session.scalars(
@@ -421,7 +130,7 @@ def record_decision(
             )
         )
     }
-    record = append_record(
+    record = chain.append_record(
         site,
         subject,
         event="decision",
@@ -470,232 +179,103 @@ def record_decision(
     return record
 
 
-def check_purpose(
+def record_submission(
     site: Site,
-    subject: Subject | None,
-    purpose_key: str,
-    service: str | None = None,
-    *,
-    is_identifier_erased: bool = False,
-    now: datetime | None = None,
-) -> Verdict:
-    """Decide whether a purpose (or one of its services) is allowed for a subject.
-
-    ``is_identifier_erased``: no subject, because the email or user id asked about
-    belonged to a person who was erased.
-    """
-    purpose = next((p for p in site.purposes if p.key == purpose_key), None)
-    is_known = purpose is not None and (service is None or service in purpose.service_keys)
-    states = {}
-    if is_known and subject is not None and not purpose.is_required:
-        states = {
-            state.service: state
-            for state in db.session.scalars(
-                select(CurrentState).where(
-                    CurrentState.subject_id == subject.id,
-                    CurrentState.purpose_id == purpose.id,
-                    CurrentState.service.in_(["", service or ""]),
-                )
-            )
-        }
-    material = latest_material_policy(site, now=now) if states else None
-    return decide(
-        is_known=is_known,
-        is_required=is_known and purpose.is_required,
-        is_erased=is_identifier_erased if subject is None else subject.erased_at is not None,
-        purpose_state=states.get(""),
-        service_state=states.get(service) if service else None,
-        lifetime_days=site.lifetime_days,
-        material_published_at=material.published_at if material else None,
-        now=now or now_utc(),
-    )
-
-
-@dataclass
-class VisitorCheck:
-    """What the public check found: the site's allowed origins and the verdict."""
-
-    allowed_origins: list[str]
-    verdict: Verdict
-
-
-@functools.cache
-def _visitor_check_statement():
-    """Built once: the check is the hot path, and building a query costs more than running it."""
-    material_published_at = (
-        select(PolicyVersion.published_at)
-        .where(
-            PolicyVersion.site_id == Site.id,
-            PolicyVersion.is_material.is_(True),
-            # A version scheduled ahead counts from its time, to the second.
-            PolicyVersion.published_at <= bindparam("now", type_=UTCDateTime()),
-        )
-        .order_by(PolicyVersion.published_at.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    return (
-        select(
-            Site.allowed_origins,
-            Site.lifetime_days,
-            Purpose.id.label("purpose_id"),
-            Purpose.is_required,
-            Purpose.services,
-            Subject.id.label("subject_id"),
-            Subject.erased_at,
-            CurrentState.service,
-            CurrentState.is_granted,
-            CurrentState.is_withdrawal,
-            CurrentState.decided_at,
-            CurrentState.expires_at,
-            CurrentState.policy_published_at,
-            material_published_at.label("material_published_at"),
-        )
-        .select_from(Site)
-        .outerjoin(
-            Purpose, (Purpose.site_id == Site.id) & (Purpose.key == bindparam("purpose_key"))
-        )
-        .outerjoin(
-            Visitor,
-            (Visitor.visitor_id == bindparam("visitor_id")) & (Visitor.site_id == Site.id),
-        )
-        .outerjoin(Subject, Subject.id == Visitor.subject_id)
-        .outerjoin(
-            CurrentState,
-            (CurrentState.subject_id == Subject.id)
-            & (CurrentState.purpose_id == Purpose.id)
-            & ((CurrentState.service == "") | (CurrentState.service == bindparam("service"))),
-        )
-        .where(Site.key == bindparam("site_key"))
-    )
-
-
-@functools.cache
-def _check_on_driver(dialect) -> tuple[str, dict, tuple[str, ...] | None, list, type]:
-    """The check compiled once for a dialect: SQL, fixed parameters, their order, types."""
-    statement = _visitor_check_statement()
-    compiled = statement.compile(dialect=dialect)
-    processors = [
-        column.type.dialect_impl(dialect).result_processor(dialect, None)
-        for column in statement.selected_columns
-    ]
-    row_type = namedtuple("CheckRow", [column.key for column in statement.selected_columns])
-    order = tuple(compiled.positiontup) if compiled.positional else None
-    # Parameters whose type converts them (the time: naive UTC on SQLite).
-    converters = {
-        name: converter
-        for name, bind in compiled.binds.items()
-        if (converter := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
-        and isinstance(bind.type, UTCDateTime)
-    }
-    return str(compiled), compiled.params, order, processors, row_type, converters
-
-
-def _check_rows_on_driver(engine: Engine, params: dict) -> list:
-    """Run the check on a pooled driver connection: the hot path, without the Core.
-
-    The statement and its type conversions are SQLAlchemy's, compiled once; each call
-    is one ``cursor.execute``. A connection that fails is discarded, not reused.
-    """
-    sql, fixed, order, processors, row_type, converters = _check_on_driver(engine.dialect)
-    params = {**fixed, **params}
-    for name, convert in converters.items():
-        params[name] = convert(params[name])
-    connection = engine.raw_connection()
-    try:
-        cursor = connection.cursor()
-        cursor.execute(sql, [params[name] for name in order] if order else params)
-        fetched = cursor.fetchall()
-        cursor.close()
-    except BaseException:
-        connection.invalidate()
-        raise
-    finally:
-        connection.close()
-    return [
-        row_type(
-            *(
-                process(value) if process else value
-                for process, value in zip(processors, row, strict=True)
-            )
-        )
-        for row in fetched
-    ]
-
-
-def check_visitor(
-    site_key: str,
     visitor_id: str | None,
-    purpose_key: str,
-    service: str | None = None,
+    args: dict[str, Any],
     *,
-    now: datetime | None = None,
-    engine: Engine | None = None,
-) -> VisitorCheck | None:
-    """The public check in one SQL statement, whatever the size of the history.
+    answer: Answer,
+    idempotency_key: str | None,
+    is_gpc: bool,
+    ip_truncated: str | None,
+) -> Recorded:
+    """Record a visitor's submission once, even when the client retries it.
 
-    Returns None for an unknown site. Reads the site, the purpose, the visitor's
-    subject, its current state (purpose and service rows) and the latest material
-    policy date together. ``engine``, if given, is an ``autocommit_engine``.
+    The site's chain is locked from reading the subject to the commit; for a first-time
+    visitor (a subject nobody else can know yet) only from reading its current state
+    (``record_decision``), so one site's new visitors overlap until then.
     """
-    params = {
-        "site_key": site_key,
-        "visitor_id": visitor_id,
-        "purpose_key": purpose_key,
-        "service": service or "",
-        "now": now or now_utc(),
-    }
-    if engine is not None:
-        rows = _check_rows_on_driver(engine, params)
-    else:
-        # Straight on a pooled connection in autocommit, not through the ORM session: one
-        # statement reads consistently on its own, and on PostgreSQL this saves the BEGIN
-        # and ROLLBACK round trips and the unit of work.
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            rows = connection.execute(_visitor_check_statement(), params).all()
-    if not rows:
-        return None
-    first = rows[0]
-    service_keys = {entry["key"] for entry in first.services or []}
-    states = {row.service: row for row in rows if row.service is not None}
-    verdict = decide(
-        is_known=first.purpose_id is not None and (service is None or service in service_keys),
-        is_required=bool(first.is_required),
-        is_erased=first.erased_at is not None,
-        purpose_state=states.get(""),
-        service_state=states.get(service) if service else None,
-        lifetime_days=first.lifetime_days,
-        material_published_at=first.material_published_at,
-        now=now or now_utc(),
-    )
-    return VisitorCheck(list(first.allowed_origins or []), verdict)
+
+    def record() -> tuple[Visitor, ConsentRecord]:
+        if is_gpc:
+            refuse_advertising_without_explicit_choice(site, args["decisions"], args["source"])
+        if visitor_id is not None:
+            # A returning visitor's subject may be erased or decide meanwhile: read it locked.
+            lock_chain(site)
+        visitor, _ = subject_for_visitor(site, visitor_id)
+        recorded = record_decision(
+            site,
+            visitor.subject,
+            args["decisions"],
+            source=args["source"],
+            policy_version=args.get("policy_version"),
+            config_hash=args.get("config_hash"),
+            language=args.get("language"),
+            is_gpc=is_gpc,
+            ip_truncated=ip_truncated,
+        )
+        visitor.last_seen_at = recorded.recorded_at  # retention forgets unseen visitors
+        return visitor, recorded
+
+    return _record_once(site, idempotency_key, [visitor_id, args], record, answer)
 
 
-def describe_state(site: Site, subject: Subject, *, now: datetime | None = None) -> dict:
-    """Every purpose's verdict for a subject, with per-service verdicts where decided."""
-    now = now or now_utc()
-    material = latest_material_policy(site, now=now)
-    material_published_at = material.published_at if material else None
-    states: dict[int, dict[str, CurrentState]] = {}
-    for state in db.session.scalars(
-        select(CurrentState).where(CurrentState.subject_id == subject.id)
-    ):
-        states.setdefault(state.purpose_id, {})[state.service] = state
-    described = {}
-    for purpose in site.purposes:
-        mine = states.get(purpose.id, {})
-        facts = {
-            "is_known": True,
-            "is_required": purpose.is_required,
-            "is_erased": subject.erased_at is not None,
-            "purpose_state": mine.get(""),
-            "lifetime_days": site.lifetime_days,
-            "material_published_at": material_published_at,
-            "now": now,
-        }
-        services = {
-            service: decide(**facts, service_state=mine.get(service)).body(purpose.key, service)
-            for service in sorted(purpose.service_keys)
-        }
-        described[purpose.key] = {**decide(**facts).body(purpose.key), "services": services}
-    return described
+def record_for_person(
+    site: Site,
+    subject_of: Callable[[], Subject],
+    args: dict[str, Any],
+    *,
+    answer: Answer,
+    idempotency_key: str | None,
+) -> Recorded:
+    """Record decisions for a person the site knows by user id or email, once per key.
+
+    ``subject_of`` finds or creates the person; it runs under the site's chain lock.
+    """
+    lock_chain(site)
+    subject = subject_of()
+    # The digest names the person by pseudonym: no email or user id is kept with it.
+    decisions = {key: value for key, value in args.items() if key not in ("user_id", "email")}
+
+    def record() -> tuple[None, ConsentRecord]:
+        return None, record_decision(
+            site,
+            subject,
+            args["decisions"],
+            source=args["source"],
+            policy_version=args.get("policy_version"),
+            config_hash=args.get("config_hash"),
+            language=args.get("language"),
+        )
+
+    return _record_once(site, idempotency_key, [subject.pseudonym, decisions], record, answer)
+
+
+def _record_once(
+    site: Site,
+    idempotency_key: str | None,
+    request: Any,
+    record: Callable[[], tuple[Visitor | None, ConsentRecord]],
+    answer: Answer,
+) -> Recorded:
+    """Replay the answer to an earlier request with this key, or record and remember.
+
+    Two concurrent retries with one key can both get as far as recording; the stored
+    answer's unique key lets only the first commit, and the second, rolled back whole,
+    replays the first one's answer.
+    """
+    request_digest, earlier = find_earlier_answer(site, idempotency_key, request)
+    if earlier is not None:
+        return Recorded(earlier, True)
+    response = answer(*record())
+    try:
+        remember_answer(site, idempotency_key, request_digest, response)
+    except IntegrityError:
+        # PostgreSQL made this insert wait for the concurrent retry that committed first:
+        # nothing of this attempt stays, the first answer is the answer.
+        db.session.rollback()
+        _, earlier = find_earlier_answer(site, idempotency_key, request)
+        if earlier is None:
+            raise
+        return Recorded(earlier, True)
+    return Recorded(response, False)

@@ -9,14 +9,16 @@ from typing import Any
 from sqlalchemy import any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from consent import identifiers, ledger, webhooks
+from consent import identifiers, webhooks
 from consent.accesslog import log_access
+from consent.chain import lock_chain
 from consent.db import db, now_utc
 from consent.decision import Reason, Verdict, decide
 from consent.errors import InvalidRequest
+from consent.ledger import record_decision
 from consent.links import public_url
 from consent.models import CurrentState, ErasedIdentifier, Purpose, Site, Subject
-from consent.sites import get_site_by_key
+from consent.sites import get_site_by_key, latest_material_policy
 from consent.subjects import find_or_create_subject_by
 from consent.tokens import make_unsubscribe_token, read_unsubscribe_token
 
@@ -110,7 +112,7 @@ def bulk_check(
         ):
             states[state.subject_id] = state
 
-    material = ledger.latest_material_policy(site)
+    material = latest_material_policy(site)
     material_published_at = material.published_at if material else None
     now = now_utc()
     results = []
@@ -167,7 +169,7 @@ def suppression_rows(site: Site, purpose_key: str, *, after: int = 0) -> Iterato
     for their address.
     """
     purpose = purpose_of(site, purpose_key)
-    material = ledger.latest_material_policy(site)
+    material = latest_material_policy(site)
     material_published_at = material.published_at if material else None
     now = now_utc()
     last_id = after
@@ -260,13 +262,13 @@ def unsubscribe(token: str) -> bool:
     purpose = next((p for p in site.purposes if p.key == purpose_key), None)
     if subject is None or purpose is None or purpose.is_required:
         return False
-    ledger.lock_chain_head(site)
+    lock_chain(site, subject)
     if subject.erased_at is not None:
         return True
     state = db.session.get(CurrentState, (subject.id, purpose.id, ""))
     if state is not None and not state.is_granted:
         return True
-    record = ledger.record_decision(
+    record = record_decision(
         site, subject, [{"purpose": purpose.key, "granted": False}], source="unsubscribe"
     )
     webhooks.emit_event(

@@ -27,9 +27,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from consent import webhooks
-from consent.admin.models import VerificationRun
 from consent.db import db
-from consent.models import ConsentRecord, Site
+from consent.models import ConsentRecord, Site, VerificationRun
 
 REQUESTS = Counter(
     "consent_http_requests",

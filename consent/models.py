@@ -27,6 +27,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -655,3 +656,22 @@ class WebhookAttempt(db.Model):
     status_code: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(500))
+
+
+class VerificationRun(db.Model):
+    """The outcome of one ``verify`` of a site's chain (CLI or admin console)."""
+
+    __tablename__ = "verification_runs"
+    __table_args__ = (Index("ix_verification_runs_site_ran_at", "site_id", "ran_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    ran_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    #: "cli" or "admin:<name>".
+    ran_by: Mapped[str] = mapped_column(String(200))
+    is_intact: Mapped[bool] = mapped_column(Boolean)
+    records_checked: Mapped[int] = mapped_column(Integer)
+    first_bad_sequence: Mapped[int | None] = mapped_column(Integer)
+    problem: Mapped[str | None] = mapped_column(Text)
+
+    site: Mapped[Site] = relationship()

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, exists, func, select, text, update
 
-from consent import accesslog, ledger
+from consent import accesslog, chain
 from consent.db import db, now_utc
 from consent.models import (
     AccessLogCheckpoint,
@@ -64,7 +64,7 @@ def plan_purge(site: Site, *, now: datetime | None = None) -> PurgePlan:
     """Find the longest run of oldest records that are past retention and not in force."""
     now = now or now_utc()
     cutoff = now - timedelta(days=site.retention_days)
-    checkpoint = ledger.latest_checkpoint(site)
+    checkpoint = chain.latest_checkpoint(site)
     start = checkpoint.sequence if checkpoint else 0
     head = db.session.get(ChainHead, site.id)
     # A record is in force while it is some subject's latest, unexpired decision.
@@ -103,7 +103,7 @@ def plan_purge(site: Site, *, now: datetime | None = None) -> PurgePlan:
 
 def purge(site: Site, *, dry_run: bool = False, now: datetime | None = None) -> PurgePlan:
     """Remove the records ``plan_purge`` finds, leaving a signed checkpoint and a record."""
-    ledger.lock_chain_head(site)
+    chain.lock_chain(site)
     plan = plan_purge(site, now=now)
     if dry_run or plan.count == 0:
         return plan
@@ -120,7 +120,7 @@ def purge(site: Site, *, dry_run: bool = False, now: datetime | None = None) -> 
             record_hash=last_removed.record_hash,
             records_removed=plan.count,
             purged_at=purged_at,
-            signature=ledger.sign_checkpoint(
+            signature=chain.sign_checkpoint(
                 site.key, plan.through_sequence, last_removed.record_hash, purged_at
             ),
         )
@@ -138,7 +138,7 @@ def purge(site: Site, *, dry_run: bool = False, now: datetime | None = None) -> 
             ConsentRecord.site_id == site.id, ConsentRecord.sequence <= plan.through_sequence
         )
     )
-    ledger.append_record(
+    chain.append_record(
         site,
         None,
         event="purge",

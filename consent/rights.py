@@ -12,8 +12,10 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from consent import archive, identifiers, ledger, webhooks
+from consent import archive, identifiers, webhooks
 from consent.accesslog import log_access
+from consent.chain import append_record, lock_chain
+from consent.check import describe_state
 from consent.db import db, now_utc
 from consent.errors import Conflict, InvalidRequest
 from consent.models import (
@@ -27,6 +29,7 @@ from consent.models import (
 )
 from consent.schemas import BannerVersionSchema, PurposeStateSchema, RecordSchema
 from consent.subjects import find_subject_by, set_identifier
+from consent.visitors import find_visitor
 
 IDENTIFIER_KINDS = ("email", "user_id")
 
@@ -44,7 +47,7 @@ def find_subject(
     if user_id is not None:
         return find_subject_by(site, "user_id", user_id)
     if visitor_id is not None:
-        visitor = ledger.find_visitor(site, visitor_id)
+        visitor = find_visitor(site, visitor_id)
         return visitor.subject if visitor else None
     raise InvalidRequest("email", "Give an email, a user_id or a visitor id.")
 
@@ -95,7 +98,7 @@ def export_subject(
         },
         "state": {
             purpose: PurposeStateSchema().dump(state)
-            for purpose, state in ledger.describe_state(site, subject).items()
+            for purpose, state in describe_state(site, subject).items()
         },
         "history": RecordSchema(many=True).dump(history),
         "banner_versions": _banner_versions_of(site, history),
@@ -269,6 +272,7 @@ def correct_subject(
     """Change or remove a subject's email or user id; record that it changed, not to what."""
     if field not in IDENTIFIER_KINDS:
         raise InvalidRequest("field", "Only email and user_id can be corrected.")
+    lock_chain(site, subject)
     if subject.erased_at is not None:
         raise Conflict("This subject was erased; there is nothing to correct.")
     if new_value is not None:
@@ -287,7 +291,7 @@ def correct_subject(
         reason=reason,
         details={"field": field, "action": action},
     )
-    return ledger.append_record(
+    return append_record(
         site,
         subject,
         event="correction",
@@ -305,6 +309,7 @@ def erase_subject(
     entries), drops the current state, and appends an erasure record. Erasing twice
     appends nothing the second time.
     """
+    lock_chain(site, subject)
     log_access(site, actor, "erase", subject.pseudonym, reason=reason)
     if subject.erased_at is not None:
         return None
@@ -323,7 +328,7 @@ def erase_subject(
     subject.erased_at = now_utc()
     db.session.execute(delete(CurrentState).where(CurrentState.subject_id == subject.id))
     db.session.flush()
-    return ledger.append_record(site, subject, event="erasure", source="api")
+    return append_record(site, subject, event="erasure", source="api")
 
 
 def _all_digests_of(subject: Subject, kind: str) -> list[str]:

@@ -19,13 +19,15 @@ from flask import current_app, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 
-from consent import identifiers, ledger, rights, webhooks
+from consent import identifiers, rights, webhooks
 from consent.accesslog import log_access
 from consent.db import db, now_utc
 from consent.errors import Conflict, InvalidRequest
+from consent.ledger import record_decision
 from consent.mail import send_mail
 from consent.models import RIGHTS_KINDS, RightsRequest, Site, Subject
 from consent.subjects import find_subject_by
+from consent.visitors import new_opaque_id
 
 VERIFY_SALT = "consent.rights-request-verify"
 DOWNLOAD_SALT = "consent.rights-request-download"
@@ -107,7 +109,7 @@ def receive_request(
     now = now_utc()
     request = RightsRequest(
         site_id=site.id,
-        reference=ledger.new_opaque_id()[:16],
+        reference=new_opaque_id()[:16],
         kind=kind,
         channel=channel,
         state="received",
@@ -231,7 +233,6 @@ def complete_request(request: RightsRequest, actor: str) -> str | None:
     reason = f"rights request {request.reference}"
     link = None
     if subject is not None and request.kind == "erasure":
-        ledger.lock_chain_head(site)
         rights.erase_subject(site, subject, actor, reason)
     elif subject is not None and request.kind == "objection":
         refusals = [
@@ -241,7 +242,7 @@ def complete_request(request: RightsRequest, actor: str) -> str | None:
             and (purpose.kind == "communication" or purpose.key == "marketing")
         ]
         if refusals and subject.erased_at is None:
-            ledger.record_decision(site, subject, refusals, source="api")
+            record_decision(site, subject, refusals, source="api")
     elif request.kind in ("access", "export"):
         token = _serializer(DOWNLOAD_SALT).dumps({"request": request.reference})
         link = public_link("rights_pages.download", token=token)

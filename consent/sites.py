@@ -10,15 +10,10 @@ from typing import Any
 from sqlalchemy import func, select
 
 from consent import validation, webhooks
+from consent.chain import start_chain
 from consent.db import db, insert_for_dialect, now_utc
 from consent.errors import InvalidRequest
 from consent.i18n import BANNER_TEXTS, BUILT_IN_LANGUAGES, purpose_translations
-from consent.ledger import (
-    latest_material_policy,
-    latest_policy,
-    scheduled_policies,
-    start_chain,
-)
 from consent.models import (
     DEFAULT_LIFETIME_DAYS,
     MAX_LIFETIME_DAYS,
@@ -443,3 +438,57 @@ def refused_origins(site: Site) -> list[RefusedOrigin]:
             .order_by(RefusedOrigin.count.desc(), RefusedOrigin.origin)
         )
     )
+
+
+# --- policy versions ----------------------------------------------------------------
+
+
+def latest_policy(site: Site, *, now: datetime | None = None) -> PolicyVersion | None:
+    """Return the version in effect now (a scheduled one counts from its time)."""
+    return db.session.scalars(
+        select(PolicyVersion)
+        .where(PolicyVersion.site_id == site.id, PolicyVersion.published_at <= (now or now_utc()))
+        .order_by(PolicyVersion.published_at.desc(), PolicyVersion.id.desc())
+        .limit(1)
+    ).first()
+
+
+def latest_material_policy(site: Site, *, now: datetime | None = None) -> PolicyVersion | None:
+    """Return the latest material version in effect now: decisions before it are stale."""
+    return db.session.scalars(
+        select(PolicyVersion)
+        .where(
+            PolicyVersion.site_id == site.id,
+            PolicyVersion.is_material.is_(True),
+            PolicyVersion.published_at <= (now or now_utc()),
+        )
+        .order_by(PolicyVersion.published_at.desc(), PolicyVersion.id.desc())
+        .limit(1)
+    ).first()
+
+
+def scheduled_policies(site: Site, *, now: datetime | None = None) -> list[PolicyVersion]:
+    """Return the versions published ahead of time, soonest first."""
+    return list(
+        db.session.scalars(
+            select(PolicyVersion)
+            .where(
+                PolicyVersion.site_id == site.id, PolicyVersion.published_at > (now or now_utc())
+            )
+            .order_by(PolicyVersion.published_at, PolicyVersion.id)
+        )
+    )
+
+
+def find_policy(site: Site, version: str | None) -> PolicyVersion | None:
+    """Return the named version (422 if unknown) or, without a name, the latest."""
+    if version is None:
+        return latest_policy(site)
+    policy = db.session.scalars(
+        select(PolicyVersion).where(
+            PolicyVersion.site_id == site.id, PolicyVersion.version == version
+        )
+    ).first()
+    if policy is None:
+        raise InvalidRequest("policy_version", f"Unknown policy version {version!r}.")
+    return policy

@@ -26,12 +26,11 @@ from urllib.parse import urlsplit
 
 import httpx
 from flask import current_app
-from sqlalchemy import event, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, update
 from standardwebhooks import Webhook
 
 from consent import identifiers
-from consent.db import db, now_utc
+from consent.db import db, now_utc, transaction_cache
 from consent.errors import InvalidRequest
 from consent.models import (
     WEBHOOK_EVENTS,
@@ -45,7 +44,7 @@ from consent.models import (
 )
 
 USER_AGENT = "consent-webhooks/1"
-#: Session.info key: the active endpoints per site read in the current transaction.
+#: Transaction cache: the active endpoints per site read in the current transaction.
 ENDPOINTS_READ = "consent.webhooks.endpoints"
 #: How long a claimed delivery stays in one dispatcher's hands (longer than a post).
 LEASE_SECONDS = 120
@@ -86,7 +85,7 @@ def add_endpoint(
     )
     db.session.add(endpoint)
     db.session.flush()
-    db.session.info.pop(ENDPOINTS_READ, None)
+    transaction_cache(ENDPOINTS_READ).clear()
     return endpoint, secret
 
 
@@ -127,20 +126,17 @@ def emit_event(
 
 def _active_endpoints(site: Site) -> list[WebhookEndpoint]:
     """The site's active endpoints, read once per transaction (one statement a record)."""
-    cache = db.session.info.setdefault(ENDPOINTS_READ, {})
-    if site.id not in cache:
-        cache[site.id] = db.session.scalars(
-            select(WebhookEndpoint).where(
-                WebhookEndpoint.site_id == site.id, WebhookEndpoint.is_active.is_(True)
-            )
-        ).all()
-    return cache[site.id]
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_endpoints(session: Session, transaction) -> None:
-    if transaction.parent is None:
-        session.info.pop(ENDPOINTS_READ, None)
+    cached = transaction_cache(ENDPOINTS_READ).get(site.id)
+    if cached is not None:
+        return cached
+    endpoints = db.session.scalars(
+        select(WebhookEndpoint).where(
+            WebhookEndpoint.site_id == site.id, WebhookEndpoint.is_active.is_(True)
+        )
+    ).all()
+    # Looked up again: the statement may have begun the transaction the cache belongs to.
+    transaction_cache(ENDPOINTS_READ)[site.id] = endpoints
+    return endpoints
 
 
 def emit_decision_events(
@@ -372,4 +368,4 @@ def set_endpoint_active(endpoint: WebhookEndpoint, is_active: bool) -> None:
     db.session.execute(
         update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id).values(is_active=is_active)
     )
-    db.session.info.pop(ENDPOINTS_READ, None)
+    transaction_cache(ENDPOINTS_READ).clear()

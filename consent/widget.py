@@ -27,9 +27,8 @@ from markupsafe import Markup, escape
 
 from consent.archive import archive_banner_version
 from consent.i18n import BUILT_IN_LANGUAGES
-from consent.ledger import latest_policy
 from consent.security import CONTENT_SECURITY_POLICY, talisman
-from consent.sites import banner_config, config_in_languages, get_site_by_key
+from consent.sites import banner_config, config_in_languages, get_site_by_key, latest_policy
 
 bp = Blueprint("widget", __name__)
 

@@ -10,8 +10,8 @@ from collections import defaultdict
 
 from sqlalchemy import select
 
+from consent.chain import GENESIS_HASH, verify_chain
 from consent.db import db
-from consent.ledger import GENESIS_HASH, verify_chain
 from consent.models import (
     ChainHead,
     ConsentRecord,

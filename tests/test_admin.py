@@ -21,7 +21,7 @@ from webhook_receiver import start_receiver
 
 from consent import create_app
 from consent.admin.auth import set_admin_password
-from consent.admin.models import AdminUser, SignInFailure, VerificationRun
+from consent.admin.models import AdminUser, SignInFailure
 from consent.admin.roles import grant_role
 from consent.db import db, now_utc
 from consent.keys import issue_key
@@ -31,6 +31,7 @@ from consent.models import (
     ConsentRecord,
     Purpose,
     Subject,
+    VerificationRun,
     WebhookDelivery,
     WebhookEndpoint,
 )

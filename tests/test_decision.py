@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 from helpers import ACCEPT_ALL, PERSON_EMAIL, PERSON_USER_ID, REJECT_ALL, bearer, submit
 
-import consent.ledger
+import consent.chain
 
 #: As the test app: the limiter on, out of reach.
 HIGH_LIMITS = {"RATELIMIT_RECORD": "100000/minute", "RATELIMIT_CHECK": "100000/minute"}
@@ -62,8 +62,8 @@ def withdrawn(client, runner, site, key, monkeypatch):
 
 
 def expired(client, runner, site, key, monkeypatch):
-    long_ago = consent.ledger.now_utc() - timedelta(days=LIFETIME_DAYS + 1)
-    monkeypatch.setattr(consent.ledger, "now_utc", lambda: long_ago)
+    long_ago = consent.chain.now_utc() - timedelta(days=LIFETIME_DAYS + 1)
+    monkeypatch.setattr(consent.chain, "now_utc", lambda: long_ago)
     token = _make_person(client, site, key, ACCEPT_ALL)
     monkeypatch.undo()
     return token, "analytics"

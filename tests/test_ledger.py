@@ -117,7 +117,7 @@ def test_verify_names_the_first_tampered_record(
 
 def test_verify_catches_a_recomputed_hash(app, runner, site_with_records, dialect):
     """Rewriting a record and its own hash still breaks the link to the next one."""
-    from consent.ledger import hash_record
+    from consent.chain import hash_record
 
     disable_guards(app, dialect)
     with app.app_context():

@@ -27,9 +27,9 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import func, select
 
+from consent.chain import verify_chain
 from consent.db import db
 from consent.keys import issue_key
-from consent.ledger import verify_chain
 from consent.models import ConsentRecord
 from consent.sites import STANDARD_PURPOSES, create_site, get_site_by_key, set_purpose
 

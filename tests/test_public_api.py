@@ -9,7 +9,8 @@ import pytest
 from helpers import ACCEPT_ALL, REJECT_ALL, check, submit
 from sqlalchemy import select
 
-import consent.ledger
+import consent.chain
+import consent.check
 from consent.db import db
 from consent.models import IdempotentRequest
 
@@ -80,8 +81,8 @@ def test_check_is_never_cached(client, make_site):
 
 def test_expired_decision_is_not_allowed(client, make_site, monkeypatch):
     site = make_site(lifetime_days=30, retention_days=60)
-    long_ago = consent.ledger.now_utc() - timedelta(days=31)
-    monkeypatch.setattr(consent.ledger, "now_utc", lambda: long_ago)
+    long_ago = consent.chain.now_utc() - timedelta(days=31)
+    monkeypatch.setattr(consent.chain, "now_utc", lambda: long_ago)
     token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
     monkeypatch.undo()
     body = check(client, site, "analytics", token=token).get_json()
@@ -118,7 +119,7 @@ def test_scheduled_policy_is_announced_and_counts_from_its_time(
 ):
     site = make_site()
     token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
-    effective_at = consent.ledger.now_utc().replace(microsecond=0) + timedelta(days=2)
+    effective_at = consent.chain.now_utc().replace(microsecond=0) + timedelta(days=2)
     result = runner.invoke(
         args=[
             "add-policy",
@@ -138,7 +139,7 @@ def test_scheduled_policy_is_announced_and_counts_from_its_time(
     assert check(client, site, "analytics", token=token).get_json()["allowed"] is True
 
     for moment, allowed in ((effective_at - timedelta(seconds=1), True), (effective_at, False)):
-        monkeypatch.setattr(consent.ledger, "now_utc", lambda moment=moment: moment)
+        monkeypatch.setattr(consent.check, "now_utc", lambda moment=moment: moment)
         body = check(client, site, "analytics", token=token).get_json()
         assert (body["allowed"], body["reason"]) == (
             (True, "granted") if allowed else (False, "stale_policy")

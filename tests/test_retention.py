@@ -9,7 +9,7 @@ import sqlalchemy.exc
 from helpers import ACCEPT_ALL, REJECT_ALL, check, submit
 from sqlalchemy import select, text, update
 
-import consent.ledger
+import consent.chain
 from consent.db import db, now_utc
 from consent.models import ConsentRecord, Site
 
@@ -20,7 +20,7 @@ def at(monkeypatch):
 
     def move(days: int):
         moment = now_utc() - timedelta(days=days)
-        monkeypatch.setattr(consent.ledger, "now_utc", lambda: moment)
+        monkeypatch.setattr(consent.chain, "now_utc", lambda: moment)
 
     yield move
     monkeypatch.undo()

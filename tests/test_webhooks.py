@@ -19,7 +19,7 @@ from consent import ledger, webhooks
 from consent.db import db
 from consent.models import WebhookAttempt, WebhookDelivery, WebhookEvent
 from consent.sites import get_site_by_key
-from consent.subjects import subject_for_visitor
+from consent.visitors import subject_for_visitor
 
 CONSENT = str(Path(sys.executable).with_name("consent"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from consent.db import UTCDateTime, db, now_utc
@@ -85,22 +85,3 @@ class SignInFailure(db.Model):
     last_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Until then every attempt for this name is refused, even with the right password.
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
-class VerificationRun(db.Model):
-    """The outcome of one ``verify`` of a site's chain (CLI or admin console)."""
-
-    __tablename__ = "verification_runs"
-    __table_args__ = (Index("ix_verification_runs_site_ran_at", "site_id", "ran_at"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
-    ran_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
-    #: "cli" or "admin:<name>".
-    ran_by: Mapped[str] = mapped_column(String(200))
-    is_intact: Mapped[bool] = mapped_column(Boolean)
-    records_checked: Mapped[int] = mapped_column(Integer)
-    first_bad_sequence: Mapped[int | None] = mapped_column(Integer)
-    problem: Mapped[str | None] = mapped_column(Text)
-
-    site: Mapped[Site] = relationship()

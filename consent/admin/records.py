@@ -8,9 +8,7 @@ from datetime import date, timedelta
 
 from sqlalchemy import bindparam, select, text
 
-from consent import ledger
 from consent.admin.forms import start_of
-from consent.admin.models import VerificationRun
 from consent.db import db
 from consent.models import ConsentRecord, Site
 
@@ -110,27 +108,3 @@ def record_page(
         older=records[-1].sequence if records and has_older else None,
         newer=records[0].sequence if records and has_newer else None,
     )
-
-
-def record_verification(site: Site, report: ledger.ChainReport, ran_by: str) -> VerificationRun:
-    """Keep the outcome of a ``verify`` of the site's chain."""
-    run = VerificationRun(
-        site_id=site.id,
-        ran_by=ran_by,
-        is_intact=report.is_intact,
-        records_checked=report.records_checked,
-        first_bad_sequence=report.first_bad_sequence,
-        problem=report.problem,
-    )
-    db.session.add(run)
-    db.session.flush()
-    return run
-
-
-def latest_verification(site: Site) -> VerificationRun | None:
-    return db.session.scalars(
-        select(VerificationRun)
-        .where(VerificationRun.site_id == site.id)
-        .order_by(VerificationRun.ran_at.desc(), VerificationRun.id.desc())
-        .limit(1)
-    ).first()

@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 from wtforms.fields.choices import SelectChoice
 
-from consent import keys, ledger, rights, sites
+from consent import keys, rights, sites
 from consent.accesslog import log_access
 from consent.admin import auth, editing, rates, records, roles
 from consent.admin.forms import (
@@ -49,12 +49,14 @@ from consent.admin.forms import (
     SiteForm,
     utc_datetime,
 )
-from consent.admin.models import AdminRole, AdminUser, VerificationRun
+from consent.admin.models import AdminRole, AdminUser
+from consent.chain import latest_verification, record_verification, verify_chain
+from consent.check import describe_state
 from consent.db import db, now_utc
 from consent.errors import InvalidRequest
 from consent.limits import client_address
 from consent.links import public_base_url
-from consent.models import ApiKey, BannerImpression, ChainHead, Site
+from consent.models import ApiKey, BannerImpression, ChainHead, Site, VerificationRun
 from consent.widget import embed_snippet
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -395,9 +397,9 @@ def site(site_key: str):
         rates=site_rates,
         chart=rates.share_chart(site_rates),
         snippet=embed_snippet(public_base_url(), site.key),
-        policy=ledger.latest_policy(site),
+        policy=sites.latest_policy(site),
         config_hash=editing.config_hash(site),
-        run=records.latest_verification(site),
+        run=latest_verification(site),
         refused=sites.refused_origins(site),
     )
 
@@ -693,7 +695,7 @@ def record_log(site_key: str):
         form=form,
         page=page,
         query=query,
-        run=records.latest_verification(site),
+        run=latest_verification(site),
     ), 200 if page else 422
 
 
@@ -703,7 +705,7 @@ def verify(site_key: str):
     """Verify the site's chain now and keep the result."""
     site = _site_or_404(site_key)
     _require_valid(ActionForm())
-    run = records.record_verification(site, ledger.verify_chain(site), auth.actor())
+    run = record_verification(site, verify_chain(site), auth.actor())
     if run.is_intact:
         flash(f"Chain intact: {run.records_checked} records checked.")
     else:
@@ -757,7 +759,7 @@ def _person_page(site: Site, subject, export_form: ExportForm | None = None):
             site=site,
             subject=subject,
             identifiers=editing.identifiers_of(subject),
-            state=ledger.describe_state(site, subject),
+            state=describe_state(site, subject),
             history=rights.subject_history(site, subject),
             export_form=export_form or ExportForm(pseudonym=subject.pseudonym),
             erase_form=PersonForm(pseudonym=subject.pseudonym),
@@ -829,7 +831,6 @@ def erase_person(site_key: str):
             422,
             NO_STORE,
         )
-    ledger.lock_chain_head(site)
     subject = _person_or_404(site, form)
     record = rights.erase_subject(site, subject, auth.actor(), form.reason.data)
     if record is None:

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from flask import Response, jsonify, request
 from flask_compress import Compress
 from flask_smorest import Blueprint, abort
 from webargs.flaskparser import FlaskParser
+
+from consent import metrics
+from consent.check import VisitorCheck
+from consent.ledger import Answer
+from consent.schemas import CheckSchema, RecordResultSchema
+from consent.tokens import make_visitor_token
+
+#: Schemas are costly to build and safe to share: one instance serves every request.
+CHECK_ANSWER = CheckSchema()
+RECORD_RESULT = RecordResultSchema()
 
 #: Brotli or gzip, for the answers that are worth it (``@compress.compressed()``) only:
 #: most answers are a few hundred bytes, and the check's fast path must match Flask's.
@@ -56,6 +67,44 @@ def truncated_client_ip() -> str | None:
         return None
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+
+
+def check_answer(
+    found: VisitorCheck, args: dict[str, str], origin: str | None, host_url: str
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The public check's answer, body and headers, whichever path gives it.
+
+    The fast path (``consent.api.fastcheck``) and Flask's view both answer through
+    this, so the two can never differ in what they say or which origins may read it.
+    """
+    metrics.count_check(found.verdict.reason)
+    body = CHECK_ANSWER.dump(found.verdict.body(args["purpose"], args.get("service")))
+    headers = [("Cache-Control", "no-store")]
+    if origin:
+        headers.append(("Vary", "Origin"))
+        if is_allowed_origin(found.allowed_origins, origin, host_url):
+            headers += [
+                ("Access-Control-Allow-Origin", origin),
+                ("Access-Control-Expose-Headers", CORS_EXPOSED_HEADERS),
+            ]
+    return body, headers
+
+
+def record_answer(site_key: str) -> Answer:
+    """How a record is answered (and kept for retries): a visitor's gets a fresh token."""
+
+    def answer(visitor, record) -> dict[str, Any]:
+        if visitor is None:
+            return RECORD_RESULT.dump({"record": record})
+        return RECORD_RESULT.dump(
+            {
+                "visitor_token": make_visitor_token(site_key, visitor.visitor_id),
+                "visitor_id": visitor.visitor_id,
+                "record": record,
+            }
+        )
+
+    return answer
 
 
 def created(body: dict, *, is_replay: bool = False) -> Response:

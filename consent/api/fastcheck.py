@@ -4,8 +4,8 @@ Analytics and marketing code ask the check on every page view, so it is the serv
 hottest path; Flask and its extensions cost more per request than the check itself
 (``bench/check_throughput.py``). This WSGI layer answers a well-formed check directly,
 with the same parts Flask would use: the same token check, the same one SQL statement
-(``ledger.check_visitor``), the same rate-limit counter, the same security and CORS
-headers and the same JSON.
+(``consent.check.check_visitor``), the same rate-limit counter, the same security headers, and
+the same answer (``consent.api.common.check_answer``).
 
 It only ever answers what Flask would answer 200 to. Everything else goes to Flask
 untouched, which answers it as always: another method or URL, a parameter it does not
@@ -31,12 +31,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from werkzeug.wsgi import get_host
 
-from consent import ledger, metrics
-from consent.api.common import CORS_EXPOSED_HEADERS, is_allowed_origin
+from consent.api.common import check_answer
+from consent.check import check_visitor
 from consent.db import autocommit_engine, db
 from consent.limits import LimitCounter
 from consent.ops import ROUTE_KEY
-from consent.schemas import CheckSchema
 from consent.security import headers_outside_flask
 from consent.tokens import open_visitor_token, visitor_serializer
 from consent.validation import PURPOSE_KEY, SITE_KEY
@@ -48,8 +47,6 @@ CHECK_PATH = re.compile(r"/v1/sites/([^/]+)/check\Z")
 PLAIN_VALUE = PURPOSE_KEY
 #: SQLAlchemy's and the drivers' own (the statement runs on the driver).
 DATABASE_ERRORS = (DBAPIError, sqlite3.Error, psycopg.Error)
-#: The schema Flask's check view answers with: one shape, whichever path answers.
-CHECK_ANSWER = CheckSchema()
 
 
 class FastCheck:
@@ -117,29 +114,20 @@ class FastCheck:
         address = environ.get("REMOTE_ADDR") or "unknown"
         if self.counter is not None and not self.counter.hit(f"{site_key}/{address}"):
             return None  # Flask counts once more, still over the limit, and answers 429
-        found = ledger.check_visitor(
+        found = check_visitor(
             site_key, visitor_id, args["purpose"], args.get("service"), engine=self.engine
         )
         if found is None:
             return None  # Flask answers 404
-        answer = found.verdict.body(args["purpose"], args.get("service"))
-        metrics.count_check(found.verdict.reason)
-        body = self.app.json.dumps(CHECK_ANSWER.dump(answer), separators=(",", ":")).encode()
-        body += b"\n"
+        origin = environ.get("HTTP_ORIGIN")
+        host_url = f"{environ['wsgi.url_scheme']}://{get_host(environ)}/" if origin else ""
+        answer, headers = check_answer(found, args, origin, host_url)
+        body = self.app.json.dumps(answer, separators=(",", ":")).encode() + b"\n"
         headers = [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
+            *headers,
         ]
-        origin = environ.get("HTTP_ORIGIN")
-        if origin:
-            headers.append(("Vary", "Origin"))
-            host_url = f"{environ['wsgi.url_scheme']}://{get_host(environ)}/"
-            if is_allowed_origin(found.allowed_origins, origin, host_url):
-                headers += [
-                    ("Access-Control-Allow-Origin", origin),
-                    ("Access-Control-Expose-Headers", CORS_EXPOSED_HEADERS),
-                ]
         return "200 OK", headers + self.security_headers(environ), body
 
 

@@ -5,21 +5,25 @@ from __future__ import annotations
 import hashlib
 import json
 
-from flask import Response, current_app, g, request
+from flask import Response, current_app, g, jsonify, request
 from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import select
 
-from consent import ledger, metrics, rights_requests
+from consent import metrics, rights_requests
 from consent.api.common import (
     ApiBlueprint,
+    check_answer,
     compress,
     created,
     is_allowed_origin,
+    record_answer,
     truncated_client_ip,
 )
 from consent.archive import archive_banner_version, require_served
+from consent.check import check_visitor, describe_state
 from consent.db import db
+from consent.ledger import record_submission
 from consent.models import ConsentRecord, Site, Subject
 from consent.schemas import (
     BannerConfigArgs,
@@ -40,8 +44,8 @@ from consent.sites import (
     get_site_by_key,
     is_site_key,
 )
-from consent.subjects import record_submission
 from consent.tokens import read_visitor_token
+from consent.visitors import find_visitor
 from consent.widget import load_asset
 
 blp = ApiBlueprint(
@@ -90,7 +94,7 @@ def current_subject(site: Site, *, required: bool) -> Subject | None:
         if required:
             abort(401, message=f"Send the visitor token in the {TOKEN_HEADER} header.")
         return None
-    visitor = ledger.find_visitor(site, read_visitor_token(token, site.key, TOKEN_HEADER))
+    visitor = find_visitor(site, read_visitor_token(token, site.key, TOKEN_HEADER))
     return visitor.subject if visitor else None
 
 
@@ -149,6 +153,7 @@ class Records(MethodView):
             site,
             visitor_id,
             args,
+            answer=record_answer(site.key),
             idempotency_key=request.headers.get("Idempotency-Key"),
             is_gpc=request.headers.get("Sec-GPC", "").strip() == "1",
             ip_truncated=truncated_client_ip(),
@@ -191,7 +196,7 @@ class VisitorData(MethodView):
             {
                 "visitor_id": visitor_id,
                 "erased": subject.erased_at is not None,
-                "state": ledger.describe_state(site, subject),
+                "state": describe_state(site, subject),
                 "history": history,
             },
             200,
@@ -214,13 +219,14 @@ class Check(MethodView):
         visitor_id = read_visitor_token(token, site_key, TOKEN_HEADER) if token else None
         found = None
         if is_site_key(site_key):
-            found = ledger.check_visitor(site_key, visitor_id, args["purpose"], args.get("service"))
+            found = check_visitor(site_key, visitor_id, args["purpose"], args.get("service"))
         if found is None:
             abort(404, message=f"No site with key {site_key!r}.")
         g.allowed_origins = found.allowed_origins
-        metrics.count_check(found.verdict.reason)
-        body = found.verdict.body(args["purpose"], args.get("service"))
-        return body, 200, {"Cache-Control": "no-store"}
+        body, headers = check_answer(found, args, request.headers.get("Origin"), request.host_url)
+        response = jsonify(body)  # already dumped, as the fast path sends it
+        response.headers.extend(headers)
+        return response
 
 
 @blp.route("/shown")

@@ -10,12 +10,14 @@ from flask import Response, current_app, g, jsonify, request, stream_with_contex
 from flask.views import MethodView
 from flask_smorest import abort
 
-from consent import archive, ledger, marketing, metrics, rights, rights_requests
-from consent.api.common import ApiBlueprint, created
+from consent import archive, marketing, metrics, rights, rights_requests
+from consent.api.common import ApiBlueprint, created, record_answer
 from consent.archive import require_served
+from consent.check import check_purpose
 from consent.db import db
 from consent.errors import InvalidRequest
 from consent.keys import authenticate_key
+from consent.ledger import record_for_person, record_submission
 from consent.models import Site, Subject
 from consent.schemas import (
     BannerVersionSchema,
@@ -41,16 +43,13 @@ from consent.schemas import (
     UnsubscribeLinksSchema,
 )
 from consent.subjects import (
-    RECORD_RESULT,
-    find_earlier_answer,
     find_or_create_subject_by,
     find_or_create_subject_with,
     find_subject_by,
     link_visitor,
-    record_submission,
-    remember_answer,
 )
 from consent.tokens import read_visitor_token
+from consent.visitors import find_visitor
 from consent.widget import load_asset
 
 blp = ApiBlueprint(
@@ -105,7 +104,7 @@ def subject_from_args(site: Site, args: dict, *, create: bool) -> tuple[Subject 
     """Resolve user_id, email or visitor_token to a subject (and the visitor id)."""
     if "visitor_token" in args:
         visitor_id = read_visitor_token(args["visitor_token"], site.key)
-        visitor = ledger.find_visitor(site, visitor_id)
+        visitor = find_visitor(site, visitor_id)
         return (visitor.subject if visitor else None), visitor_id
     kind = "user_id" if "user_id" in args else "email"
     if create:
@@ -135,7 +134,7 @@ class ServerCheck(MethodView):
     def get(self, args):
         """Answer whether a purpose is allowed for a user id, email or visitor."""
         subject, _ = subject_from_args(g.site, args, create=False)
-        verdict = ledger.check_purpose(
+        verdict = check_purpose(
             g.site,
             subject,
             args["purpose"],
@@ -167,40 +166,30 @@ class ServerRecords(MethodView):
         """Record decisions on behalf of a logged-in user (or a known visitor)."""
         site = g.site
         require_served(site, args.get("config_hash"), load_asset("consent.js"))
+        idempotency_key = request.headers.get("Idempotency-Key")
+        answer = record_answer(site.key)
         if "visitor_token" in args:
             visitor_id = read_visitor_token(args["visitor_token"], site.key)
             result, is_replay = record_submission(
                 site,
                 visitor_id,
                 args,
-                idempotency_key=request.headers.get("Idempotency-Key"),
+                answer=answer,
+                idempotency_key=idempotency_key,
                 is_gpc=False,
                 ip_truncated=None,
             )
-            return created(result, is_replay=is_replay)
-        ledger.lock_chain_head(site)
-        if "user_id" in args and "email" in args:  # attach the email in the same call
-            subject = find_or_create_subject_with(site, args["user_id"], args["email"])
         else:
-            subject, _ = subject_from_args(site, args, create=True)
-        # The digest names the person by pseudonym: no email or user id is kept with it.
-        decisions = {key: value for key, value in args.items() if key not in ("user_id", "email")}
-        idempotency_key = request.headers.get("Idempotency-Key")
-        digest, earlier = find_earlier_answer(site, idempotency_key, [subject.pseudonym, decisions])
-        if earlier is not None:
-            return created(earlier, is_replay=True)
-        record = ledger.record_decision(
-            site,
-            subject,
-            args["decisions"],
-            source=args["source"],
-            policy_version=args.get("policy_version"),
-            config_hash=args.get("config_hash"),
-            language=args.get("language"),
-        )
-        result = RECORD_RESULT.dump({"record": record})
-        remember_answer(site, idempotency_key, digest, result)
-        return created(result)
+
+            def subject_of():
+                if "user_id" in args and "email" in args:  # attach the email in one call
+                    return find_or_create_subject_with(site, args["user_id"], args["email"])
+                return subject_from_args(site, args, create=True)[0]
+
+            result, is_replay = record_for_person(
+                site, subject_of, args, answer=answer, idempotency_key=idempotency_key
+            )
+        return created(result, is_replay=is_replay)
 
 
 @blp.route("/links")
@@ -213,7 +202,6 @@ class Links(MethodView):
         """Link a visitor to the site's user id so consent follows them across devices."""
         site = g.site
         visitor_id = read_visitor_token(args["visitor_token"], site.key)
-        ledger.lock_chain_head(site)
         subject, record = link_visitor(site, visitor_id, args["user_id"])
         return {"subject": subject.pseudonym, "record": record}, 201
 
@@ -359,7 +347,6 @@ class SubjectCorrection(MethodView):
     def post(self, args):
         """Change or remove a person's email or user id; the change is recorded."""
         site = g.site
-        ledger.lock_chain_head(site)
         subject = subject_or_404(site, args)
         record = rights.correct_subject(
             site, subject, args["field"], args["value"], actor(), args.get("reason")
@@ -377,7 +364,6 @@ class SubjectErasure(MethodView):
     def post(self, args):
         """Erase a person: forget their identifiers, deny every check, keep the chain."""
         site = g.site
-        ledger.lock_chain_head(site)
         subject = subject_or_404(site, args)
         record = rights.erase_subject(site, subject, actor(), args.get("reason"))
         return {"subject": subject.pseudonym, "erased": True, "record": record}

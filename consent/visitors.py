@@ -1,0 +1,43 @@
+"""Visitors: the opaque ids the service issues to browsers, each naming one subject."""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy.orm import joinedload
+
+from consent.db import db
+from consent.models import Site, Subject, Visitor
+
+
+def new_opaque_id() -> str:
+    """Return a random, unguessable id for a visitor or a subject."""
+    return secrets.token_urlsafe(18)
+
+
+def create_visitor(site: Site, subject: Subject | None = None) -> Visitor:
+    """Issue a new visitor id, for a new subject unless one is given."""
+    if subject is None:
+        subject = Subject(site_id=site.id, pseudonym=new_opaque_id())
+        db.session.add(subject)
+    visitor = Visitor(visitor_id=new_opaque_id(), site_id=site.id, subject=subject)
+    db.session.add(visitor)
+    db.session.flush()
+    return visitor
+
+
+def find_visitor(site: Site, visitor_id: str) -> Visitor | None:
+    visitor = db.session.get(Visitor, visitor_id, options=[joinedload(Visitor.subject)])
+    return visitor if visitor is not None and visitor.site_id == site.id else None
+
+
+def subject_for_visitor(site: Site, visitor_id: str | None) -> tuple[Visitor, bool]:
+    """The visitor behind a token, or a new one; a new one too if theirs was erased.
+
+    Returns the visitor and whether it was created by this call.
+    """
+    if visitor_id is not None:
+        visitor = find_visitor(site, visitor_id)
+        if visitor is not None and visitor.subject.erased_at is None:
+            return visitor, False
+    return create_visitor(site), True
