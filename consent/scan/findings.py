@@ -91,74 +91,65 @@ def find_issues(seen: Observations, inventory: list[Declared], storage_key: str)
 
 
 def _violations(seen: Observations, inventory, storage_key) -> list[Finding]:
+    """What was set or sent before a choice and after Reject all: each once per pass."""
     found: dict[tuple, Finding] = {}
-    for cookie in seen.cookies:
-        if cookie.pass_name == "accept":
-            continue
-        kind = classify(inventory, cookie.name)
-        if kind.is_necessary or kind.purpose == "unknown":
-            continue
+
+    def add(kind: str, subject: str, observed, purpose_class, message: str, evidence) -> None:
         found.setdefault(
-            ("cookie", cookie.name, cookie.pass_name),
+            (kind, subject, observed.pass_name),
             Finding(
                 level="violation",
-                kind="cookie",
-                subject=cookie.name,
-                pass_name=cookie.pass_name,
-                page=cookie.page,
-                purpose=kind.purpose,
-                source=kind.source,
-                message=(
-                    f"{kind.purpose} cookie ({_origin_of_class(kind)}) set "
-                    f"{PASS_TITLES[cookie.pass_name]}"
-                    + (f", by {cookie.set_by}" if cookie.set_by else "")
-                ),
-                evidence={"cookie": _cookie_evidence(cookie)},
+                kind=kind,
+                subject=subject,
+                pass_name=observed.pass_name,
+                page=observed.page,
+                purpose=purpose_class.purpose if purpose_class else "unknown",
+                source=purpose_class.source if purpose_class else "unknown",
+                message=message,
+                evidence={kind: evidence},
             ),
         )
+
+    def optional_class(name: str):
+        kind = classify(inventory, name)
+        return None if kind.is_necessary or kind.purpose == "unknown" else kind
+
+    for cookie in seen.cookies:
+        if cookie.pass_name != "accept" and (kind := optional_class(cookie.name)):
+            add(
+                "cookie",
+                cookie.name,
+                cookie,
+                kind,
+                f"{kind.purpose} cookie ({_origin_of_class(kind)}) set "
+                f"{PASS_TITLES[cookie.pass_name]}"
+                + (f", by {cookie.set_by}" if cookie.set_by else ""),
+                _cookie_evidence(cookie),
+            )
     for item in seen.storage:
         if item.pass_name == "accept" or item.key == storage_key:
             continue
-        kind = classify(inventory, item.key)
-        if kind.is_necessary or kind.purpose == "unknown":
-            continue
-        found.setdefault(
-            ("storage", item.key, item.pass_name),
-            Finding(
-                level="violation",
-                kind="storage",
-                subject=item.key,
-                pass_name=item.pass_name,
-                page=item.page,
-                purpose=kind.purpose,
-                source=kind.source,
-                message=(
-                    f"{kind.purpose} {item.kind} key ({_origin_of_class(kind)}) written "
-                    f"{PASS_TITLES[item.pass_name]} by {item.origin}"
-                ),
-                evidence={"storage": asdict(item)},
-            ),
-        )
+        if kind := optional_class(item.key):
+            add(
+                "storage",
+                item.key,
+                item,
+                kind,
+                f"{kind.purpose} {item.kind} key ({_origin_of_class(kind)}) written "
+                f"{PASS_TITLES[item.pass_name]} by {item.origin}",
+                asdict(item),
+            )
     for request in seen.requests:
-        if request.pass_name == "accept":
-            continue
-        found.setdefault(
-            ("request", request.host, request.pass_name),
-            Finding(
-                level="violation",
-                kind="request",
-                subject=request.host,
-                pass_name=request.pass_name,
-                page=request.page,
-                purpose="unknown",
-                source="unknown",
-                message=(
-                    f"{request.count} request(s) to third-party host {request.host} "
-                    f"({request.resource_type}) {PASS_TITLES[request.pass_name]}"
-                ),
-                evidence={"request": asdict(request)},
-            ),
-        )
+        if request.pass_name != "accept":
+            add(
+                "request",
+                request.host,
+                request,
+                None,
+                f"{request.count} request(s) to third-party host {request.host} "
+                f"({request.resource_type}) {PASS_TITLES[request.pass_name]}",
+                asdict(request),
+            )
     return list(found.values())
 
 
