@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from flask import after_this_request, current_app, has_request_context, request
+from flask import after_this_request, current_app, g, has_request_context, request
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, MetaData, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -116,8 +117,35 @@ def _begin_sqlite(connection):
     options = connection.get_execution_options()
     if options.get("isolation_level") == "AUTOCOMMIT" or options.get(AUTOCOMMIT_READS):
         return  # one statement (the check), in SQLite's own implicit read transaction
-    is_read_only = has_request_context() and request.method in ("GET", "HEAD", "OPTIONS")
+    is_read_only = not options.get(WRITES) and (
+        has_request_context()
+        and (request.method in ("GET", "HEAD", "OPTIONS") or g.get(SESSION_READS_ONLY, False))
+    )
     connection.exec_driver_sql("BEGIN" if is_read_only else "BEGIN IMMEDIATE")
+
+
+#: Execution option: this connection's transactions write (SQLite: ``BEGIN IMMEDIATE``).
+WRITES = "consent_writes"
+#: ``g`` flag: the request's session only reads; its writes have a connection of their own.
+SESSION_READS_ONLY = "consent_session_reads_only"
+
+
+def mark_session_reads_only() -> None:
+    """Declare that this request's session will only read (before its first statement).
+
+    On SQLite its transaction then begins without the write lock, so that it does not
+    queue behind, or hold up, the transactions that write (``writing_connection``).
+    """
+    setattr(g, SESSION_READS_ONLY, True)
+
+
+@contextmanager
+def writing_connection() -> Iterator[Connection]:
+    """A connection of its own, in one write transaction committed on leaving."""
+    with db.engine.connect() as connection:
+        connection.execution_options(**{WRITES: True})
+        with connection.begin():
+            yield connection
 
 
 def once_more_if_disconnected(read: Callable[[], T]) -> T:
