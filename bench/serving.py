@@ -176,9 +176,11 @@ def wrk(
     headers: dict[str, str] | None = None,
     script: Path | None = None,
     script_args: list[str] | None = None,
+    timeout: int = 2,
 ) -> LoadResult:
-    """Run wrk against ``url`` on loopback and parse its figures."""
+    """Run wrk against ``url`` on loopback and parse its figures (``timeout`` in seconds)."""
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    command.append(f"--timeout={timeout}s")
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
     if script:

@@ -299,7 +299,11 @@ def _write_batch(batch: Sequence[Submission]) -> list:
             raise
         return write_each_alone(_write_batch, batch)
     metrics.count_records(
-        [outcome.record.event for outcome in outcomes if isinstance(outcome, Appended)]
+        [
+            outcome.record.event
+            for outcome in outcomes
+            if isinstance(outcome, Appended) and not outcome.is_replay
+        ]
     )
     return outcomes
 

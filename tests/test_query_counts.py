@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 import sqlite3
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
-from helpers import ACCEPT_ALL, check, submit
+from helpers import ACCEPT_ALL, check, hold_first_batch, submit, submit_at_once
 from psycopg import pq
 from sqlalchemy import event
 
@@ -25,6 +26,7 @@ from consent.db import db
 #: Transaction control: a round trip, not a query.
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
 #: A message the client sent, in a libpq trace: its type and what follows.
+NOTING = threading.Lock()
 LIBPQ_MESSAGE = re.compile(r"F\t\d+\t(\w+)\t? ?(.*)")
 
 
@@ -37,9 +39,10 @@ class Traffic:
 
     def note(self, statement: str) -> None:
         """One statement run by itself: one round trip, and one query unless control."""
-        self.round_trips += 1
-        if not statement.lstrip().upper().startswith(TRANSACTION_CONTROL):
-            self.statements.append(statement)
+        with NOTING:  # batches: several threads at once
+            self.round_trips += 1
+            if not statement.lstrip().upper().startswith(TRANSACTION_CONTROL):
+                self.statements.append(statement)
 
     def read_libpq_trace(self, lines) -> None:
         """Count from a libpq trace: a simple ``Query`` or a ``Sync`` ends a round trip,
@@ -53,7 +56,8 @@ class Traffic:
             if message == "Query":
                 self.note(rest.strip('"'))
             elif message == "Sync":
-                self.round_trips += 1
+                with NOTING:
+                    self.round_trips += 1
             elif message == "Parse":
                 name, _, text = rest.partition(" ")
                 parsed[name] = text
@@ -186,6 +190,27 @@ def test_a_returning_visitor_stays_within_its_budget(app, client, make_site):
     assert traffic.round_trips <= RETURNING_VISITOR_ROUND_TRIPS, str(traffic)
 
 
+@pytest.mark.parametrize("size", [4, 16])
+def test_a_batch_costs_the_same_statements_whatever_its_size(
+    app, client, make_site, monkeypatch, size
+):
+    """Per request only its reads; per batch one statement of each kind, for N members."""
+    site = make_site()
+    submit(client, site, ACCEPT_ALL)  # warm pools
+    batches = hold_first_batch(monkeypatch)
+    with counting(app) as traffic:
+        answers = submit_at_once(app, site, [{"json": {"decisions": ACCEPT_ALL}}] * (size + 1))
+    assert [answer.status_code for answer in answers] == [201] * (size + 1)
+    assert batches == [1, size]  # the held one, then every other submission at once
+    requests, batch_count = size + 1, len(batches)
+    assert len(traffic.statements) <= (requests * REQUEST_READS + batch_count * BATCH_STATEMENTS), (
+        str(traffic)
+    )
+    assert traffic.round_trips <= (
+        requests * REQUEST_ROUND_TRIPS + batch_count * BATCH_ROUND_TRIPS
+    ), str(traffic)
+
+
 #: Read, before the lock: site, purposes, policy, webhook endpoints (the outbox). Under
 #: the chain lock (in the batch's own transaction): the lock, the idempotency key.
 #: Written: subject, visitor, record, current states (one upsert), the answer kept for
@@ -197,3 +222,11 @@ FIRST_VISIT_ROUND_TRIPS = 16
 #: states under it, and its last_seen_at updated instead of the two inserts.
 RETURNING_VISITOR_STATEMENTS = 13
 RETURNING_VISITOR_ROUND_TRIPS = 17
+#: A first visit without an Idempotency-Key, as a member of a batch: its request reads
+#: site, purposes, policy and webhook endpoints (BEGIN and COMMIT around them); its batch
+#: runs the lock, subjects, visitors, records, current states and chain head, once for
+#: all its members (BEGIN and COMMIT around them).
+REQUEST_READS = 4
+REQUEST_ROUND_TRIPS = 6
+BATCH_STATEMENTS = 6
+BATCH_ROUND_TRIPS = 8
