@@ -559,7 +559,7 @@ def _insert_new_subjects(connection, site_id: int, batch) -> dict[str, int]:
         if s.visitor_id is not None
     ]
     if visitors:
-        connection.execute(Visitor.__table__.insert(), visitors)
+        connection.execute(Visitor.__table__.insert().values(visitors))
     return ids
 
 
@@ -642,7 +642,7 @@ def _write_answers(connection, site_id: int, appended) -> None:
         if submission.idempotency is not None
     ]
     if rows:
-        connection.execute(IdempotentRequest.__table__.insert(), rows)
+        connection.execute(IdempotentRequest.__table__.insert().values(rows))
 
 
 def _write_outbox(connection, appended) -> None:
@@ -686,16 +686,17 @@ def _write_outbox(connection, appended) -> None:
     )
     now = now_utc()
     connection.execute(
-        WebhookDelivery.__table__.insert(),
-        [
-            {
-                "event_id": ids[event["message_id"]],
-                "endpoint_id": endpoint_id,
-                "next_attempt_at": now,
-            }
-            for event, endpoint_ids in zip(events, deliveries, strict=True)
-            for endpoint_id in endpoint_ids
-        ],
+        WebhookDelivery.__table__.insert().values(
+            [
+                {
+                    "event_id": ids[event["message_id"]],
+                    "endpoint_id": endpoint_id,
+                    "next_attempt_at": now,
+                }
+                for event, endpoint_ids in zip(events, deliveries, strict=True)
+                for endpoint_id in endpoint_ids
+            ]
+        )
     )
 
 
