@@ -218,6 +218,14 @@ def prepare_submission(
     return prepared
 
 
+def submitted_facts(args: dict[str, Any]) -> dict[str, Any]:
+    """What a submission's arguments say besides its decisions."""
+    return {
+        "source": args["source"],
+        **{name: args.get(name) for name in ("policy_version", "config_hash", "language")},
+    }
+
+
 def record_decision(site: Site, subject: Subject, decisions: list[dict[str, Any]], **facts):
     """Record one submission for a known subject in the caller's transaction; its record.
 
@@ -267,10 +275,7 @@ def record_submission(
     prepared = prepare_submission(
         site,
         args["decisions"],
-        source=args["source"],
-        policy_version=args.get("policy_version"),
-        config_hash=args.get("config_hash"),
-        language=args.get("language"),
+        **submitted_facts(args),
         is_gpc=is_gpc,
         ip_truncated=ip_truncated,
         subject=visitor.subject if visitor is not None else None,
@@ -331,15 +336,7 @@ def record_for_person(
     decisions = {key: value for key, value in args.items() if key not in ("user_id", "email")}
 
     def record() -> tuple[None, ConsentRecord]:
-        return None, record_decision(
-            site,
-            subject,
-            args["decisions"],
-            source=args["source"],
-            policy_version=args.get("policy_version"),
-            config_hash=args.get("config_hash"),
-            language=args.get("language"),
-        )
+        return None, record_decision(site, subject, args["decisions"], **submitted_facts(args))
 
     return _record_once(site, idempotency_key, [subject.pseudonym, decisions], record, answer)
 
