@@ -1,12 +1,17 @@
-"""Decisions recorded per second through the API, with the hash chain and current state.
+"""Decisions recorded per second through the API, against bare write routes, same run.
 
-    python bench/record_throughput.py [--seconds 10] [--workers 4] [--sites 20]
+    python bench/record_throughput.py [--seconds 10] [--sites 20] [--instances 2]
+                                      [--workers W] [--threads T] [--databases sqlite,postgresql]
 
 Each request is a first-time visitor's banner choice for three purposes: a new
 subject and visitor, one chained record, three current-state rows, one transaction.
-Runs one site (every append serialised on that site's chain head) and many sites
-(appends to different chains run in parallel), on SQLite and PostgreSQL, then checks
-that every chain still verifies and that the record count equals the 201 answers.
+Under the same gunicorn config (the shipped gunicorn.conf.py, with ``--workers`` and
+``--threads`` if given) and the same load, two floors from ``bench/bare_app.py``: the
+request's body inserted as one row and committed ("INSERT"), and the same after
+``SELECT ... FOR UPDATE`` of one hot row per site, then updated ("INSERT + hot row", the
+shape of a per-site chain head). Runs one site and many sites, on SQLite and
+PostgreSQL, prints records/s and each ratio to the floors, then checks that every chain
+still verifies and that the record count equals the 201 answers.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bare_app import create_tables
 from serving import app_for, database, gunicorn, print_table, wrk
 from sqlalchemy import func, select
 
@@ -26,6 +32,13 @@ from consent.models import ConsentRecord, Site
 from consent.sites import STANDARD_PURPOSES, create_site, publish_policy, set_purpose
 
 SCRIPT = Path(__file__).with_name("record.lua")
+#: (label, app, URL path): the floors first, then the service.
+SERVICE = "consent:create_app()"
+ROUTES = [
+    ("INSERT", "bare_app:app", "/"),
+    ("INSERT + hot row", "bare_app:app", "/hot/"),
+    ("record (service)", SERVICE, "/"),
+]
 
 
 def add_sites(url: str, count: int) -> list[str]:
@@ -57,10 +70,37 @@ def chains_and_count(url: str) -> tuple[bool, int]:
     return intact, count
 
 
+def load(options, app_spec: str, url: str, path: str, sites: list[str]):
+    """Serve ``app_spec`` from ``--instances`` gunicorns and load them all at once.
+
+    Returns the measured runs and the 2xx answers of all runs, warm-up included.
+    """
+    with contextlib.ExitStack() as servers:
+        urls = [
+            servers.enter_context(
+                gunicorn(app_spec, url, workers=options.workers, threads=options.threads)
+            ).url
+            + path
+            for _ in range(options.instances)
+        ]
+        # A request that waits long is still answered (and recorded): a timeout would
+        # count it as an error although it landed.
+        run = functools.partial(
+            wrk, connections=options.connections, script=SCRIPT, script_args=sites, timeout=30
+        )
+        with ThreadPoolExecutor(len(urls)) as pool:
+            # Warm up (imports, first connections, compiled statements), then measure.
+            warm_up = list(pool.map(functools.partial(run, seconds=2), urls))
+            measured = list(pool.map(functools.partial(run, seconds=options.seconds), urls))
+    answered = sum(result.requests - result.errors for result in warm_up + measured)
+    return measured, answered
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=None, help="default: gunicorn.conf.py's")
+    parser.add_argument("--threads", type=int, default=None, help="default: gunicorn.conf.py's")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--sites", type=int, default=20)
     parser.add_argument("--databases", default="sqlite,postgresql")
@@ -76,56 +116,66 @@ def main() -> None:
         for label in ("one site", f"{options.sites} sites"):
             with database(kind) as url:
                 sites = ["demo"] if label == "one site" else add_sites(url, options.sites)
-                with contextlib.ExitStack() as servers:
-                    bases = [
-                        servers.enter_context(
-                            gunicorn("consent:create_app()", url, workers=options.workers)
-                        ).url
-                        for _ in range(options.instances)
-                    ]
-                    with ThreadPoolExecutor(len(bases)) as pool:
-                        load = functools.partial(
-                            wrk,
-                            seconds=options.seconds,
-                            connections=options.connections,
-                            script=SCRIPT,
-                            script_args=sites,
-                        )
-                        results = list(pool.map(load, [base + "/" for base in bases]))
+                create_tables(url, sites)
+                figures = {}
+                for route, app_spec, path in ROUTES:
+                    figures[route] = load(options, app_spec, url, path, sites)
                 intact, count = chains_and_count(url)
-            answered = sum(result.requests - result.errors for result in results)
-            errors = sum(result.errors for result in results)
-            # wrk stops counting at the deadline; requests in flight then still land.
-            in_flight = options.connections * len(bases)
-            is_sound = intact and answered <= count <= answered + in_flight
-            rows.append(
-                [
-                    kind,
-                    label,
-                    sum(r.requests_per_second for r in results),
-                    max(r.p50_ms for r in results),
-                    max(r.p99_ms for r in results),
-                    errors,
-                    "yes" if is_sound else f"NO ({count} records, {answered} 201s)",
-                ]
-            )
+            rows += table_rows(kind, label, figures, intact, count, options)
     print(
-        f"\n{options.instances} instance(s) x {options.workers} gunicorn sync workers, "
-        f"wrk {options.connections} connections per instance, {options.seconds} s, "
-        f"127.0.0.1\n"
+        f"\n{options.instances} instance(s) x gunicorn.conf.py "
+        f"(workers {options.workers or 'as shipped'}, threads {options.threads or 'as shipped'}), "
+        f"wrk {options.connections} connections per instance, {options.seconds} s, 127.0.0.1\n"
     )
     print_table(
         [
             "database",
             "sites",
+            "route",
             "records/s",
             "p50 ms",
             "p99 ms",
             "errors",
+            "vs INSERT",
+            "vs INSERT + hot row",
             "chains verify, records match",
         ],
         rows,
     )
+
+
+def table_rows(kind: str, label: str, figures: dict, intact: bool, count: int, options):
+    """One row per route; the service's row says whether its history is sound."""
+    rates = {
+        route: sum(result.requests_per_second for result in results)
+        for route, (results, _) in figures.items()
+    }
+    rows = []
+    for route, (results, answered) in figures.items():
+        row = [
+            kind,
+            label,
+            route,
+            rates[route],
+            max(result.p50_ms for result in results),
+            max(result.p99_ms for result in results),
+            sum(result.errors for result in results),
+            f"{rates[route] / rates['INSERT']:.2f}",
+            f"{rates[route] / rates['INSERT + hot row']:.2f}",
+            "",
+        ]
+        if app_of(route) == SERVICE:
+            # wrk stops counting at each deadline; requests in flight then still land.
+            in_flight = 2 * options.connections * options.instances
+            errors = sum(result.errors for result in results)
+            is_sound = intact and answered <= count <= answered + errors + in_flight
+            row[-1] = "yes" if is_sound else f"NO ({count} records, {answered} 201s)"
+        rows.append(row)
+    return rows
+
+
+def app_of(route: str) -> str:
+    return next(app_spec for label, app_spec, _ in ROUTES if label == route)
 
 
 if __name__ == "__main__":

@@ -112,9 +112,12 @@ def rss_kib(pid: int) -> int:
 
 @contextlib.contextmanager
 def gunicorn(
-    app_spec: str, database_url: str = "", *, workers: int = 4, threads: int = 1
+    app_spec: str, database_url: str = "", *, workers: int | None = 4, threads: int | None = 1
 ) -> Iterator[Server]:
-    """Serve ``app_spec`` with the shipped gunicorn.conf.py; yield where and who."""
+    """Serve ``app_spec`` with the shipped gunicorn.conf.py; yield where and who.
+
+    ``workers`` or ``threads`` None: as gunicorn.conf.py sets them when not told.
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -122,11 +125,13 @@ def gunicorn(
         **{f"CONSENT_{name}": value for name, value in BENCH_LIMITS.items()},
         "CONSENT_DATABASE_URL": database_url,
         "CONSENT_BIND": f"127.0.0.1:{port}",
-        "CONSENT_WORKERS": str(workers),
-        "CONSENT_THREADS": str(threads),
         "CONSENT_LOG_LEVEL": "warning",
         "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}",
     }
+    for name, value in (("CONSENT_WORKERS", workers), ("CONSENT_THREADS", threads)):
+        env.pop(name, None)
+        if value is not None:
+            env[name] = str(value)
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), app_spec],
         cwd=ROOT,
@@ -171,9 +176,11 @@ def wrk(
     headers: dict[str, str] | None = None,
     script: Path | None = None,
     script_args: list[str] | None = None,
+    timeout: int = 2,
 ) -> LoadResult:
-    """Run wrk against ``url`` on loopback and parse its figures."""
+    """Run wrk against ``url`` on loopback and parse its figures (``timeout`` in seconds)."""
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    command.append(f"--timeout={timeout}s")
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
     if script:

@@ -14,6 +14,7 @@ from consent.apidocs import bp as api_reference_bp
 from consent.cli import register_cli
 from consent.config import load_config
 from consent.db import db, init_db, migrate
+from consent.ledger import init_recording
 from consent.limits import init_limits
 from consent.logs import init_logging
 from consent.ops import init_ops, track_requests
@@ -43,6 +44,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     init_logging(app)
 
     init_db(app)
+    init_recording(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     init_security(app)
     init_api(app)

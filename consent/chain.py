@@ -59,6 +59,21 @@ def hash_record(record: ConsentRecord, site_key: str) -> str:
     return hashlib.sha256(canonical_record(record, site_key)).hexdigest()
 
 
+def linked_record(
+    site_id: int, site_key: str, sequence: int, previous_hash: str, **fields
+) -> ConsentRecord:
+    """A record at ``sequence`` after ``previous_hash``, stamped now and hashed (not added)."""
+    record = ConsentRecord(
+        site_id=site_id,
+        sequence=sequence,
+        previous_hash=previous_hash,
+        recorded_at=now_utc(),
+        **fields,
+    )
+    record.record_hash = hash_record(record, site_key)
+    return record
+
+
 def start_chain(site: Site) -> None:
     """Give a new site the heads of an empty chain and an empty access log."""
     db.session.add(ChainHead(site_id=site.id, sequence=0, record_hash=GENESIS_HASH))
@@ -104,9 +119,11 @@ def append_record(
     ``subject`` is None for the service's own events (a retention purge).
     """
     head = lock_chain(site)
-    record = ConsentRecord(
-        site_id=site.id,
-        sequence=head.sequence + 1,
+    record = linked_record(
+        site.id,
+        site.key,
+        head.sequence + 1,
+        head.record_hash,
         subject_pseudonym=subject.pseudonym if subject else "",
         event=event,
         source=source,
@@ -117,10 +134,7 @@ def append_record(
         language=language,
         is_gpc=is_gpc,
         ip_truncated=ip_truncated,
-        recorded_at=now_utc(),
-        previous_hash=head.record_hash,
     )
-    record.record_hash = hash_record(record, site.key)
     db.session.add(record)
     head.sequence = record.sequence
     head.record_hash = record.record_hash

@@ -94,7 +94,10 @@ class Config:
     #: Bearer token that opens /metrics; empty: /metrics answers 404 (off the public surface).
     METRICS_TOKEN = ""
 
-    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    #: No ``pool_pre_ping``: a round trip on every request to guard against a rare event.
+    #: A dead connection fails its statement and empties the pool instead; reads are
+    #: repeated once (``consent.db.once_more_if_disconnected``), writes answer 503.
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {}
     API_TITLE = "Consent service"
     API_VERSION = "v1"
     OPENAPI_VERSION = "3.1.0"

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import TypeVar
 
-from flask import after_this_request, current_app, has_request_context, request
+from flask import after_this_request, current_app, g, has_request_context, request
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, MetaData, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+T = TypeVar("T")
 
 #: Named constraints so that Alembic migrations are the same on every database.
 NAMING_CONVENTION = {
@@ -68,11 +73,8 @@ SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 SQLITE_CACHE_KIB = 16 * 1024
 
 
-@event.listens_for(Engine, "connect")
 def _configure_sqlite(dbapi_connection, connection_record):
     """Give SQLite foreign keys, WAL and a busy timeout; let SQLAlchemy emit BEGIN."""
-    if type(dbapi_connection).__module__ != "sqlite3":
-        return
     # Python's sqlite3 module would otherwise issue its own BEGIN lazily, which hides
     # the transaction start from us (see _begin_sqlite below).
     dbapi_connection.isolation_level = None
@@ -99,12 +101,11 @@ def autocommit_engine(url) -> Engine:
     A dropped connection fails its statement and invalidates the pool; the caller
     retries elsewhere (the check's fast path leaves the request to Flask).
     """
-    return create_engine(
-        url, isolation_level="AUTOCOMMIT", execution_options={AUTOCOMMIT_READS: True}
+    return configure_engine(
+        create_engine(url, isolation_level="AUTOCOMMIT", execution_options={AUTOCOMMIT_READS: True})
     )
 
 
-@event.listens_for(Engine, "begin")
 def _begin_sqlite(connection):
     """Take SQLite's write lock up front for any transaction that may write.
 
@@ -113,13 +114,54 @@ def _begin_sqlite(connection):
     queue (up to the busy timeout) instead. Read-only requests (GET, HEAD, OPTIONS)
     keep a plain, concurrent ``BEGIN``.
     """
-    if connection.dialect.name != "sqlite":
-        return
     options = connection.get_execution_options()
     if options.get("isolation_level") == "AUTOCOMMIT" or options.get(AUTOCOMMIT_READS):
         return  # one statement (the check), in SQLite's own implicit read transaction
-    is_read_only = has_request_context() and request.method in ("GET", "HEAD", "OPTIONS")
+    is_read_only = not options.get(WRITES) and (
+        has_request_context()
+        and (request.method in ("GET", "HEAD", "OPTIONS") or g.get(SESSION_READS_ONLY, False))
+    )
     connection.exec_driver_sql("BEGIN" if is_read_only else "BEGIN IMMEDIATE")
+
+
+#: Execution option: this connection's transactions write (SQLite: ``BEGIN IMMEDIATE``).
+WRITES = "consent_writes"
+#: ``g`` flag: the request's session only reads; its writes have a connection of their own.
+SESSION_READS_ONLY = "consent_session_reads_only"
+
+
+def mark_session_reads_only() -> None:
+    """Declare that this request's session will only read (before its first statement).
+
+    On SQLite its transaction then begins without the write lock, so that it does not
+    queue behind, or hold up, the transactions that write (``writing_connection``).
+    """
+    setattr(g, SESSION_READS_ONLY, True)
+
+
+@contextmanager
+def writing_connection() -> Iterator[Connection]:
+    """A connection of its own, in one write transaction committed on leaving."""
+    with db.engine.connect() as connection:
+        connection.execution_options(**{WRITES: True})
+        with connection.begin():
+            yield connection
+
+
+def once_more_if_disconnected(read: Callable[[], T]) -> T:
+    """Run a read, and once more if its pooled connection turned out to be dead.
+
+    The service sends no ping before each request: a connection dropped while idle (a
+    database restart, a failover) fails its first statement instead, which invalidates
+    the pool, so the second attempt connects afresh. Only for statements safe to
+    repeat: a write answers 503, and the client's ``Idempotency-Key`` makes its retry safe.
+    """
+    try:
+        return read()
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    return read()
 
 
 def _error_code(dbapi_error: BaseException | None) -> str:
@@ -135,7 +177,6 @@ def _is_read_only(code: str) -> bool:
     return code.startswith("SQLITE_READONLY") or code == "25006"
 
 
-@event.listens_for(Engine, "handle_error")
 def _reconnect_after_read_only(context):
     """A connection that found the database read-only stays so: the pool opens new ones.
 
@@ -176,9 +217,25 @@ def describe_database_error(error: DBAPIError) -> tuple[int, str]:
     return 503, "The database cannot be reached."
 
 
+def configure_engine(engine: Engine) -> Engine:
+    """Attach the service's connection settings and error handling to one engine.
+
+    Bound to the app's own engines (and the check's pool), never to SQLAlchemy's
+    ``Engine`` class: another library's engines in the same process stay as they are.
+    """
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin_sqlite)
+    event.listen(engine, "handle_error", _reconnect_after_read_only)
+    return engine
+
+
 def init_db(app) -> None:
-    """Bind the database and make each request one transaction."""
+    """Bind the database, configure its engines and make each request one transaction."""
     db.init_app(app)
+    with app.app_context():
+        for engine in db.engines.values():
+            configure_engine(engine)
     app.before_request(_end_with_commit_or_rollback)
 
 

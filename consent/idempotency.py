@@ -33,17 +33,9 @@ def find_earlier_answer(
     A concurrent retry may not see the first answer yet: ``remember_answer``'s unique
     key then decides which one stays. The same key with a different request is refused.
     """
-    if idempotency_key is None:
+    request_digest = checked_request_digest(idempotency_key, request)
+    if request_digest is None:
         return None, None
-    if not MIN_KEY_LENGTH <= len(idempotency_key) <= 200 or not idempotency_key.isprintable():
-        raise InvalidRequest(
-            "Idempotency-Key",
-            f"Must be {MIN_KEY_LENGTH} to 200 printable characters: send a random one "
-            "(a UUID) per submission.",
-        )
-    request_digest = hashlib.sha256(
-        json.dumps(request, sort_keys=True, default=str).encode()
-    ).hexdigest()
     earlier = db.session.scalars(
         select(IdempotentRequest).where(
             IdempotentRequest.site_id == site.id,
@@ -53,8 +45,26 @@ def find_earlier_answer(
     if earlier is None:
         return request_digest, None
     if earlier.request_digest != request_digest:
-        raise InvalidRequest("Idempotency-Key", "This key was used for a different submission.")
+        raise different_submission()
     return request_digest, earlier.response
+
+
+def different_submission() -> InvalidRequest:
+    """The refusal of a key sent again with another submission than its first."""
+    return InvalidRequest("Idempotency-Key", "This key was used for a different submission.")
+
+
+def checked_request_digest(idempotency_key: str | None, request: Any) -> str | None:
+    """The digest of a request sent with an ``Idempotency-Key`` (refused if too short)."""
+    if idempotency_key is None:
+        return None
+    if not MIN_KEY_LENGTH <= len(idempotency_key) <= 200 or not idempotency_key.isprintable():
+        raise InvalidRequest(
+            "Idempotency-Key",
+            f"Must be {MIN_KEY_LENGTH} to 200 printable characters: send a random one "
+            "(a UUID) per submission.",
+        )
+    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def remember_answer(

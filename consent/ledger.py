@@ -1,30 +1,64 @@
 """Recording: a submission of decisions, checked, appended to the chain, current state kept.
 
-``record_submission`` (a visitor's, from the banner or the site's backend) and
-``record_for_person`` (a known user's or email's) take the site's chain lock
-themselves, record once even when the client retries, and hand the answer they store
-for retries to the caller's ``answer`` function: the API dumps bodies and signs tokens,
-the domain does not. Functions here flush but never commit: the request or CLI command
-commits once, so a record and its current state land together or not at all.
+A submission is read and validated first (``prepare_submission``: the site's purposes
+and policy, its subject, its idempotency key), outside any lock. Appending it
+(``append_submissions``) takes the site's chain lock and, for however many
+submissions, runs one Core statement per kind: the idempotency keys and the current
+states they depend on, read under the lock; new subjects and visitors; the records,
+hashed in chain order; current states (upserted); the answers kept for retries; the
+webhook outbox; the chain head. The lock is held only for that.
+
+``record_submission`` (a visitor's, from the banner or the site's backend) appends
+with whatever else is waiting for the site's chain, in one transaction of its own
+(group commit, ``consent.group_commit``), and returns once it has committed.
+``record_decision`` and ``record_for_person`` (a known person's: the CLI, admin,
+unsubscribe, rights requests, the server API) append one submission in the caller's
+transaction, which commits once. Each hands the answer it stores for retries to the
+caller's ``answer`` function: the API dumps bodies and signs tokens, the domain does not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from flask import current_app
+from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from consent import chain, webhooks
+from consent import chain, metrics, webhooks
 from consent.chain import lock_chain
-from consent.db import db
+from consent.db import db, insert_for_dialect, now_utc, writing_connection
 from consent.errors import InvalidRequest
-from consent.idempotency import find_earlier_answer, remember_answer
-from consent.models import ConsentRecord, CurrentState, Site, Subject, Visitor
+from consent.group_commit import GroupCommit, write_each_alone
+from consent.idempotency import (
+    checked_request_digest,
+    different_submission,
+    find_earlier_answer,
+    idempotency_key_digest,
+    remember_answer,
+)
+from consent.models import (
+    ChainHead,
+    ConsentRecord,
+    CurrentState,
+    IdempotentRequest,
+    Site,
+    Subject,
+    Visitor,
+    WebhookDelivery,
+    WebhookEvent,
+)
 from consent.sites import find_policy
-from consent.visitors import subject_for_visitor
+from consent.visitors import find_visitor, new_opaque_id
+
+#: ``app.extensions`` key of the process's group commit.
+GROUP_COMMIT = "consent.group_commit"
+#: The columns a record is inserted with (its id comes back).
+RECORD_COLUMNS = [column.key for column in ConsentRecord.__table__.columns if column.key != "id"]
 
 #: Turns what was recorded into the answer a client gets (and its retries get again).
 Answer = Callable[[Visitor | None, ConsentRecord], dict[str, Any]]
@@ -102,9 +136,53 @@ def validate_decisions(site: Site, decisions: list[dict[str, Any]]) -> list[dict
     return sorted(canonical, key=lambda entry: entry["purpose"])
 
 
-def record_decision(
+@dataclass
+class Submission:
+    """One submission, read and validated, ready to be appended alone or in a batch."""
+
+    site_id: int
+    site_key: str
+    lifetime_days: int
+    #: Canonical decisions (``validate_decisions``) and their purposes' ids by key.
+    decisions: list[dict[str, Any]]
+    purpose_ids: dict[str, int]
+    source: str
+    policy_version: str | None
+    policy_published_at: datetime | None
+    config_hash: str | None = None
+    language: str | None = None
+    is_gpc: bool = False
+    ip_truncated: str | None = None
+    #: The subject it is about; None: a first-time visitor, created with the record.
+    subject_id: int | None = None
+    pseudonym: str = field(default_factory=new_opaque_id)
+    email_encrypted: bytes | None = None
+    #: The visitor to issue (new subject) or whose last visit to note; None: neither.
+    visitor_id: str | None = None
+    #: (key digest, request digest) of its ``Idempotency-Key``, if it had one.
+    idempotency: tuple[str, str] | None = None
+    #: The site's active webhook endpoints (the outbox gets a row per event they take).
+    endpoints: list = field(default_factory=list)
+    #: The answer kept for retries, made from what was appended (with an idempotency key).
+    answer: Callable[[Appended], dict] | None = None
+
+
+@dataclass
+class Appended:
+    """A submission as appended: its record, whose it is, what it withdrew, its answer."""
+
+    record: ConsentRecord
+    subject_id: int
+    pseudonym: str
+    visitor_id: str | None
+    withdrawn: list[str]
+    answer: dict | None = None
+    #: True: an earlier submission with the same key was appended; ``answer`` is its answer.
+    is_replay: bool = False
+
+
+def prepare_submission(
     site: Site,
-    subject: Subject,
     decisions: list[dict[str, Any]],
     *,
     source: str,
@@ -113,70 +191,60 @@ def record_decision(
     language: str | None = None,
     is_gpc: bool = False,
     ip_truncated: str | None = None,
-) -> ConsentRecord:
-    """Record one submission of decisions and bring current state up to date."""
+    subject: Subject | None = None,
+) -> Submission:
+    """Validate decisions against the site and read what appending them needs (422s here)."""
     canonical = validate_decisions(site, decisions)
     policy = find_policy(site, policy_version)
-    purposes = {purpose.key: purpose for purpose in site.purposes}
-    decided_ids = [purposes[decision["purpose"]].id for decision in canonical]
-    # From here to the commit, the site's appends queue: the current state read next
-    # must be the one the previous append left (a withdrawal depends on it).
-    lock_chain(site)
-    existing = {
-        (state.purpose_id, state.service): state
-        for state in db.session.scalars(
-            select(CurrentState).where(
-                CurrentState.subject_id == subject.id, CurrentState.purpose_id.in_(decided_ids)
-            )
-        )
-    }
-    record = chain.append_record(
-        site,
-        subject,
-        event="decision",
-        source=source,
+    prepared = Submission(
+        site_id=site.id,
+        site_key=site.key,
+        lifetime_days=site.lifetime_days,
         decisions=canonical,
-        policy_version=policy,
+        purpose_ids={purpose.key: purpose.id for purpose in site.purposes},
+        source=source,
+        policy_version=policy.version if policy else None,
+        policy_published_at=policy.published_at if policy else None,
         config_hash=config_hash,
         language=language,
         is_gpc=is_gpc,
         ip_truncated=ip_truncated,
+        endpoints=webhooks.active_endpoints(site),
     )
-    expires_at = record.recorded_at + timedelta(days=site.lifetime_days)
-    wanted: set[tuple[int, str]] = set()
-    withdrawn: list[str] = []
-    for decision in canonical:
-        purpose = purposes[decision["purpose"]]
-        entries = [("", decision["granted"])] + list(decision.get("services", {}).items())
-        for service, is_granted in entries:
-            wanted.add((purpose.id, service))
-            state = existing.get((purpose.id, service))
-            if state is None:
-                state = CurrentState(
-                    subject_id=subject.id,
-                    purpose_id=purpose.id,
-                    service=service,
-                    is_granted=False,
-                    is_withdrawal=False,
-                )
-                db.session.add(state)
-            if service == "" and state.is_granted and not is_granted:
-                withdrawn.append(purpose.key)
-            # A refusal that replaces a grant is a withdrawal, and stays one until a grant.
-            state.is_withdrawal = not is_granted and (state.is_granted or state.is_withdrawal)
-            state.is_granted = is_granted
-            state.decided_at = record.recorded_at
-            state.expires_at = expires_at
-            state.policy_published_at = policy.published_at if policy else None
-            state.record_id = record.id
-            state.source = record.source
-    # A decision for the whole purpose replaces earlier per-service choices it omits.
-    for key, state in existing.items():
-        if key not in wanted:
-            db.session.delete(state)
-    db.session.flush()
-    webhooks.emit_decision_events(site, subject, record, withdrawn)
-    return record
+    if subject is not None:
+        prepared.subject_id = subject.id
+        prepared.pseudonym = subject.pseudonym
+        prepared.email_encrypted = subject.email_encrypted
+    return prepared
+
+
+def submitted_facts(args: dict[str, Any]) -> dict[str, Any]:
+    """What a submission's arguments say besides its decisions."""
+    return {
+        "source": args["source"],
+        **{name: args.get(name) for name in ("policy_version", "config_hash", "language")},
+    }
+
+
+def record_decision(site: Site, subject: Subject, decisions: list[dict[str, Any]], **facts):
+    """Record one submission for a known subject in the caller's transaction; its record.
+
+    Takes the site's chain lock (held to the caller's commit) and brings current state
+    up to date; the session's loaded chain head, states and visitors are refreshed.
+    """
+    prepared = prepare_submission(site, decisions, subject=subject, **facts)
+    session = db.session
+    head = lock_chain(site)  # noted as locked: later appends in this transaction reuse it
+    [outcome] = append_submissions(
+        session.connection(), [prepared], head=(head.sequence, head.record_hash)
+    )
+    if isinstance(outcome, Exception):
+        raise outcome
+    for instance in list(session.identity_map.values()):
+        if isinstance(instance, ChainHead | CurrentState | Visitor):
+            session.expire(instance)
+    metrics.note_pending_records(session, [outcome.record.event])
+    return outcome.record
 
 
 def record_submission(
@@ -191,33 +259,63 @@ def record_submission(
 ) -> Recorded:
     """Record a visitor's submission once, even when the client retries it.
 
-    The site's chain is locked from reading the subject to the commit; for a first-time
-    visitor (a subject nobody else can know yet) only from reading its current state
-    (``record_decision``), so one site's new visitors overlap until then.
+    Read and checked here, then appended with the others waiting for the site's chain,
+    in a transaction of its own; its key is looked up under the chain lock, so of two
+    concurrent retries one records and the other replays its answer. The request's
+    session transaction ends first (it only read), so that it holds no connection or
+    lock the batch needs.
     """
+    # An earlier answer to this key is looked for under the chain lock, in the batch.
+    request_digest = checked_request_digest(idempotency_key, [visitor_id, args])
+    if is_gpc:
+        refuse_advertising_without_explicit_choice(site, args["decisions"], args["source"])
+    visitor = find_visitor(site, visitor_id) if visitor_id is not None else None
+    if visitor is not None and visitor.subject.erased_at is not None:
+        visitor = None  # erased: a new visitor, for a new subject
+    prepared = prepare_submission(
+        site,
+        args["decisions"],
+        **submitted_facts(args),
+        is_gpc=is_gpc,
+        ip_truncated=ip_truncated,
+        subject=visitor.subject if visitor is not None else None,
+    )
+    prepared.visitor_id = visitor.visitor_id if visitor is not None else new_opaque_id()
+    if idempotency_key is not None:
+        prepared.idempotency = (idempotency_key_digest(idempotency_key), request_digest)
+    prepared.answer = lambda appended: answer(
+        Visitor(visitor_id=appended.visitor_id), appended.record
+    )
+    db.session.commit()
+    appended = current_app.extensions[GROUP_COMMIT].submit(prepared.site_id, prepared, _write_batch)
+    if appended.answer is None:
+        appended.answer = prepared.answer(appended)  # outside the lock: only this member's
+    return Recorded(appended.answer, appended.is_replay)
 
-    def record() -> tuple[Visitor, ConsentRecord]:
-        if is_gpc:
-            refuse_advertising_without_explicit_choice(site, args["decisions"], args["source"])
-        if visitor_id is not None:
-            # A returning visitor's subject may be erased or decide meanwhile: read it locked.
-            lock_chain(site)
-        visitor, _ = subject_for_visitor(site, visitor_id)
-        recorded = record_decision(
-            site,
-            visitor.subject,
-            args["decisions"],
-            source=args["source"],
-            policy_version=args.get("policy_version"),
-            config_hash=args.get("config_hash"),
-            language=args.get("language"),
-            is_gpc=is_gpc,
-            ip_truncated=ip_truncated,
-        )
-        visitor.last_seen_at = recorded.recorded_at  # retention forgets unseen visitors
-        return visitor, recorded
 
-    return _record_once(site, idempotency_key, [visitor_id, args], record, answer)
+def _write_batch(batch: Sequence[Submission]) -> list:
+    """Append a batch in its own transaction; if it fails, each member alone, unless the
+    database is out of reach (then every member gets that error)."""
+    try:
+        with writing_connection() as connection:
+            outcomes = append_submissions(connection, batch)
+    except DBAPIError as error:
+        if len(batch) == 1 or error.connection_invalidated:
+            raise
+        return write_each_alone(_write_batch, batch)
+    metrics.count_records(
+        [
+            outcome.record.event
+            for outcome in outcomes
+            if isinstance(outcome, Appended) and not outcome.is_replay
+        ]
+    )
+    return outcomes
+
+
+def init_recording(app) -> None:
+    """Give the app its process's group commit."""
+    app.extensions[GROUP_COMMIT] = GroupCommit()
 
 
 def record_for_person(
@@ -238,15 +336,7 @@ def record_for_person(
     decisions = {key: value for key, value in args.items() if key not in ("user_id", "email")}
 
     def record() -> tuple[None, ConsentRecord]:
-        return None, record_decision(
-            site,
-            subject,
-            args["decisions"],
-            source=args["source"],
-            policy_version=args.get("policy_version"),
-            config_hash=args.get("config_hash"),
-            language=args.get("language"),
-        )
+        return None, record_decision(site, subject, args["decisions"], **submitted_facts(args))
 
     return _record_once(site, idempotency_key, [subject.pseudonym, decisions], record, answer)
 
@@ -279,3 +369,340 @@ def _record_once(
             raise
         return Recorded(earlier, True)
     return Recorded(response, False)
+
+
+# --- the statements ------------------------------------------------------------------
+
+
+def append_submissions(
+    connection: Connection, batch: Sequence[Submission], *, head: tuple[int, str] | None = None
+) -> list:
+    """Append a batch of one site's submissions in order; per member, what became of it.
+
+    Locks the chain head, unless the caller holds the lock and gives the ``head``
+    (sequence, hash). A member's outcome is ``Appended`` (a replay too) or its own
+    ``InvalidRequest`` (its key was used for a different submission): no member's
+    failure fails another.
+    """
+    site_id, site_key = batch[0].site_id, batch[0].site_key
+    if head is None:
+        head = connection.execute(
+            select(ChainHead.sequence, ChainHead.record_hash)
+            .where(ChainHead.site_id == site_id)
+            .with_for_update()
+        ).one()
+    outcomes: list = [None] * len(batch)
+    replays = _replays(connection, site_id, batch, outcomes)
+    writing = [index for index, outcome in enumerate(outcomes) if outcome is None]
+    writing_batch = [batch[index] for index in writing]
+    states = _states_read(connection, writing_batch)
+    subject_ids = _insert_new_subjects(connection, site_id, writing_batch)
+
+    sequence, previous_hash = head
+    records = []
+    for submission in writing_batch:
+        sequence += 1
+        record = chain.linked_record(
+            site_id,
+            site_key,
+            sequence,
+            previous_hash,
+            subject_pseudonym=submission.pseudonym,
+            event="decision",
+            source=submission.source,
+            decisions=submission.decisions,
+            details={},
+            policy_version=submission.policy_version,
+            config_hash=submission.config_hash,
+            language=submission.language,
+            is_gpc=submission.is_gpc,
+            ip_truncated=submission.ip_truncated,
+        )
+        previous_hash = record.record_hash
+        records.append(record)
+    if records:
+        ids = dict(
+            connection.execute(
+                ConsentRecord.__table__.insert().returning(
+                    ConsentRecord.sequence, ConsentRecord.id
+                ),
+                [{name: getattr(r, name) for name in RECORD_COLUMNS} for r in records],
+            ).all()
+        )
+        for record in records:
+            record.id = ids[record.sequence]
+    appended, changes = [], {}
+    for index, submission, record in zip(writing, writing_batch, records, strict=True):
+        subject_id = submission.subject_id or subject_ids[submission.pseudonym]
+        outcome = Appended(
+            record,
+            subject_id,
+            submission.pseudonym,
+            submission.visitor_id,
+            _decide_states(states, changes, subject_id, submission, record),
+        )
+        if submission.answer is not None and submission.idempotency is not None:
+            outcome.answer = submission.answer(outcome)  # kept with the record
+        outcomes[index] = outcome
+        appended.append((submission, outcome))
+    for index, first in replays.items():
+        earlier = outcomes[first]
+        outcomes[index] = replace(earlier, is_replay=True)
+    _write_states(connection, changes)
+    _write_answers(connection, site_id, appended)
+    _write_outbox(connection, appended)
+    if records:
+        connection.execute(
+            update(ChainHead)
+            .where(ChainHead.site_id == site_id)
+            .values(sequence=sequence, record_hash=previous_hash)
+        )
+    _note_returning_visitors(connection, writing_batch, records)
+    return outcomes
+
+
+def _replays(connection, site_id: int, batch, outcomes: list) -> dict[int, int]:
+    """Fill in the outcome of each member whose key was answered already (under the lock,
+    so no other writer can be adding one); return the members that repeat an earlier
+    member of this batch, each with the index of the one it repeats."""
+    keyed = {s.idempotency[0] for s in batch if s.idempotency}
+    if not keyed:
+        return {}
+    stored = {
+        row.key: row
+        for row in connection.execute(
+            select(
+                IdempotentRequest.key, IdempotentRequest.request_digest, IdempotentRequest.response
+            ).where(IdempotentRequest.site_id == site_id, IdempotentRequest.key.in_(keyed))
+        )
+    }
+    first_with_key: dict[str, int] = {}
+    repeats = {}
+    for index, submission in enumerate(batch):
+        if submission.idempotency is None:
+            continue
+        key, request_digest = submission.idempotency
+        if key in stored:
+            earlier_digest, answer = stored[key].request_digest, stored[key].response
+        elif key in first_with_key:
+            earlier_digest = batch[first_with_key[key]].idempotency[1]
+            answer = None
+        else:
+            first_with_key[key] = index
+            continue
+        if earlier_digest != request_digest:
+            outcomes[index] = different_submission()
+        elif answer is not None:
+            outcomes[index] = Appended(None, 0, "", None, [], answer, is_replay=True)
+        else:
+            repeats[index] = first_with_key[key]
+            outcomes[index] = "repeat"  # filled in once the first is appended
+    return repeats
+
+
+def _states_read(connection, batch) -> dict[tuple[int, int, str], dict]:
+    """The current states the returning subjects' decisions replace, read under the lock.
+
+    A member whose subject was erased since it was read starts a new subject instead,
+    with a new visitor, as a first-time visitor would.
+    """
+    returning = {s.subject_id for s in batch if s.subject_id}
+    if not returning:
+        return {}
+    purposes = {s.purpose_ids[d["purpose"]] for s in batch if s.subject_id for d in s.decisions}
+    table = CurrentState.__table__
+    rows = connection.execute(
+        select(Subject.id.label("of_subject"), Subject.erased_at, table)
+        .outerjoin(table, (table.c.subject_id == Subject.id) & table.c.purpose_id.in_(purposes))
+        .where(Subject.id.in_(returning))
+    ).mappings()
+    states, erased = {}, set()
+    for row in rows:
+        if row["erased_at"] is not None:
+            erased.add(row["of_subject"])
+        elif row["subject_id"] is not None:
+            states[(row["subject_id"], row["purpose_id"], row["service"])] = {
+                name: row[name] for name in table.columns.keys()
+            }
+    for submission in batch:
+        if submission.subject_id in erased:
+            submission.subject_id, submission.email_encrypted = None, None
+            submission.pseudonym = new_opaque_id()
+            submission.visitor_id = new_opaque_id() if submission.visitor_id else None
+    return states
+
+
+def _insert_new_subjects(connection, site_id: int, batch) -> dict[str, int]:
+    """Subjects and visitors for first-time visitors; their ids by pseudonym."""
+    new = [s for s in batch if s.subject_id is None]
+    if not new:
+        return {}
+    now = now_utc()
+    ids = dict(
+        connection.execute(
+            Subject.__table__.insert().returning(Subject.pseudonym, Subject.id),
+            [{"site_id": site_id, "pseudonym": s.pseudonym, "created_at": now} for s in new],
+        ).all()
+    )
+    visitors = [
+        {
+            "visitor_id": s.visitor_id,
+            "site_id": site_id,
+            "subject_id": ids[s.pseudonym],
+            "created_at": now,
+            "last_seen_at": now,  # retention forgets visitors unseen for a consent lifetime
+        }
+        for s in new
+        if s.visitor_id is not None
+    ]
+    if visitors:
+        connection.execute(Visitor.__table__.insert().values(visitors))
+    return ids
+
+
+def _decide_states(
+    states: dict, changes: dict, subject_id: int, submission: Submission, record
+) -> list[str]:
+    """Note in ``changes`` the current states one record's decisions make, on top of
+    ``states`` (as read) and earlier changes, in chain order; return what it withdrew."""
+    expires_at = record.recorded_at + timedelta(days=submission.lifetime_days)
+    withdrawn = []
+    for decision in submission.decisions:
+        purpose_id = submission.purpose_ids[decision["purpose"]]
+        entries = [("", decision["granted"]), *decision.get("services", {}).items()]
+        services = {service for service, _ in entries}
+        for key in {*states, *changes}:
+            if key[:2] == (subject_id, purpose_id) and key[2] not in services:
+                # A decision for the whole purpose replaces earlier per-service choices.
+                changes[key] = None
+        for service, is_granted in entries:
+            key = (subject_id, purpose_id, service)
+            before = (changes[key] if key in changes else states.get(key)) or {}
+            was_granted = bool(before.get("is_granted"))
+            if service == "" and was_granted and not is_granted:
+                withdrawn.append(decision["purpose"])
+            changes[key] = {
+                "subject_id": subject_id,
+                "purpose_id": purpose_id,
+                "service": service,
+                "is_granted": is_granted,
+                # A refusal that replaces a grant is a withdrawal, and stays one until a grant.
+                "is_withdrawal": not is_granted
+                and (was_granted or bool(before.get("is_withdrawal"))),
+                "decided_at": record.recorded_at,
+                "expires_at": expires_at,
+                "policy_published_at": submission.policy_published_at,
+                "record_id": record.id,
+                "source": record.source,
+            }
+    return withdrawn
+
+
+def _write_states(connection, changes: dict) -> None:
+    """Upsert the batch's final current states; delete those a decision replaced."""
+    gone = [key for key, row in changes.items() if row is None]
+    if gone:
+        table = CurrentState.__table__
+        connection.execute(
+            delete(table).where(
+                tuple_(table.c.subject_id, table.c.purpose_id, table.c.service).in_(gone)
+            )
+        )
+    rows = [row for row in changes.values() if row is not None]
+    if not rows:
+        return
+    statement = insert_for_dialect(CurrentState).values(rows)
+    changing = {
+        name: statement.excluded[name]
+        for name in rows[0]
+        if name not in ("subject_id", "purpose_id", "service")
+    }
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["subject_id", "purpose_id", "service"], set_=changing
+        )
+    )
+
+
+def _write_answers(connection, site_id: int, appended) -> None:
+    """Keep the answers of submissions sent with an ``Idempotency-Key`` for their retries."""
+    now = now_utc()
+    rows = [
+        {
+            "site_id": site_id,
+            "key": submission.idempotency[0],
+            "request_digest": submission.idempotency[1],
+            "response": outcome.answer,
+            "created_at": now,
+        }
+        for submission, outcome in appended
+        if submission.idempotency is not None
+    ]
+    if rows:
+        connection.execute(IdempotentRequest.__table__.insert().values(rows))
+
+
+def _write_outbox(connection, appended) -> None:
+    """Announce each recorded decision (and withdrawal) to the endpoints that take them."""
+    events, deliveries = [], []
+    for submission, outcome in appended:
+        record = outcome.record
+        base = {"subject": outcome.pseudonym, "recorded_at": record.recorded_at.isoformat()}
+        announced = [
+            (
+                "consent.recorded",
+                {
+                    **base,
+                    "record": record.sequence,
+                    "source": record.source,
+                    "policy_version": record.policy_version,
+                    "decisions": record.decisions,
+                },
+            )
+        ]
+        if outcome.withdrawn:
+            announced.append(("consent.withdrawn", {**base, "purposes": outcome.withdrawn}))
+        for event_type, payload in announced:
+            row = webhooks.outbox_row(
+                submission.site_id,
+                event_type,
+                payload,
+                submission.endpoints,
+                submission.email_encrypted,
+            )
+            if row is not None:
+                events.append(row[0])
+                deliveries.append(row[1])
+    if not events:
+        return
+    ids = dict(
+        connection.execute(
+            WebhookEvent.__table__.insert().returning(WebhookEvent.message_id, WebhookEvent.id),
+            events,
+        ).all()
+    )
+    now = now_utc()
+    connection.execute(
+        WebhookDelivery.__table__.insert().values(
+            [
+                {
+                    "event_id": ids[event["message_id"]],
+                    "endpoint_id": endpoint_id,
+                    "next_attempt_at": now,
+                }
+                for event, endpoint_ids in zip(events, deliveries, strict=True)
+                for endpoint_id in endpoint_ids
+            ]
+        )
+    )
+
+
+def _note_returning_visitors(connection, batch, records) -> None:
+    """Note when returning visitors were last seen (retention forgets the long unseen)."""
+    returning = [s.visitor_id for s in batch if s.subject_id is not None and s.visitor_id]
+    if returning and records:
+        connection.execute(
+            update(Visitor)
+            .where(Visitor.visitor_id.in_(returning))
+            .values(last_seen_at=records[-1].recorded_at)
+        )

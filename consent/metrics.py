@@ -97,12 +97,22 @@ def count_request(route: str, method: str, status: int, seconds: float) -> None:
 def _note_record(mapper, connection, record) -> None:
     session = Session.object_session(record)
     if session is not None:
-        session.info.setdefault(PENDING_RECORDS, []).append(record.event)
+        note_pending_records(session, [record.event])
+
+
+def note_pending_records(session: Session, events: list[str]) -> None:
+    """Count records appended by statements in ``session``'s transaction once it commits."""
+    session.info.setdefault(PENDING_RECORDS, []).extend(events)
+
+
+def count_records(events: list[str]) -> None:
+    """Count history records whose transaction has committed, by event."""
+    for record_event in events:
+        RECORDS_APPENDED.labels(record_event).inc()
 
 
 def _count_committed_records(session: Session) -> None:
-    for record_event in session.info.pop(PENDING_RECORDS, []):
-        RECORDS_APPENDED.labels(record_event).inc()
+    count_records(session.info.pop(PENDING_RECORDS, []))
 
 
 def _forget_rolled_back_records(session: Session, previous_transaction) -> None:

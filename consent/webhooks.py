@@ -34,7 +34,6 @@ from consent.db import db, now_utc, transaction_cache
 from consent.errors import InvalidRequest
 from consent.models import (
     WEBHOOK_EVENTS,
-    ConsentRecord,
     Site,
     Subject,
     WebhookAttempt,
@@ -99,32 +98,51 @@ def emit_event(
     """
     if event_type not in WEBHOOK_EVENTS:
         raise ValueError(f"unknown webhook event {event_type!r}")
-    endpoints = [e for e in _active_endpoints(site) if event_type in e.events]
-    if not endpoints:
+    email_encrypted = subject.email_encrypted if subject is not None else None
+    row = outbox_row(site.id, event_type, payload, active_endpoints(site), email_encrypted)
+    if row is None:
         return None
-    email = None
-    if subject is not None and subject.email_encrypted is not None:
-        if any(endpoint.is_email_included for endpoint in endpoints):
-            email = identifiers.decrypt(subject.email_encrypted)
-    event = WebhookEvent(
-        site_id=site.id,
-        message_id="msg_" + secrets.token_urlsafe(18),
-        type=event_type,
-        payload=payload,
-        email_encrypted=identifiers.encrypt(email) if email else None,
-        created_at=now_utc(),
-    )
+    event_values, endpoint_ids = row
+    event = WebhookEvent(**event_values)
     db.session.add(event)
     db.session.flush()
-    for endpoint in endpoints:
+    for endpoint_id in endpoint_ids:
         db.session.add(
-            WebhookDelivery(event_id=event.id, endpoint_id=endpoint.id, next_attempt_at=now_utc())
+            WebhookDelivery(event_id=event.id, endpoint_id=endpoint_id, next_attempt_at=now_utc())
         )
     db.session.flush()
     return event
 
 
-def _active_endpoints(site: Site) -> list[WebhookEndpoint]:
+def outbox_row(
+    site_id: int,
+    event_type: str,
+    payload: dict[str, Any],
+    endpoints: list[WebhookEndpoint],
+    email_encrypted: bytes | None,
+) -> tuple[dict[str, Any], list[int]] | None:
+    """An outbox event's column values and the endpoints it goes to; None if nobody listens.
+
+    The email (of a subject that has one) is kept only if an endpoint is marked for it.
+    """
+    endpoints = [endpoint for endpoint in endpoints if event_type in endpoint.events]
+    if not endpoints:
+        return None
+    email = None
+    if email_encrypted is not None and any(e.is_email_included for e in endpoints):
+        email = identifiers.decrypt(email_encrypted)
+    values = {
+        "site_id": site_id,
+        "message_id": "msg_" + secrets.token_urlsafe(18),
+        "type": event_type,
+        "payload": payload,
+        "email_encrypted": identifiers.encrypt(email) if email else None,
+        "created_at": now_utc(),
+    }
+    return values, [endpoint.id for endpoint in endpoints]
+
+
+def active_endpoints(site: Site) -> list[WebhookEndpoint]:
     """The site's active endpoints, read once per transaction (one statement a record)."""
     cached = transaction_cache(ENDPOINTS_READ).get(site.id)
     if cached is not None:
@@ -137,27 +155,6 @@ def _active_endpoints(site: Site) -> list[WebhookEndpoint]:
     # Looked up again: the statement may have begun the transaction the cache belongs to.
     transaction_cache(ENDPOINTS_READ)[site.id] = endpoints
     return endpoints
-
-
-def emit_decision_events(
-    site: Site, subject: Subject, record: ConsentRecord, withdrawn: list[str]
-) -> None:
-    """Announce a recorded decision and, if it refused what was granted, the withdrawal."""
-    base = {"subject": subject.pseudonym, "recorded_at": record.recorded_at.isoformat()}
-    emit_event(
-        site,
-        "consent.recorded",
-        {
-            **base,
-            "record": record.sequence,
-            "source": record.source,
-            "policy_version": record.policy_version,
-            "decisions": record.decisions,
-        },
-        subject=subject,
-    )
-    if withdrawn:
-        emit_event(site, "consent.withdrawn", {**base, "purposes": withdrawn}, subject=subject)
 
 
 def retry_delay(attempts: int) -> timedelta:

@@ -60,3 +60,42 @@ def make_person(client, site_key, key, *, email_marketing: bool) -> str:
     ]:
         assert client.post(url, json=body, headers=bearer(key)).status_code in (200, 201)
     return token
+
+
+def hold_first_batch(monkeypatch, seconds: float = 0.5) -> list[int]:
+    """Slow the first batch appended, so that concurrent submissions queue behind it
+    and the next batch takes them all at once; return the sizes of the batches."""
+    import threading
+    import time
+
+    from consent import ledger
+
+    sizes: list[int] = []
+    append = ledger.append_submissions
+    first = threading.Event()
+
+    def slowed(connection, batch, **options):
+        if not first.is_set():
+            first.set()
+            time.sleep(seconds)
+        sizes.append(len(batch))
+        return append(connection, batch, **options)
+
+    monkeypatch.setattr(ledger, "append_submissions", slowed)
+    return sizes
+
+
+def submit_at_once(app, site_key: str, bodies: list[dict]) -> list:
+    """POST each body (``json=``, ``headers=``) from its own thread, all released together."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = threading.Barrier(len(bodies))
+
+    def send(body):
+        client = app.test_client()
+        start.wait()
+        return client.post(f"/v1/sites/{site_key}/records", **body)
+
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return list(pool.map(send, bodies))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import create_engine
 
 from consent import create_app
 from consent.config import ConfigError
@@ -184,3 +185,15 @@ def test_unmigrated_database_is_named_on_the_command_line(tmp_path):
         result = app.test_cli_runner().invoke(args=["verify"])
     assert result.exit_code == 1
     assert "run `consent init-db`" in result.output
+
+
+@pytest.mark.parametrize(("engine_of", "foreign_keys"), [("app", 1), ("another library", 0)])
+def test_sqlite_settings_go_to_the_apps_engines_only(tmp_path, engine_of, foreign_keys):
+    """The service configures its own engines: another engine in the process keeps its own."""
+    url = f"sqlite:///{tmp_path}/x.sqlite"
+    app = create_app({"DATABASE_URL": url, **TEST_SECRETS})
+    with app.app_context():
+        engine = db.engine if engine_of == "app" else create_engine(url)
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == foreign_keys
+        engine.dispose()

@@ -79,10 +79,7 @@ def outage(app, database_url, dialect):
         faulty = sibling_app(
             app,
             proxied.render_as_string(hide_password=False),
-            SQLALCHEMY_ENGINE_OPTIONS={
-                "pool_pre_ping": True,
-                "connect_args": {"connect_timeout": 3},
-            },
+            SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"connect_timeout": 3}},
         )
         yield Outage(faulty, proxy.cut, proxy.restore)
         proxy.close()
@@ -204,6 +201,44 @@ def test_retries_with_one_key_after_an_outage_record_once(
     assert sum("Idempotent-Replayed" not in answer.headers for answer in answers) == 1
     assert record_count() == 1
     tally[f"faults[{dialect}]: concurrent retries of one key"] += 8
+
+
+def drop_idle_connections(outage: Outage, site: str, token: str) -> None:
+    """Leave a connection in each pool (check and records), then drop them unseen."""
+    assert check(outage.client, site, "analytics", token=token).status_code == 200
+    outage.cut()
+    outage.restore()  # a database restart nobody was asking during: the pools hold the dead
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_check_on_a_connection_dropped_while_idle_answers_from_a_new_one(
+    outage, make_site, dialect, tally
+):
+    site = make_site()
+    token = submit(outage.client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    drop_idle_connections(outage, site, token)
+
+    answer = check(outage.client, site, "analytics", token=token)
+    assert (answer.status_code, answer.get_json()["allowed"]) == (200, True)
+    tally[f"faults[{dialect}]: dead pooled connections replaced"] += 1
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_record_on_a_connection_dropped_while_idle_answers_503_and_its_retry_records_once(
+    outage, make_site, record_count, dialect, tally
+):
+    site = make_site()
+    token = submit(outage.client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    drop_idle_connections(outage, site, token)
+    headers = {"Idempotency-Key": "dropped-while-idle-91c3"}
+
+    assert_database_error(
+        submit(outage.client, site, ACCEPT_ALL, token=token, headers=headers), 503, "reached"
+    )
+    retried = submit(outage.client, site, ACCEPT_ALL, token=token, headers=headers)
+    assert retried.status_code == 201, retried.get_json()
+    assert record_count() == 2
+    tally[f"faults[{dialect}]: dead pooled connections replaced"] += 1
 
 
 # SQLite has no connection to lose; its commit-time fault is the full disk, below.

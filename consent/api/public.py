@@ -22,7 +22,7 @@ from consent.api.common import (
 )
 from consent.archive import archive_banner_version, require_served
 from consent.check import check_visitor, describe_state
-from consent.db import db
+from consent.db import db, mark_session_reads_only, once_more_if_disconnected
 from consent.ledger import record_submission
 from consent.models import ConsentRecord, Site, Subject
 from consent.schemas import (
@@ -145,6 +145,7 @@ class Records(MethodView):
     )
     def post(self, args, site_key):
         """Record one submission of the visitor's decisions."""
+        mark_session_reads_only()  # the record is appended on a connection of its own
         site = load_site(site_key)
         token = request.headers.get(TOKEN_HEADER)
         visitor_id = read_visitor_token(token, site.key, TOKEN_HEADER) if token else None
@@ -219,7 +220,9 @@ class Check(MethodView):
         visitor_id = read_visitor_token(token, site_key, TOKEN_HEADER) if token else None
         found = None
         if is_site_key(site_key):
-            found = check_visitor(site_key, visitor_id, args["purpose"], args.get("service"))
+            found = once_more_if_disconnected(
+                lambda: check_visitor(site_key, visitor_id, args["purpose"], args.get("service"))
+            )
         if found is None:
             abort(404, message=f"No site with key {site_key!r}.")
         g.allowed_origins = found.allowed_origins

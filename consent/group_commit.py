@@ -1,0 +1,94 @@
+"""Group commit: concurrent submissions for one chain appended in one transaction.
+
+Appends to one site's chain are serialised by its chain-head lock, so under load they
+queue. Rather than each waiting for the lock, its own transaction and its own fsync,
+the submissions that arrive while a batch is being written join the next batch: its
+leader (the first of them) appends them all in one transaction, commits, then wakes
+each member with its own outcome. Nobody is answered before the commit that holds
+their submission, and a batch is never held back to wait for more: a lone submission
+is a batch of one.
+
+Across processes nothing is shared here: the chain-head row lock (PostgreSQL) or the
+write lock (SQLite) serialises the batches of every process, so the chain never forks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+Item = TypeVar("Item")
+
+#: Writes a batch in one transaction and returns, per item in order, its outcome or
+#: the exception that is that item's own failure (which fails no other item).
+WriteBatch = Callable[[Sequence[Item]], Sequence[Any]]
+
+
+@dataclass(eq=False)
+class _Member(Generic[Item]):
+    item: Item
+    woken: threading.Event = field(default_factory=threading.Event)
+    is_leader: bool = False
+    outcome: Any = None
+
+
+class GroupCommit:
+    """Per process: queues of submissions per chain, each written by one leader at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[Hashable, list[_Member]] = {}
+        self._busy: set[Hashable] = set()
+
+    def submit(self, chain: Hashable, item: Item, write_batch: WriteBatch) -> Any:
+        """Have ``item`` written with whatever else is waiting for ``chain``; its outcome.
+
+        Raises the item's own exception, or the batch's if the whole batch failed.
+        """
+        member = _Member(item)
+        with self._lock:
+            self._waiting.setdefault(chain, []).append(member)
+            member.is_leader = chain not in self._busy
+            self._busy.add(chain)
+        if not member.is_leader:
+            member.woken.wait()
+        if member.is_leader:
+            self._lead(chain, write_batch)
+        if isinstance(member.outcome, BaseException):
+            raise member.outcome
+        return member.outcome
+
+    def _lead(self, chain: Hashable, write_batch: WriteBatch) -> None:
+        with self._lock:
+            batch = self._waiting.pop(chain)
+        try:
+            outcomes = list(write_batch([member.item for member in batch]))
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
+        except BaseException as error:  # noqa: BLE001 - every member gets it, then raises it
+            outcomes = [error] * len(batch)
+        with self._lock:
+            waiting = self._waiting.get(chain)
+            successor = waiting[0] if waiting else None
+            if successor is None:
+                self._busy.discard(chain)
+            else:
+                successor.is_leader = True  # those who came meanwhile: the next batch
+        for member, outcome in zip(batch, outcomes, strict=True):
+            member.outcome = outcome
+            member.woken.set()
+        if successor is not None:
+            successor.woken.set()
+
+
+def write_each_alone(write_batch: WriteBatch, items: Sequence[Item]) -> list[Any]:
+    """Outcomes of writing each item in its own batch: a failure stays its own."""
+    outcomes = []
+    for item in items:
+        try:
+            outcomes.extend(write_batch([item]))
+        except Exception as error:  # noqa: BLE001 - that item's failure, returned to it
+            outcomes.append(error)
+    return outcomes

@@ -1,0 +1,174 @@
+"""Group commit: one site's concurrent submissions appended in shared transactions.
+
+Threads of one app form batches (a slowed first batch makes the others queue behind
+it, so the batches are sure to form); two app processes append to one chain, each
+process its own batches, the chain lock between them. Whatever the batching, each 201
+is one record, the chain never forks, a member that fails fails alone, and a process
+killed mid-batch leaves whole batches or none.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from app_process import app_environment, app_servers, post_json, start
+from helpers import ACCEPT_ALL, REJECT_ALL, hold_first_batch, submit, submit_at_once
+from integrity import assert_history_consistent
+from sqlalchemy import select
+
+from consent import ledger
+from consent.db import db
+from consent.models import Visitor
+
+THREADS = 12
+PROCESSES = 2
+
+
+@pytest.fixture
+def batches(monkeypatch) -> list[int]:
+    """The sizes of the batches appended, the first held back so that the others queue."""
+    return hold_first_batch(monkeypatch)
+
+
+def test_concurrent_first_visits_share_a_transaction_and_each_is_recorded_once(
+    app, make_site, record_count, batches, dialect, tally
+):
+    site = make_site()
+    answers = submit_at_once(app, site, [{"json": {"decisions": ACCEPT_ALL}}] * THREADS)
+
+    assert [answer.status_code for answer in answers] == [201] * THREADS
+    assert max(batches) > 1, batches  # batches formed
+    assert sum(batches) == THREADS
+    assert record_count() == THREADS
+    assert len({answer.get_json()["visitor_id"] for answer in answers}) == THREADS
+    assert assert_history_consistent(app, site) == THREADS
+    tally[f"group commit[{dialect}]: largest batch"] = max(
+        tally[f"group commit[{dialect}]: largest batch"], max(batches)
+    )
+
+
+def test_each_member_of_a_batch_is_answered_with_its_own_record(app, client, make_site, batches):
+    site = make_site()
+    bodies = [{"json": {"decisions": ACCEPT_ALL if n % 2 else REJECT_ALL}} for n in range(8)]
+    answers = submit_at_once(app, site, bodies)
+
+    assert max(batches) > 1, batches
+    for body, answer in zip(bodies, answers, strict=True):
+        assert answer.get_json()["record"]["decisions"] == sorted(
+            body["json"]["decisions"], key=lambda decision: decision["purpose"]
+        )
+        token = answer.get_json()["visitor_token"]
+        me = client.get(f"/v1/sites/{site}/me", headers={"X-Consent-Token": token}).get_json()
+        assert [record["hash"] for record in me["history"]] == [answer.get_json()["record"]["hash"]]
+
+
+def test_a_key_used_for_another_submission_fails_alone_in_its_batch(
+    app, client, make_site, record_count, batches
+):
+    site = make_site()
+    key = {"Idempotency-Key": "used-once-already-5d2e"}
+    assert submit(client, site, ACCEPT_ALL, headers=key).status_code == 201
+    bodies = [{"json": {"decisions": ACCEPT_ALL}}] * 6 + [
+        {"json": {"decisions": REJECT_ALL}, "headers": key}
+    ]
+    answers = submit_at_once(app, site, bodies)
+
+    assert max(batches) > 1, batches
+    assert [answer.status_code for answer in answers] == [201] * 6 + [422]
+    assert answers[-1].get_json()["errors"] == {
+        "Idempotency-Key": ["This key was used for a different submission."]
+    }
+    assert record_count() == 1 + 6
+    assert_history_consistent(app, site)
+
+
+def test_retries_of_one_key_in_one_batch_record_once(app, make_site, record_count, batches):
+    site = make_site()
+    key = {"Idempotency-Key": "one-click-many-tries-77aa"}
+    answers = submit_at_once(app, site, [{"json": {"decisions": ACCEPT_ALL}, "headers": key}] * 6)
+
+    assert [answer.status_code for answer in answers] == [201] * 6
+    assert sum("Idempotent-Replayed" not in answer.headers for answer in answers) == 1
+    assert len({answer.get_json()["record"]["hash"] for answer in answers}) == 1
+    assert record_count() == 1
+
+
+def test_a_member_the_database_refuses_fails_alone(
+    app, make_site, record_count, batches, monkeypatch
+):
+    """A batch refused whole (one member's row breaks a constraint) is retried one by
+    one: the member at fault gets its error, the others their records."""
+    site = make_site()
+    taken = submit(app.test_client(), site, ACCEPT_ALL).get_json()["visitor_id"]
+    issued = iter([taken])
+    make_id = ledger.new_opaque_id
+    # The first visitor id issued from now on collides with one that exists.
+    monkeypatch.setattr(ledger, "new_opaque_id", lambda: next(issued, None) or make_id())
+    answers = submit_at_once(app, site, [{"json": {"decisions": ACCEPT_ALL}}] * 6)
+
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [201] * 5 + [409], [answer.get_json() for answer in answers]
+    assert record_count() == 1 + 5
+    assert_history_consistent(app, site)
+
+
+def test_two_processes_appending_first_visits_to_one_site_never_fork_the_chain(
+    app, make_site, record_count, database_url, dialect, tmp_path, tally
+):
+    site = make_site()
+    environment = app_environment(database_url, app.config)
+    with app_servers(PROCESSES, environment, tmp_path) as urls:
+
+        def send(number: int):
+            return post_json(
+                f"{urls[number % PROCESSES]}/v1/sites/{site}/records", {"decisions": ACCEPT_ALL}
+            )
+
+        with ThreadPoolExecutor(max_workers=2 * THREADS) as pool:
+            answers = list(pool.map(send, range(4 * THREADS)))
+
+    assert [status for status, _ in answers] == [201] * len(answers), answers
+    assert record_count() == len(answers)
+    assert assert_history_consistent(app, site) == len(answers)
+    tally[f"group commit[{dialect}]: first visits through {PROCESSES} processes"] += len(answers)
+
+
+def test_a_process_killed_mid_batch_leaves_whole_batches_only(
+    app, make_site, record_count, database_url, tmp_path, tally, dialect
+):
+    site = make_site()
+    environment = app_environment(database_url, app.config)
+    accepted = []
+    server = start("serve", env=environment, log_path=tmp_path / "server.log")
+    url = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+    with ThreadPoolExecutor(THREADS) as pool:
+
+        def send(number: int):
+            status, body = post_json(f"{url}/v1/sites/{site}/records", {"decisions": ACCEPT_ALL})
+            if status == 201:
+                accepted.append(body["record"]["hash"])
+
+        futures = [pool.submit(send, number) for number in range(200)]
+        deadline = time.monotonic() + 30
+        while len(accepted) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.send_signal(signal.SIGKILL)  # batches in flight: some committed, some not
+        server.wait()
+        server.stdout.close()
+        for future in futures:
+            try:
+                future.result()
+            except OSError:
+                pass  # the connection the killed server held
+
+    count = record_count()
+    assert len(accepted) <= count < 200
+    # Every record, with its subject, visitor and states: no half of any batch.
+    assert assert_history_consistent(app, site) == count
+    with app.app_context():
+        visitors = db.session.scalars(select(Visitor.visitor_id)).all()
+    assert len(visitors) == count
+    tally[f"group commit[{dialect}]: servers killed mid-batch"] += 1
