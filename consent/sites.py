@@ -99,8 +99,11 @@ def validate_site_settings(
     lifetime_days: int | None = None,
     retention_days: int | None = None,
     texts: dict | None = None,
+    logo_url: str | None = None,
 ) -> None:
     """Refuse settings no site may have, naming the field."""
+    if logo_url:
+        validation.validate_web_url(logo_url, "logo_url")
     if key is not None:
         validation.validate_site_key(key, "key")
     if name is not None:

@@ -429,6 +429,8 @@ def test_admin_creates_a_site_with_standard_purposes(app, admin):
         ({"key": "Bad Key"}, "Use 2-64 lower-case letters"),
         ({"texts-0-language": "english", "texts-0-text": "Hi"}, "Use a language code like en"),
         ({"name": ""}, "Give the site a name."),
+        ({"logo_url": "javascript:alert(1)"}, "Use a full web address starting with https://"),
+        ({"logo_url": "logo.png"}, "Use a full web address starting with https://"),
     ],
 )
 def test_bad_site_settings_are_refused_with_a_message(app, admin, change, message):
@@ -436,6 +438,12 @@ def test_bad_site_settings_are_refused_with_a_message(app, admin, change, messag
     assert response.status_code == 422
     assert message in response.text
     assert in_app(app, lambda: get_site_by_key("blog")) is None
+
+
+def test_a_new_sites_logo_url_is_kept(app, admin):
+    logo = "https://blog.example/logo.png"
+    post_form(admin, "/admin/sites/new", {**SITE_FORM, "logo_url": logo})
+    assert in_app(app, lambda: get_site_by_key("blog").logo_url) == logo
 
 
 def test_a_taken_site_key_is_refused(admin, site_key):
