@@ -12,13 +12,14 @@ from sqlalchemy import func, select
 from consent import validation, webhooks
 from consent.db import db, insert_for_dialect, now_utc
 from consent.errors import InvalidRequest
-from consent.i18n import BANNER_TEXTS, BUILT_IN_LANGUAGES, purpose_translations
+from consent.i18n import BANNER_TEXTS, BUILT_IN_LANGUAGES, pick_language, purpose_translations
 from consent.ledger import (
     latest_material_policy,
     latest_policy,
     scheduled_policies,
     start_chain,
 )
+from consent.links import public_url
 from consent.models import (
     DEFAULT_LIFETIME_DAYS,
     MAX_LIFETIME_DAYS,
@@ -328,20 +329,10 @@ def _policy_entry(policy: PolicyVersion | None) -> dict[str, Any] | None:
     }
 
 
-#: Language tags that name another one the banner speaks (Norwegian Bokmål and Nynorsk).
-LANGUAGE_ALIASES = {"nb": "no", "nn": "no"}
-
-
 def choose_language(site: Site, wanted: list[str]) -> str:
     """Return the first wanted language the site offers (as the widget picks), else its
     default: ``fr-CA`` matches ``fr``, ``nb`` matches ``no``."""
-    for tag in wanted:
-        tag = tag.strip().lower()
-        base = tag.split("-")[0]
-        for candidate in (tag, base, LANGUAGE_ALIASES.get(base)):
-            if candidate in site.languages:
-                return candidate
-    return site.default_language
+    return pick_language(wanted, site.languages, site.default_language)
 
 
 def _only_languages(content: dict[str, Any], keep: set[str]) -> dict[str, Any]:
@@ -384,6 +375,8 @@ def banner_config(site: Site, *, max_age: int = 300) -> dict[str, Any]:
     material = latest_material_policy(site, now=now)
     return {
         "site": {"key": site.key, "name": site.name},
+        # Outside the hash: where the service runs is no choice the visitor was shown.
+        "rights_request_url": public_url("rights_pages.request_form", site_key=site.key),
         "config_hash": hashlib.sha256(serialised.encode()).hexdigest(),
         "policy": _policy_entry(latest_policy(site, now=now)),
         "material_version": material.version if material else None,
