@@ -2,8 +2,9 @@
 
 ``/privacy/<site>`` is the short, stable link the banner and the email preference
 centre give: a form (no script) that registers the request as the public API does and
-emails the link that verifies it. It is CSRF-protected (Flask-WTF: a token in the form
-and in the session cookie), rate-limited per address and site like the API, and speaks
+emails the link that verifies it. It sets no cookie: a post that a browser says came
+from another site is refused (``consent.pages.is_from_our_page``), which is what a CSRF
+token would prevent. It is rate-limited per address and site like the API, and speaks
 the reader's language.
 
 ``GET`` of the confirmation link only shows a button (mail scanners prefetch links);
@@ -28,7 +29,13 @@ from consent.errors import InvalidRequest
 from consent.i18n import BUILT_IN_LANGUAGES
 from consent.mail import MailUnavailable
 from consent.models import RIGHTS_KINDS
-from consent.pages import PAGE_HEADERS, branded_page, reader_language, render_page
+from consent.pages import (
+    PAGE_HEADERS,
+    branded_page,
+    is_from_our_page,
+    reader_language,
+    render_page,
+)
 from consent.sites import get_site_by_key
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,9 @@ bp = Blueprint("rights_pages", __name__)
 
 class RightsRequestForm(FlaskForm):
     """What a person asks for, and where the verification link goes."""
+
+    class Meta:
+        csrf = False  # no session to keep a token in: see is_from_our_page
 
     kind = RadioField(choices=list(RIGHTS_KINDS), validators=[InputRequired()])
     email = StringField(validators=[InputRequired()])
@@ -52,7 +62,6 @@ FIELD_ERRORS = {
     "kind": "error_kind",
     "email": "error_email",
     "message": "error_message",
-    "csrf_token": "error_resend",
 }
 
 
@@ -66,9 +75,10 @@ def request_form(site_key: str):
         return render_page("rights/unknown.html", language, 404)
     language = reader_language(site.languages, site.default_language)
     form = RightsRequestForm()
+    if form.is_submitted() and not is_from_our_page():
+        return _form_page(form, site, language, 403, problem="error_resend")
     if not form.validate_on_submit():
-        status = 422 if form.is_submitted() else 200
-        return _form_page(form, site, language, status)
+        return _form_page(form, site, language, 422 if form.is_submitted() else 200)
     try:
         rights_requests.receive_request(
             site,
@@ -107,7 +117,7 @@ def _form_page(form: RightsRequestForm, site, language: str, status: int, proble
         site=site,
         kinds=RIGHTS_KINDS,
         failed=failed,
-        problem=problem or ("error_resend" if "error_resend" in failed else None),
+        problem=problem,
     )
 
 

@@ -10,8 +10,8 @@ The page's own forms post to the same signed link with ``action`` (``unsubscribe
 ``subscribe`` or ``unsubscribe-all``) and ``purpose``. No cookie, no login, no CSRF
 token: the signed link is the authority (a mail client's one click carries nothing
 else, and nobody without the link can post to it). Besides, a page action must come
-from the page itself: one a browser says came from another site (``Sec-Fetch-Site``,
-``Origin``) is refused and changes nothing.
+from the page itself: one a browser says came from another site is refused and
+changes nothing (``consent.pages.is_from_our_page``).
 
 A link we did not sign, or whose site, person or purpose is gone or erased, gets one
 neutral page, in the reader's language among the built-in ones (not the site's, which
@@ -20,9 +20,7 @@ would tell the sites apart), and changes nothing.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, render_template, request
 
 from consent.errors import InvalidRequest
 from consent.i18n import BUILT_IN_LANGUAGES
@@ -34,7 +32,13 @@ from consent.marketing import (
     open_unsubscribe_link,
 )
 from consent.marketing import unsubscribe as record_unsubscribe
-from consent.pages import PAGE_HEADERS, branded_page, reader_language, render_page
+from consent.pages import (
+    PAGE_HEADERS,
+    branded_page,
+    is_from_our_page,
+    reader_language,
+    render_page,
+)
 
 bp = Blueprint("unsubscribe", __name__, url_prefix="/unsubscribe")
 
@@ -67,7 +71,7 @@ def unsubscribe(token: str):
     link = open_unsubscribe_link(token)
     if link is None:
         return _neutral_page()
-    if not _is_from_our_page():
+    if not is_from_our_page():
         return _preference_centre(link, token, 403, error=True)
     choose = ACTIONS.get(action)
     try:
@@ -116,14 +120,3 @@ def _preference_centre(link: MailboxLink, token: str, status: int = 200, **notic
 
 def _neutral_page():
     return render_page("unsubscribe/neutral.html", reader_language(BUILT_IN_LANGUAGES, "en"))
-
-
-def _is_from_our_page() -> bool:
-    """Whether a browser posting a page action says it came from our own page."""
-    fetch_site = request.headers.get("Sec-Fetch-Site")
-    if fetch_site is not None:
-        return fetch_site == "same-origin"
-    # Our pages send no Referer, so a browser without Sec-Fetch-* names no origin: "null".
-    origin = request.headers.get("Origin")
-    ours = urlsplit(current_app.config["PUBLIC_URL"])
-    return origin in (None, "null", f"{ours.scheme}://{ours.netloc}")

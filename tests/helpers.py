@@ -2,6 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
+#: The CSRF token's hidden input as WTForms renders it (attribute order varies).
+CSRF_INPUT = re.compile(
+    r'name="csrf_token" type="hidden" value="([^"]+)"|'
+    r'type="hidden" name="csrf_token" value="([^"]+)"'
+)
+
+
+def csrf_token(client, page: str, **kwargs) -> str:
+    """The CSRF token of the form on a page, as a browser would submit it."""
+    response = client.get(page, **kwargs)
+    assert response.status_code == 200, response.text
+    match = CSRF_INPUT.search(response.text)
+    assert match, f"no CSRF token on {page}"
+    return match.group(1) or match.group(2)
+
 
 def submit(client, site_key, decisions, *, token=None, headers=None, **fields):
     """POST a submission the way the widget does; returns the response."""
