@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import email
 import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aiosmtpd.controller import Controller
 
 #: The CSRF token's hidden input as WTForms renders it (attribute order varies).
 CSRF_INPUT = re.compile(
@@ -77,3 +83,36 @@ def make_person(client, site_key, key, *, email_marketing: bool) -> str:
     ]:
         assert client.post(url, json=body, headers=bearer(key)).status_code in (200, 201)
     return token
+
+
+class Mailbox:
+    """What a real SMTP server received: one ``email.message.Message`` per email."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def bodies_to(self, address: str) -> list[str]:
+        return [
+            message.get_payload(decode=True).decode()
+            for message in self.messages
+            if message["To"] == address
+        ]
+
+
+@contextmanager
+def smtp_server() -> Iterator[tuple[Mailbox, str]]:
+    """A local SMTP server (aiosmtpd) on a free port: its mailbox and its SMTP_URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield box, f"smtp://127.0.0.1:{port}"
+    finally:
+        controller.stop()

@@ -9,18 +9,15 @@ centre and the page link to the privacy-request form, which sends its email.
 from __future__ import annotations
 
 import base64
-import email
-import socket
 import uuid
 
 import pytest
-from aiosmtpd.controller import Controller
+from helpers import smtp_server
+from integrity import site_records
 from playwright.sync_api import Page, expect
-from sqlalchemy import select
 
 from consent import ledger
 from consent.db import db
-from consent.models import ConsentRecord
 from consent.sites import STANDARD_PURPOSES, create_site, get_site_by_key, set_purpose
 from consent.subjects import find_or_create_subject_by
 from consent.tokens import make_unsubscribe_token
@@ -72,13 +69,7 @@ def reader(live_app) -> dict:
 def records(live_app, site_key: str) -> list[tuple[str, list[dict]]]:
     """The shop's history, oldest first: (source, decisions) of each record."""
     with live_app.app_context():
-        site = get_site_by_key(site_key)
-        rows = db.session.scalars(
-            select(ConsentRecord)
-            .where(ConsentRecord.site_id == site.id)
-            .order_by(ConsentRecord.sequence)
-        )
-        return [(row.source, row.decisions) for row in rows]
+        return [(row.source, row.decisions) for row in site_records(get_site_by_key(site_key))]
 
 
 def section(page: Page, title: str):
@@ -165,28 +156,13 @@ def test_the_one_click_post_still_unsubscribes_from_the_emails_purpose(page, liv
     assert records(live_app, reader["site"])[1:] == [("unsubscribe", refused("newsletter"))]
 
 
-class _Mailbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-
 @pytest.fixture
 def mailbox(live_app, live_server, monkeypatch):
     """A local SMTP server for the live app; its links start at the live server."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    box = _Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    monkeypatch.setitem(live_app.config, "SMTP_URL", f"smtp://127.0.0.1:{port}")
-    monkeypatch.setitem(live_app.config, "PUBLIC_URL", live_server)
-    yield box
-    controller.stop()
+    with smtp_server() as (box, url):
+        monkeypatch.setitem(live_app.config, "SMTP_URL", url)
+        monkeypatch.setitem(live_app.config, "PUBLIC_URL", live_server)
+        yield box
 
 
 def test_a_privacy_request_from_the_preference_centre_sends_its_email(
