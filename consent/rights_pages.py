@@ -21,7 +21,7 @@ import logging
 from flask import Blueprint, Response, render_template, request
 from flask_wtf import FlaskForm
 from wtforms import RadioField, StringField, TextAreaField
-from wtforms.validators import InputRequired, Length, Optional
+from wtforms.validators import InputRequired, Optional
 from wtforms.validators import ValidationError as FieldError
 
 from consent import rights_requests, validation
@@ -50,11 +50,21 @@ class RightsRequestForm(FlaskForm):
 
     kind = RadioField(choices=list(RIGHTS_KINDS), validators=[InputRequired()])
     email = StringField(validators=[InputRequired()])
-    message = TextAreaField(validators=[Optional(), Length(max=validation.MAX_TEXT_LENGTH)])
+    message = TextAreaField(validators=[Optional()])
 
     def validate_email(self, field):
-        if not validation.is_email(field.data):
-            raise FieldError("Not a valid email address.")
+        _by_the_rule(validation.validate_email, field)
+
+    def validate_message(self, field):
+        _by_the_rule(validation.validate_length, field, maximum=validation.MAX_TEXT_LENGTH)
+
+
+def _by_the_rule(validate, field, **bounds) -> None:
+    """Check a field by the rule everything else uses (``consent.validation``)."""
+    try:
+        validate(field.data, field.name, **bounds)
+    except validation.InvalidValue as error:
+        raise FieldError(error.message) from None
 
 
 #: The page text that tells a reader what is wrong with each field.

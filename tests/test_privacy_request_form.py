@@ -64,6 +64,13 @@ def test_bad_input_is_shown_beside_its_field_and_registers_nothing(
     assert mailbox.messages == []
 
 
+@pytest.mark.parametrize("field", ["email", "message"])
+def test_text_no_database_can_store_is_refused_not_a_500(app, client, demo_site, field):
+    fields = {"kind": "access", "email": READER, field: "a\x00b@example.com"}
+    assert send(client, demo_site, fields).status_code == 422
+    assert requests_registered(app) == []
+
+
 def test_the_form_keeps_what_was_typed_when_it_is_refused(client, demo_site):
     response = send(client, demo_site, {"kind": "export", "email": "nope", "message": "Hi"})
     assert 'value="export" required checked' in response.text
