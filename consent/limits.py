@@ -204,6 +204,7 @@ LIMITED_ENDPOINTS = {
     "server.ServerCheck": ("RATELIMIT_CHECK", None, client_address),
     "server.BulkCheck": ("RATELIMIT_CHECK", None, client_address),
     "public.RightsRequests": ("RATELIMIT_RIGHTS_REQUEST", ["POST"], client_address_on_site),
+    "rights_pages.request_form": ("RATELIMIT_RIGHTS_REQUEST", ["POST"], client_address_on_site),
     "admin.sign_in": ("RATELIMIT_SIGN_IN", ["POST"], client_address),
 }
 

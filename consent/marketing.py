@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from consent import identifiers, webhooks
 from consent.accesslog import log_access
 from consent.chain import lock_chain
+from consent.check import describe_state
 from consent.db import db, now_utc
 from consent.decision import Reason, Verdict, decide
 from consent.errors import InvalidRequest
@@ -244,41 +245,115 @@ def unsubscribe_links(site: Site, purpose_key: str, emails: list[str]) -> list[d
     return links
 
 
-def unsubscribe(token: str) -> bool:
-    """Record an opt-out from a signed link; False (and nothing written) if not ours.
+@dataclass(frozen=True)
+class MailboxLink:
+    """Whom a signed unsubscribe link speaks for: a site's subject, reached by email.
 
-    Unsubscribing again while already opted out records nothing new.
+    Holding the link proves control of the mailbox it was sent to, so it may change that
+    subject's email subscriptions, re-subscriptions included.
     """
+
+    site: Site
+    subject: Subject
+    #: The purpose whose email carried the link (what one click unsubscribes from).
+    purpose: Purpose
+
+    @property
+    def purposes(self) -> list[Purpose]:
+        """What the preference centre offers: every optional email purpose, and the link's."""
+        return [
+            purpose
+            for purpose in self.site.purposes
+            if not purpose.is_required
+            and (purpose.kind == "communication" or purpose.id == self.purpose.id)
+        ]
+
+
+def open_unsubscribe_link(token: str) -> MailboxLink | None:
+    """Whom an unsubscribe link is for; None if we did not sign it, or its site, subject
+    or (optional) purpose is gone, or the subject was erased."""
     parsed = read_unsubscribe_token(token)
     if parsed is None:
-        return False
+        return None
     site_key, pseudonym, purpose_key = parsed
     site = get_site_by_key(site_key)
     if site is None:
-        return False
+        return None
     subject = db.session.scalars(
         select(Subject).where(Subject.site_id == site.id, Subject.pseudonym == pseudonym)
     ).first()
     purpose = next((p for p in site.purposes if p.key == purpose_key), None)
-    if subject is None or purpose is None or purpose.is_required:
-        return False
-    lock_chain(site, subject)
+    if subject is None or subject.erased_at is not None or purpose is None or purpose.is_required:
+        return None
+    return MailboxLink(site, subject, purpose)
+
+
+def email_subscriptions(link: MailboxLink) -> dict[str, bool]:
+    """Whether the link's subject may be emailed, per offered purpose (the check's rule).
+
+    Shown to whoever holds the link, so the reading is written to the access log.
+    """
+    log_access(link.site, "person", "preferences", link.subject.pseudonym)
+    state = describe_state(link.site, link.subject)
+    return {purpose.key: state[purpose.key]["allowed"] for purpose in link.purposes}
+
+
+def change_subscriptions(
+    link: MailboxLink, choices: dict[str, bool], *, language: str | None = None
+) -> list[str]:
+    """Record the chosen opt-outs and re-subscriptions, all in one record; return their keys.
+
+    Only purposes the preference centre offers. A choice already in force records
+    nothing: an opt-out of a purpose refused, a re-subscription to one allowed. The
+    record's source is ``unsubscribe`` for opt-outs, ``preferences`` with a grant in it.
+    """
+    offered = {purpose.key for purpose in link.purposes}
+    for key in choices:
+        if key not in offered:
+            raise InvalidRequest("purpose", f"{key!r} is not an email purpose of this site.")
+    site, subject = link.site, link.subject
+    lock_chain(site, subject)  # an erasure may have come first: read it under the lock
     if subject.erased_at is not None:
-        return True
-    state = db.session.get(CurrentState, (subject.id, purpose.id, ""))
-    if state is not None and not state.is_granted:
-        return True
+        return []
+    state = describe_state(site, subject)
+    in_force = {Reason.DENIED, Reason.WITHDRAWN}
+    decisions = [
+        {"purpose": key, "granted": granted}
+        for key, granted in choices.items()
+        if not (state[key]["allowed"] if granted else state[key]["reason"] in in_force)
+    ]
+    if not decisions:
+        return []
+    is_grant = any(decision["granted"] for decision in decisions)
     record = record_decision(
-        site, subject, [{"purpose": purpose.key, "granted": False}], source="unsubscribe"
-    )
-    webhooks.emit_event(
         site,
-        "marketing.unsubscribed",
-        {
-            "subject": subject.pseudonym,
-            "purpose": purpose.key,
-            "at": record.recorded_at.isoformat(),
-        },
-        subject=subject,
+        subject,
+        decisions,
+        source="preferences" if is_grant else "unsubscribe",
+        language=language,
     )
+    for decision in decisions:
+        if not decision["granted"]:
+            webhooks.emit_event(
+                site,
+                "marketing.unsubscribed",
+                {
+                    "subject": subject.pseudonym,
+                    "purpose": decision["purpose"],
+                    "at": record.recorded_at.isoformat(),
+                },
+                subject=subject,
+            )
+    return [decision["purpose"] for decision in decisions]
+
+
+def unsubscribe(token: str) -> bool:
+    """Record the opt-out one click on a signed link asks for; False if the link is not ours.
+
+    Unsubscribing again while already opted out records nothing new.
+    """
+    link = open_unsubscribe_link(token)
+    if link is None:
+        return False
+    change_subscriptions(link, {link.purpose.key: False})
     return True

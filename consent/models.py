@@ -92,6 +92,8 @@ class Site(db.Model):
     #: Who is responsible for the data (shown in consent receipts).
     controller_name: Mapped[str | None] = mapped_column(String(200))
     controller_contact: Mapped[str | None] = mapped_column(String(200))
+    #: An http(s) URL of the site's logo, shown on its email preference centre.
+    logo_url: Mapped[str | None] = mapped_column(String(2000))
     #: How the banner looks: {"layout": "box"|"bar"|"modal", "theme": "auto"|"light"|"dark",
     #: "settings_button": bool, "button_side": "left"|"right"}; unset keys take defaults.
     appearance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -231,6 +231,9 @@ class AppearanceSchema(ma.Schema):
 
 class BannerConfigSchema(ma.Schema):
     site = fields.Dict()
+    rights_request_url = fields.String(
+        metadata={"description": "The form where a person makes a privacy request."}
+    )
     config_hash = fields.String()
     policy = fields.Nested(PolicySchema, allow_none=True, metadata={"description": "In effect."})
     material_version = fields.String(allow_none=True)

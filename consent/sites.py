@@ -13,7 +13,8 @@ from consent import validation, webhooks
 from consent.chain import start_chain
 from consent.db import db, insert_for_dialect, now_utc
 from consent.errors import InvalidRequest
-from consent.i18n import BANNER_TEXTS, BUILT_IN_LANGUAGES, purpose_translations
+from consent.i18n import BANNER_TEXTS, BUILT_IN_LANGUAGES, pick_language, purpose_translations
+from consent.links import public_url
 from consent.models import (
     DEFAULT_LIFETIME_DAYS,
     MAX_LIFETIME_DAYS,
@@ -94,8 +95,11 @@ def validate_site_settings(
     lifetime_days: int | None = None,
     retention_days: int | None = None,
     texts: dict | None = None,
+    logo_url: str | None = None,
 ) -> None:
     """Refuse settings no site may have, naming the field."""
+    if logo_url:
+        validation.validate_web_url(logo_url, "logo_url")
     if key is not None:
         validation.validate_site_key(key, "key")
     if name is not None:
@@ -320,20 +324,10 @@ def _policy_entry(policy: PolicyVersion | None) -> dict[str, Any] | None:
     }
 
 
-#: Language tags that name another one the banner speaks (Norwegian Bokmål and Nynorsk).
-LANGUAGE_ALIASES = {"nb": "no", "nn": "no"}
-
-
 def choose_language(site: Site, wanted: list[str]) -> str:
     """Return the first wanted language the site offers (as the widget picks), else its
     default: ``fr-CA`` matches ``fr``, ``nb`` matches ``no``."""
-    for tag in wanted:
-        tag = tag.strip().lower()
-        base = tag.split("-")[0]
-        for candidate in (tag, base, LANGUAGE_ALIASES.get(base)):
-            if candidate in site.languages:
-                return candidate
-    return site.default_language
+    return pick_language(wanted, site.languages, site.default_language)
 
 
 def _only_languages(content: dict[str, Any], keep: set[str]) -> dict[str, Any]:
@@ -376,6 +370,8 @@ def banner_config(site: Site, *, max_age: int = 300) -> dict[str, Any]:
     material = latest_material_policy(site, now=now)
     return {
         "site": {"key": site.key, "name": site.name},
+        # Outside the hash: where the service runs is no choice the visitor was shown.
+        "rights_request_url": public_url("rights_pages.request_form", site_key=site.key),
         "config_hash": hashlib.sha256(serialised.encode()).hexdigest(),
         "policy": _policy_entry(latest_policy(site, now=now)),
         "material_version": material.version if material else None,

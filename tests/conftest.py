@@ -8,10 +8,8 @@ schema under test, triggers included, is exactly what ``consent init-db`` makes.
 from __future__ import annotations
 
 import base64
-import email
 import os
 import shutil
-import socket
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -19,8 +17,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from aiosmtpd.controller import Controller
 from flask_migrate import upgrade
+from helpers import smtp_server
 from sqlalchemy import func, select
 
 from consent import create_app
@@ -233,34 +231,10 @@ def pytest_terminal_summary(terminalreporter, config):
             terminalreporter.write_line(f"{name}: {count}")
 
 
-class _Mailbox:
-    """What a real SMTP server received: one ``email.message.Message`` per email."""
-
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-    def bodies_to(self, address: str) -> list[str]:
-        return [
-            message.get_payload(decode=True).decode()
-            for message in self.messages
-            if message["To"] == address
-        ]
-
-
 @pytest.fixture
 def mailbox(app):
     """A local SMTP server (aiosmtpd) on a free port; the app sends its emails there."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    box = _Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    app.config["SMTP_URL"] = f"smtp://127.0.0.1:{port}"
-    app.config["PUBLIC_URL"] = "https://consent.example"
-    yield box
-    controller.stop()
+    with smtp_server() as (box, url):
+        app.config["SMTP_URL"] = url
+        app.config["PUBLIC_URL"] = "https://consent.example"
+        yield box

@@ -2,6 +2,29 @@
 
 from __future__ import annotations
 
+import email
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aiosmtpd.controller import Controller
+
+#: The CSRF token's hidden input as WTForms renders it (attribute order varies).
+CSRF_INPUT = re.compile(
+    r'name="csrf_token" type="hidden" value="([^"]+)"|'
+    r'type="hidden" name="csrf_token" value="([^"]+)"'
+)
+
+
+def csrf_token(client, page: str, **kwargs) -> str:
+    """The CSRF token of the form on a page, as a browser would submit it."""
+    response = client.get(page, **kwargs)
+    assert response.status_code == 200, response.text
+    match = CSRF_INPUT.search(response.text)
+    assert match, f"no CSRF token on {page}"
+    return match.group(1) or match.group(2)
+
 
 def submit(client, site_key, decisions, *, token=None, headers=None, **fields):
     """POST a submission the way the widget does; returns the response."""
@@ -99,3 +122,36 @@ def submit_at_once(app, site_key: str, bodies: list[dict]) -> list:
 
     with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
         return list(pool.map(send, bodies))
+
+
+class Mailbox:
+    """What a real SMTP server received: one ``email.message.Message`` per email."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def bodies_to(self, address: str) -> list[str]:
+        return [
+            message.get_payload(decode=True).decode()
+            for message in self.messages
+            if message["To"] == address
+        ]
+
+
+@contextmanager
+def smtp_server() -> Iterator[tuple[Mailbox, str]]:
+    """A local SMTP server (aiosmtpd) on a free port: its mailbox and its SMTP_URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield box, f"smtp://127.0.0.1:{port}"
+    finally:
+        controller.stop()

@@ -41,15 +41,20 @@ def expected_states(history: list[ConsentRecord]) -> dict[tuple[str, str], tuple
     return states
 
 
+def site_records(site) -> list[ConsentRecord]:
+    """The site's history, oldest first (within an app context)."""
+    return db.session.scalars(
+        select(ConsentRecord)
+        .where(ConsentRecord.site_id == site.id)
+        .order_by(ConsentRecord.sequence)
+    ).all()
+
+
 def assert_history_consistent(app, site_key: str) -> int:
     """One unforked, verifiable chain; every subject, state and replay whole. Returns its length."""
     with app.app_context():
         site = get_site_by_key(site_key)
-        records = db.session.scalars(
-            select(ConsentRecord)
-            .where(ConsentRecord.site_id == site.id)
-            .order_by(ConsentRecord.sequence)
-        ).all()
+        records = site_records(site)
         sequences = [record.sequence for record in records]
         assert sequences == list(range(1, len(records) + 1)), "sequence numbers have gaps"
         previous = [record.previous_hash for record in records]

@@ -14,7 +14,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from helpers import ACCEPT_ALL, REJECT_ALL, bearer, submit
+from helpers import ACCEPT_ALL, CSRF_INPUT, REJECT_ALL, bearer, csrf_token, submit
 from scan_factory import cookie, store_scan
 from sqlalchemy import func, select, update
 from webhook_receiver import start_receiver
@@ -38,10 +38,6 @@ from consent.models import (
 from consent.sites import banner_config, get_site_by_key
 
 NAME, PASSWORD = "ada", "correct horse battery staple"
-TOKEN = re.compile(
-    r'name="csrf_token" type="hidden" value="([^"]+)"|'
-    r'type="hidden" name="csrf_token" value="([^"]+)"'
-)
 
 
 @pytest.fixture(autouse=True)
@@ -58,15 +54,6 @@ def admin_account(app):
     with app.app_context():
         grant_role(set_admin_password(NAME, PASSWORD), "owner")
         db.session.commit()
-
-
-def csrf_token(client, page: str) -> str:
-    """The CSRF token of the form on a page, as a browser would submit it."""
-    response = client.get(page)
-    assert response.status_code == 200, response.text
-    match = TOKEN.search(response.text)
-    assert match, f"no CSRF token on {page}"
-    return match.group(1) or match.group(2)
 
 
 def post_form(client, url: str, data: dict | None = None, *, page: str | None = None, **kwargs):
@@ -218,7 +205,7 @@ def test_session_cookie_is_secure_when_https_is_forced(app, admin_account):
     assert response.headers["Location"] == "https://localhost/admin/sign-in"
     form = client.get("/admin/sign-in", base_url="https://localhost")
     assert "Secure" in form.headers["Set-Cookie"]
-    token = TOKEN.search(form.text).group(1)
+    token = CSRF_INPUT.search(form.text).group(1)
     response = client.post(
         "/admin/sign-in",
         base_url="https://localhost",
@@ -430,6 +417,8 @@ def test_admin_creates_a_site_with_standard_purposes(app, admin):
         ({"key": "Bad Key"}, "Use 2-64 lower-case letters"),
         ({"texts-0-language": "english", "texts-0-text": "Hi"}, "Use a language code like en"),
         ({"name": ""}, "Give the site a name."),
+        ({"logo_url": "javascript:alert(1)"}, "Use a full web address starting with https://"),
+        ({"logo_url": "logo.png"}, "Use a full web address starting with https://"),
     ],
 )
 def test_bad_site_settings_are_refused_with_a_message(app, admin, change, message):
@@ -437,6 +426,12 @@ def test_bad_site_settings_are_refused_with_a_message(app, admin, change, messag
     assert response.status_code == 422
     assert message in response.text
     assert in_app(app, lambda: get_site_by_key("blog")) is None
+
+
+def test_a_new_sites_logo_url_is_kept(app, admin):
+    logo = "https://blog.example/logo.png"
+    post_form(admin, "/admin/sites/new", {**SITE_FORM, "logo_url": logo})
+    assert in_app(app, lambda: get_site_by_key("blog").logo_url) == logo
 
 
 def test_a_taken_site_key_is_refused(admin, site_key):

@@ -9,6 +9,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from helpers import csrf_token
 from sqlalchemy import func, select, update
 
 from consent.admin.auth import set_admin_password
@@ -17,7 +18,6 @@ from consent.admin.roles import grant_role
 from consent.db import db, now_utc
 
 NAME, PASSWORD = "ada", "correct horse battery staple"
-TOKEN = re.compile(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"')
 STRANGER = {"REMOTE_ADDR": "203.0.113.9"}
 
 
@@ -31,12 +31,6 @@ def admin_account(app):
     with app.app_context():
         grant_role(set_admin_password(NAME, PASSWORD), "owner")
         db.session.commit()
-
-
-def csrf_token(client, page: str) -> str:
-    response = client.get(page)
-    assert response.status_code == 200, response.text
-    return TOKEN.search(response.text).group(1)
 
 
 def sign_in(client, password=PASSWORD, **kwargs):

@@ -817,6 +817,9 @@ def test_bad_unsubscribe_links_get_the_neutral_page_and_record_nothing(
         assert rendered.replace(token, "") == confirm_page.replace("some-token", ""), name
         answer = client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
         assert (answer.status_code, answer.data) == (done.status_code, done.data), name
+        choice = {"action": "subscribe", "purpose": "email_marketing"}
+        answer = client.post(f"/unsubscribe/{token}", data=choice)
+        assert (answer.status_code, answer.text) == (200, confirm_page), name
         assert rows() == before, name
         tally["bad inputs tried"] += 1
     check = client.get(

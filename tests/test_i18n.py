@@ -1,8 +1,17 @@
 """Built-in languages: every one complete, so no banner is ever half translated."""
 
+import re
+
 import pytest
 
-from consent.i18n import BANNER_TEXTS, BUILT_IN_LANGUAGES, TEXT_KEYS, purpose_translations
+from consent.i18n import (
+    BANNER_TEXTS,
+    BUILT_IN_LANGUAGES,
+    PAGE_TEXT_KEYS,
+    PAGE_TEXTS,
+    TEXT_KEYS,
+    purpose_translations,
+)
 from consent.sites import STANDARD_PURPOSES
 
 EU_OFFICIAL = "bg cs da de el en es et fi fr ga hr hu it lt lv mt nl pl pt ro sk sl sv".split()
@@ -38,3 +47,12 @@ def test_a_new_site_offers_every_built_in_language(client, runner):
     assert config["texts"]["de"]["reject_all"] == "Alle ablehnen"
     analytics = next(p for p in config["purposes"] if p["key"] == "analytics")
     assert analytics["translations"]["pl"]["title"] == "Analityczne"
+
+
+@pytest.mark.parametrize("language", BUILT_IN_LANGUAGES)
+def test_every_language_has_every_page_text_with_its_placeholders(language):
+    texts = PAGE_TEXTS[language]
+    assert tuple(texts) == PAGE_TEXT_KEYS
+    assert all(value.strip() for value in texts.values())
+    for key, english in PAGE_TEXTS["en"].items():
+        assert re.findall(r"\{\w+\}", texts[key]) == re.findall(r"\{\w+\}", english), key

@@ -214,12 +214,10 @@ def test_repeated_unsubscribe_is_harmless(client, server, record_count):
 def test_tampered_link_gets_the_same_answer_and_records_nothing(client, server, record_count):
     opt(server, "reader@example.com", OPT_IN)
     url = link_for(server, "reader@example.com")["url"]
-    genuine_page = client.get(url).get_data(as_text=True)
     tampered = url[:-3] + ("aaa" if not url.endswith("aaa") else "bbb")
     before = record_count()
-    assert client.get(tampered).get_data(as_text=True).replace(
-        tampered.rsplit("/", 1)[1], ""
-    ) == genuine_page.replace(url.rsplit("/", 1)[1], "")
+    # The genuine link shows the person's preferences; a tampered one the neutral page.
+    assert client.get(tampered).data == client.get("/unsubscribe/not-a-link").data
     response = client.post(tampered, data={"List-Unsubscribe": "One-Click"})
     valid = client.post(url, data={"List-Unsubscribe": "One-Click"})
     assert (response.status_code, response.data) == (valid.status_code, valid.data)

@@ -175,6 +175,8 @@ PAGES = [
     ("GET", "/rights/verify/any-token"),
     ("POST", "/rights/verify/any-token"),
     ("GET", "/rights/download/any-token"),
+    ("GET", "/privacy/demo"),
+    ("POST", "/privacy/demo"),
     ("GET", "/admin/sign-in"),
     ("GET", "/v1/docs"),
     ("GET", "/no-such-page"),
@@ -192,8 +194,9 @@ def test_every_page_is_listed(app):
         not in ("static", "widget.asset", "api-reference.static", "api-reference.widget_types")
         and not (rule.endpoint.startswith("admin.") and rule.endpoint != "admin.sign_in")
     }
+    placeholders = {"/any-token": "/<token>", "/demo": "/<site_key>"}
     listed = {
-        re.sub(r"\?.*|/any-token", lambda m: "/<token>" if m.group() else "", path)
+        re.sub(r"\?.*|/any-token|(?<=/privacy)/demo", lambda m: placeholders.get(m[0], ""), path)
         for _, path in PAGES
     }
     assert routes <= listed, routes - listed

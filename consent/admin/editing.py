@@ -23,6 +23,7 @@ def update_site(
     texts: dict[str, dict[str, str]],
     controller_name: str | None,
     controller_contact: str | None,
+    logo_url: str | None = None,
     appearance: dict | None = None,
 ) -> Site:
     """Change a site's settings; the first language becomes the default."""
@@ -33,6 +34,7 @@ def update_site(
         lifetime_days=lifetime_days,
         retention_days=retention_days,
         texts=texts,
+        logo_url=logo_url,
     )
     site.name = name
     site.allowed_origins = list(origins)
@@ -43,6 +45,7 @@ def update_site(
     site.texts = texts
     site.controller_name = controller_name or None
     site.controller_contact = controller_contact or None
+    site.logo_url = logo_url or None
     if appearance is not None:
         site.appearance = validate_appearance(appearance)
     db.session.flush()

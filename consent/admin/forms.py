@@ -196,6 +196,11 @@ class SiteForm(RowsForm):
     )
     controller_name = StringField("Controller name", [Optional(), Length(max=200)])
     controller_contact = StringField("Controller contact", [Optional(), Length(max=200)])
+    logo_url = StringField(
+        "Logo URL",
+        [Optional()],
+        description="Shown on the email preference centre, e.g. https://shop.example/logo.png",
+    )
     texts = FieldList(FormField(TextRow), label="Banner texts")
     layout = SelectField(
         "Banner layout",
@@ -261,6 +266,10 @@ class SiteForm(RowsForm):
             raise FieldError(
                 " ".join(f"{origin!r} {validation.MESSAGES['origin']}" for origin in bad)
             )
+
+    def validate_logo_url(self, field):
+        if field.data and not validation.is_web_url(field.data):
+            raise FieldError(validation.MESSAGES["url"])
 
     def validate_languages(self, field):
         if not field.data:

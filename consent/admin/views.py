@@ -332,6 +332,7 @@ SITE_FIELDS = (
     "retention_days",
     "controller_name",
     "controller_contact",
+    "logo_url",
 )
 
 
@@ -378,6 +379,7 @@ def new_site():
         return _site_form_page(form, None, _attach(form, error))
     site.controller_name = values["controller_name"] or None
     site.controller_contact = values["controller_contact"] or None
+    site.logo_url = values["logo_url"] or None
     for position, purpose in enumerate(sites.STANDARD_PURPOSES):
         sites.set_purpose(site, position=position, **purpose)
     flash(f"Site {site.key!r} created with the standard purposes.")
@@ -419,6 +421,7 @@ def edit_site(site_key: str):
             "texts": SiteForm.text_rows(site.texts),
             "controller_name": site.controller_name,
             "controller_contact": site.controller_contact,
+            "logo_url": site.logo_url,
             **sites.validate_appearance(site.appearance or {}),
         }
     )

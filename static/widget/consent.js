@@ -614,7 +614,9 @@
       class: 'prefs', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'c-ptitle', tabindex: '-1', ...speech()
     }, [
       h('div', { class: 'head' }, [h('h2', { id: 'c-ptitle' }, [t('settings_title')]), closeButton(closePrefs)]),
-      h('div', { class: 'body' }, [gpcNotice(), ...sections, h('p', {}, [policyLink()]), lastUpdated()]),
+      h('div', { class: 'body' }, [
+        gpcNotice(), ...sections, h('p', {}, [policyLink(), ' ', link(config.rights_request_url, t('privacy_request'))]), lastUpdated()
+      ]),
       actions(button(t('save'), () => choose(draft, 'preferences')))
     ]);
     ui.root.append(h('div', { class: 'layer overlay' }, [dialog]));

@@ -45,6 +45,7 @@ def cafe(live_app, live_server):
         )
         site.controller_name = "Café Ltd"
         site.controller_contact = "privacy@cafe.example"
+        site.logo_url = "https://cafe.example/logo.svg"
         for position, purpose in enumerate(DEMO_PURPOSES):
             # In the site's two languages only, as a site owner would have them.
             texts = {lang: t for lang, t in purpose["translations"].items() if lang in ("en", "fr")}
@@ -72,6 +73,7 @@ def stored(live_app, key: str = SITE) -> dict:
                     "texts",
                     "controller_name",
                     "controller_contact",
+                    "logo_url",
                 )
             },
         }
@@ -118,6 +120,7 @@ def test_settings_submitted_unchanged_change_nothing(open_page, live_app):
         == (before["settings"]["allowed_origins"])
     )
     assert page.get_by_label("Languages").input_value() == "en fr"
+    assert page.get_by_label("Logo URL").input_value() == before["settings"]["logo_url"]
     page.get_by_role("button", name="Save settings").click()
     page.wait_for_url(re.compile(rf"/admin/sites/{SITE}$"))
     assert "What the banner shows is unchanged." in page.get_by_role("status").inner_text()
