@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, joinedload
 
-from consent import webhooks
+from consent import regions, webhooks
 from consent.db import UTCDateTime, db, now_utc
 from consent.decision import Verdict, decide
 from consent.errors import InvalidRequest
@@ -76,6 +76,10 @@ def canonical_record(record: ConsentRecord, site_key: str) -> bytes:
         "recorded_at": record.recorded_at.isoformat(timespec="microseconds"),
         "previous_hash": record.previous_hash,
     }
+    # Only where set: records written before regions existed keep their hashes.
+    for name in ("region", "mode"):
+        if getattr(record, name) is not None:
+            fields[name] = getattr(record, name)
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -122,6 +126,8 @@ def append_record(
     language: str | None = None,
     is_gpc: bool = False,
     ip_truncated: str | None = None,
+    region: str | None = None,
+    mode: str | None = None,
 ) -> ConsentRecord:
     """Append one record to the site's chain; the caller holds or takes the head lock.
 
@@ -141,6 +147,8 @@ def append_record(
         language=language,
         is_gpc=is_gpc,
         ip_truncated=ip_truncated,
+        region=region,
+        mode=mode,
         recorded_at=now_utc(),
         previous_hash=head.record_hash,
     )
@@ -404,8 +412,13 @@ def record_decision(
     language: str | None = None,
     is_gpc: bool = False,
     ip_truncated: str | None = None,
+    region: str | None = None,
+    mode: str | None = None,
 ) -> ConsentRecord:
-    """Record one submission of decisions and bring current state up to date."""
+    """Record one submission of decisions and bring current state up to date.
+
+    ``region`` and ``mode``: where the visitor was and the site's rule there.
+    """
     canonical = validate_decisions(site, decisions)
     policy = find_policy(site, policy_version)
     purposes = {purpose.key: purpose for purpose in site.purposes}
@@ -432,6 +445,8 @@ def record_decision(
         language=language,
         is_gpc=is_gpc,
         ip_truncated=ip_truncated,
+        region=region,
+        mode=mode,
     )
     expires_at = record.recorded_at + timedelta(days=site.lifetime_days)
     wanted: set[tuple[int, str]] = set()
@@ -477,12 +492,15 @@ def check_purpose(
     service: str | None = None,
     *,
     is_identifier_erased: bool = False,
+    region: str | None = None,
+    is_gpc: bool = False,
     now: datetime | None = None,
 ) -> Verdict:
     """Decide whether a purpose (or one of its services) is allowed for a subject.
 
     ``is_identifier_erased``: no subject, because the email or user id asked about
-    belonged to a person who was erased.
+    belonged to a person who was erased. ``region`` and ``is_gpc``: where the person is
+    and whether their browser sends Global Privacy Control (for an opt-out default).
     """
     purpose = next((p for p in site.purposes if p.key == purpose_key), None)
     is_known = purpose is not None and (service is None or service in purpose.service_keys)
@@ -499,6 +517,7 @@ def check_purpose(
             )
         }
     material = latest_material_policy(site, now=now) if states else None
+    mode = regions.mode_for(site.region_rules, region)
     return decide(
         is_known=is_known,
         is_required=is_known and purpose.is_required,
@@ -508,6 +527,7 @@ def check_purpose(
         lifetime_days=site.lifetime_days,
         material_published_at=material.published_at if material else None,
         now=now or now_utc(),
+        is_default_allowed=is_known and regions.purpose_default(purpose, mode, is_gpc=is_gpc),
     )
 
 
@@ -538,9 +558,13 @@ def _visitor_check_statement():
         select(
             Site.allowed_origins,
             Site.lifetime_days,
+            Site.region_rules,
             Purpose.id.label("purpose_id"),
             Purpose.is_required,
             Purpose.services,
+            Purpose.consent_mode,
+            Purpose.is_opt_out_default,
+            Purpose.is_notice_only,
             Subject.id.label("subject_id"),
             Subject.erased_at,
             CurrentState.service,
@@ -629,14 +653,17 @@ def check_visitor(
     purpose_key: str,
     service: str | None = None,
     *,
+    region: str | None = None,
+    is_gpc: bool = False,
     now: datetime | None = None,
     engine: Engine | None = None,
 ) -> VisitorCheck | None:
     """The public check in one SQL statement, whatever the size of the history.
 
-    Returns None for an unknown site. Reads the site, the purpose, the visitor's
-    subject, its current state (purpose and service rows) and the latest material
-    policy date together. ``engine``, if given, is an ``autocommit_engine``.
+    Returns None for an unknown site. Reads the site (its region rules too), the
+    purpose, the visitor's subject, its current state (purpose and service rows) and
+    the latest material policy date together. ``engine``, if given, is an
+    ``autocommit_engine``.
     """
     params = {
         "site_key": site_key,
@@ -658,8 +685,9 @@ def check_visitor(
     first = rows[0]
     service_keys = {entry["key"] for entry in first.services or []}
     states = {row.service: row for row in rows if row.service is not None}
+    is_known = first.purpose_id is not None and (service is None or service in service_keys)
     verdict = decide(
-        is_known=first.purpose_id is not None and (service is None or service in service_keys),
+        is_known=is_known,
         is_required=bool(first.is_required),
         is_erased=first.erased_at is not None,
         purpose_state=states.get(""),
@@ -667,13 +695,29 @@ def check_visitor(
         lifetime_days=first.lifetime_days,
         material_published_at=first.material_published_at,
         now=now or now_utc(),
+        is_default_allowed=is_known
+        and regions.allows_by_default(
+            regions.mode_for(first.region_rules, region),
+            is_opt_out_default=bool(first.is_opt_out_default),
+            is_notice_only=bool(first.is_notice_only),
+            is_advertising=regions.is_advertising(purpose_key, first.consent_mode),
+            is_gpc=is_gpc,
+        ),
     )
     return VisitorCheck(list(first.allowed_origins or []), verdict)
 
 
-def describe_state(site: Site, subject: Subject, *, now: datetime | None = None) -> dict:
+def describe_state(
+    site: Site,
+    subject: Subject,
+    *,
+    region: str | None = None,
+    is_gpc: bool = False,
+    now: datetime | None = None,
+) -> dict:
     """Every purpose's verdict for a subject, with per-service verdicts where decided."""
     now = now or now_utc()
+    mode = regions.mode_for(site.region_rules, region)
     material = latest_material_policy(site, now=now)
     material_published_at = material.published_at if material else None
     states: dict[int, dict[str, CurrentState]] = {}
@@ -692,6 +736,7 @@ def describe_state(site: Site, subject: Subject, *, now: datetime | None = None)
             "lifetime_days": site.lifetime_days,
             "material_published_at": material_published_at,
             "now": now,
+            "is_default_allowed": regions.purpose_default(purpose, mode, is_gpc=is_gpc),
         }
         services = {
             service: decide(**facts, service_state=mine.get(service)).body(purpose.key, service)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from consent import identifiers, ledger
+from consent import identifiers, ledger, regions
 from consent.db import db
 from consent.errors import InvalidRequest
 from consent.models import CurrentState, IdempotentRequest, Site, Subject, Visitor
@@ -101,13 +101,6 @@ def subject_for_visitor(site: Site, visitor_id: str | None) -> tuple[Visitor, bo
     return ledger.create_visitor(site), True
 
 
-def is_advertising(purpose) -> bool:
-    """Whether Global Privacy Control opts a purpose out: it sells or shares for ads."""
-    return purpose.key == "marketing" or any(
-        signal.startswith("ad_") for signal in purpose.consent_mode or []
-    )
-
-
 def refuse_advertising_without_explicit_choice(
     site: Site, decisions: list[dict[str, Any]], source: str
 ) -> None:
@@ -121,7 +114,11 @@ def refuse_advertising_without_explicit_choice(
     by_key = {purpose.key: purpose for purpose in site.purposes}
     for decision in decisions:
         purpose = by_key.get(decision["purpose"])
-        if decision["granted"] and purpose is not None and is_advertising(purpose):
+        if (
+            decision["granted"]
+            and purpose is not None
+            and regions.is_advertising(purpose.key, purpose.consent_mode)
+        ):
             raise InvalidRequest(
                 "decisions",
                 f"Global Privacy Control is on: {purpose.key!r} can be granted only as "
@@ -137,6 +134,8 @@ def record_submission(
     idempotency_key: str | None,
     is_gpc: bool,
     ip_truncated: str | None,
+    region: str | None = None,
+    mode: str | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Record a visitor's submission once, even when the client retries it.
 
@@ -169,6 +168,8 @@ def record_submission(
         language=args.get("language"),
         is_gpc=is_gpc,
         ip_truncated=ip_truncated,
+        region=region,
+        mode=mode,
     )
     visitor.last_seen_at = record.recorded_at  # retention forgets visitors unseen too long
     response = RECORD_RESULT.dump(

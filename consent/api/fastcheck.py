@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from werkzeug.wsgi import get_host
 
-from consent import ledger, metrics
+from consent import ledger, metrics, regions
 from consent.api.common import CORS_EXPOSED_HEADERS, is_allowed_origin
 from consent.db import autocommit_engine, db
 from consent.limits import LimitCounter
@@ -117,8 +117,15 @@ class FastCheck:
         address = environ.get("REMOTE_ADDR") or "unknown"
         if self.counter is not None and not self.counter.hit(f"{site_key}/{address}"):
             return None  # Flask counts once more, still over the limit, and answers 429
+        header = regions.environ_header(environ)
         found = ledger.check_visitor(
-            site_key, visitor_id, args["purpose"], args.get("service"), engine=self.engine
+            site_key,
+            visitor_id,
+            args["purpose"],
+            args.get("service"),
+            region=regions.request_region(header, self.app.config),
+            is_gpc=regions.sends_gpc(header),
+            engine=self.engine,
         )
         if found is None:
             return None  # Flask answers 404

@@ -10,7 +10,7 @@ from flask import Response, current_app, g, jsonify, request, stream_with_contex
 from flask.views import MethodView
 from flask_smorest import abort
 
-from consent import archive, ledger, marketing, metrics, rights, rights_requests
+from consent import archive, ledger, marketing, metrics, regions, rights, rights_requests
 from consent.api.common import ApiBlueprint, created
 from consent.archive import require_served
 from consent.db import db
@@ -141,6 +141,8 @@ class ServerCheck(MethodView):
             args["purpose"],
             args.get("service"),
             is_identifier_erased=subject is None and was_erased(g.site, args),
+            region=args.get("region"),
+            is_gpc=args["gpc"],
         )
         body = verdict.body(args["purpose"], args.get("service"))
         metrics.count_check(verdict.reason)
@@ -167,6 +169,10 @@ class ServerRecords(MethodView):
         """Record decisions on behalf of a logged-in user (or a known visitor)."""
         site = g.site
         require_served(site, args.get("config_hash"), load_asset("consent.js"))
+        where = {
+            "region": args.get("region"),
+            "mode": regions.mode_for(site.region_rules, args.get("region")),
+        }
         if "visitor_token" in args:
             visitor_id = read_visitor_token(args["visitor_token"], site.key)
             result, is_replay = record_submission(
@@ -176,6 +182,7 @@ class ServerRecords(MethodView):
                 idempotency_key=request.headers.get("Idempotency-Key"),
                 is_gpc=False,
                 ip_truncated=None,
+                **where,
             )
             return created(result, is_replay=is_replay)
         ledger.lock_chain_head(site)
@@ -197,6 +204,7 @@ class ServerRecords(MethodView):
             policy_version=args.get("policy_version"),
             config_hash=args.get("config_hash"),
             language=args.get("language"),
+            **where,
         )
         result = RECORD_RESULT.dump({"record": record})
         remember_answer(site, idempotency_key, digest, result)
@@ -229,7 +237,9 @@ class BulkCheck(MethodView):
         kind, values = (
             ("email", args["emails"]) if "emails" in args else ("user_id", args["user_ids"])
         )
-        results = marketing.bulk_check(g.site, args["purpose"], kind, values, actor())
+        results = marketing.bulk_check(
+            g.site, args["purpose"], kind, values, actor(), region=args.get("region")
+        )
         return {
             "purpose": args["purpose"],
             "allowed_count": sum(result["allowed"] for result in results),
