@@ -188,6 +188,44 @@ def set_region_rules(site, lines: Iterable[str]) -> list[dict[str, Any]]:
     return site.region_rules
 
 
+def set_purpose_defaults(
+    site, *, opt_out: Iterable[str] | None = None, notice_only: Iterable[str] | None = None
+) -> None:
+    """Mark exactly these purposes as allowed by an opt-out default (``opt_out``) or with
+    a notice (``notice_only``); None leaves a flag as it is. Required purposes need neither."""
+    purposes = {purpose.key: purpose for purpose in site.purposes}
+    for field, keys, attribute in (
+        ("opt_out", opt_out, "is_opt_out_default"),
+        ("notice_only", notice_only, "is_notice_only"),
+    ):
+        if keys is None:
+            continue
+        keys = set(keys)
+        for key in sorted(keys):
+            if key not in purposes:
+                raise InvalidRequest(field, f"Unknown purpose {key!r} for this site.")
+            if purposes[key].is_required:
+                raise InvalidRequest(field, f"{key!r} is required: it is always on already.")
+        for key, purpose in purposes.items():
+            setattr(purpose, attribute, key in keys)
+    db.session.flush()
+
+
+def describe_rules(site) -> str:
+    """One line: the rules in order, then which purposes run by default where."""
+    rules = "; ".join(format_rule(rule) for rule in site.region_rules or []) or "none"
+    flagged = {
+        name: ", ".join(p.key for p in site.purposes if getattr(p, attribute)) or "none"
+        for name, attribute in (("opt-out", "is_opt_out_default"), ("notice", "is_notice_only"))
+    }
+    return (
+        f"Region rules of {site.key!r}: {rules} (where none applies, and for an unknown "
+        "region: opt-in). "
+        f"Allowed until opted out under opt-out: {flagged['opt-out']}; "
+        f"under notice also: {flagged['notice']}."
+    )
+
+
 def mode_for(rules: list[dict[str, Any]] | None, region: str | None) -> str:
     """The mode of the first rule naming the region, its country or a group of either.
 
