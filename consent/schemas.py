@@ -172,8 +172,10 @@ class CheckArgs(ma.Schema):
 
 class ServerCheckArgs(CheckArgs, IdentityArgs):
     region = RegionCode(**REGION)
-    gpc = StrictBoolean(
+    gpc = fields.Boolean(
         load_default=False,
+        truthy={"true", "1"},
+        falsy={"false", "0"},
         metadata={"description": "The person's browser sends Global Privacy Control."},
     )
 

@@ -134,9 +134,7 @@ def test_closing_the_notice_records_nothing_and_it_stays_closed(new_context, liv
     expect(first_layer(page)).to_have_count(0)
 
 
-def test_do_not_sell_or_share_turns_marketing_off_and_is_recorded(
-    new_context, live_server, shop
-):
+def test_do_not_sell_or_share_turns_marketing_off_and_is_recorded(new_context, live_server, shop):
     page = visit(new_context, live_server, shop, CALIFORNIA)
     first_layer(page).get_by_role("button", name="Do Not Sell or Share").click()
     [record] = history(page, shop, CALIFORNIA)
