@@ -62,12 +62,17 @@ def withdrawn(client, runner, site, key, monkeypatch):
     return token, "analytics"
 
 
-def expired(client, runner, site, key, monkeypatch):
+def _decided_long_ago(client, site, key, monkeypatch, decisions) -> str:
+    """A person whose decisions were taken longer ago than a choice stands; their token."""
     long_ago = consent.ledger.now_utc() - timedelta(days=LIFETIME_DAYS + 1)
     monkeypatch.setattr(consent.ledger, "now_utc", lambda: long_ago)
-    token = _make_person(client, site, key, ACCEPT_ALL)
+    token = _make_person(client, site, key, decisions)
     monkeypatch.undo()
-    return token, "analytics"
+    return token
+
+
+def expired(client, runner, site, key, monkeypatch):
+    return _decided_long_ago(client, site, key, monkeypatch, ACCEPT_ALL), "analytics"
 
 
 def stale(client, runner, site, key, monkeypatch):
@@ -107,11 +112,7 @@ def opt_out_refused(client, runner, site, key, monkeypatch):
 
 def opt_out_refusal_expired(client, runner, site, key, monkeypatch):
     _opt_out_in_us_states(runner, site)
-    long_ago = consent.ledger.now_utc() - timedelta(days=LIFETIME_DAYS + 1)
-    monkeypatch.setattr(consent.ledger, "now_utc", lambda: long_ago)
-    token = _make_person(client, site, key, REJECT_ALL)
-    monkeypatch.undo()
-    return token, "analytics"
+    return _decided_long_ago(client, site, key, monkeypatch, REJECT_ALL), "analytics"
 
 
 def opt_out_grant_stale(client, runner, site, key, monkeypatch):
