@@ -52,6 +52,10 @@ def canonical_record(record: ConsentRecord, site_key: str) -> bytes:
         "recorded_at": record.recorded_at.isoformat(timespec="microseconds"),
         "previous_hash": record.previous_hash,
     }
+    # Only where set: records written before regions existed keep their hashes.
+    for name in ("region", "mode"):
+        if getattr(record, name) is not None:
+            fields[name] = getattr(record, name)
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Engine
 
+from consent import regions
 from consent.db import UTCDateTime, db, now_utc
 from consent.decision import Verdict, decide
 from consent.models import CurrentState, PolicyVersion, Purpose, Site, Subject, Visitor
@@ -29,12 +30,15 @@ def check_purpose(
     service: str | None = None,
     *,
     is_identifier_erased: bool = False,
+    region: str | None = None,
+    is_gpc: bool = False,
     now: datetime | None = None,
 ) -> Verdict:
     """Decide whether a purpose (or one of its services) is allowed for a subject.
 
     ``is_identifier_erased``: no subject, because the email or user id asked about
-    belonged to a person who was erased.
+    belonged to a person who was erased. ``region`` and ``is_gpc``: where the person is
+    and whether their browser sends Global Privacy Control (for an opt-out default).
     """
     purpose = next((p for p in site.purposes if p.key == purpose_key), None)
     is_known = purpose is not None and (service is None or service in purpose.service_keys)
@@ -51,6 +55,7 @@ def check_purpose(
             )
         }
     material = latest_material_policy(site, now=now) if states else None
+    mode = regions.mode_for(site.region_rules, region)
     return decide(
         is_known=is_known,
         is_required=is_known and purpose.is_required,
@@ -60,6 +65,7 @@ def check_purpose(
         lifetime_days=site.lifetime_days,
         material_published_at=material.published_at if material else None,
         now=now or now_utc(),
+        is_default_allowed=is_known and regions.purpose_default(purpose, mode, is_gpc=is_gpc),
     )
 
 
@@ -90,9 +96,13 @@ def _visitor_check_statement():
         select(
             Site.allowed_origins,
             Site.lifetime_days,
+            Site.region_rules,
             Purpose.id.label("purpose_id"),
             Purpose.is_required,
             Purpose.services,
+            Purpose.consent_mode,
+            Purpose.is_opt_out_default,
+            Purpose.is_notice_only,
             Subject.id.label("subject_id"),
             Subject.erased_at,
             CurrentState.service,
@@ -181,14 +191,17 @@ def check_visitor(
     purpose_key: str,
     service: str | None = None,
     *,
+    region: str | None = None,
+    is_gpc: bool = False,
     now: datetime | None = None,
     engine: Engine | None = None,
 ) -> VisitorCheck | None:
     """The public check in one SQL statement, whatever the size of the history.
 
-    Returns None for an unknown site. Reads the site, the purpose, the visitor's
-    subject, its current state (purpose and service rows) and the latest material
-    policy date together. ``engine``, if given, is an ``autocommit_engine``.
+    Returns None for an unknown site. Reads the site (its region rules too), the
+    purpose, the visitor's subject, its current state (purpose and service rows) and
+    the latest material policy date together. ``engine``, if given, is an
+    ``autocommit_engine``.
     """
     params = {
         "site_key": site_key,
@@ -210,8 +223,9 @@ def check_visitor(
     first = rows[0]
     service_keys = {entry["key"] for entry in first.services or []}
     states = {row.service: row for row in rows if row.service is not None}
+    is_known = first.purpose_id is not None and (service is None or service in service_keys)
     verdict = decide(
-        is_known=first.purpose_id is not None and (service is None or service in service_keys),
+        is_known=is_known,
         is_required=bool(first.is_required),
         is_erased=first.erased_at is not None,
         purpose_state=states.get(""),
@@ -219,13 +233,29 @@ def check_visitor(
         lifetime_days=first.lifetime_days,
         material_published_at=first.material_published_at,
         now=now or now_utc(),
+        is_default_allowed=is_known
+        and regions.allows_by_default(
+            regions.mode_for(first.region_rules, region),
+            is_opt_out_default=bool(first.is_opt_out_default),
+            is_notice_only=bool(first.is_notice_only),
+            is_advertising=regions.is_advertising(purpose_key, first.consent_mode),
+            is_gpc=is_gpc,
+        ),
     )
     return VisitorCheck(list(first.allowed_origins or []), verdict)
 
 
-def describe_state(site: Site, subject: Subject, *, now: datetime | None = None) -> dict:
+def describe_state(
+    site: Site,
+    subject: Subject,
+    *,
+    region: str | None = None,
+    is_gpc: bool = False,
+    now: datetime | None = None,
+) -> dict:
     """Every purpose's verdict for a subject, with per-service verdicts where decided."""
     now = now or now_utc()
+    mode = regions.mode_for(site.region_rules, region)
     material = latest_material_policy(site, now=now)
     material_published_at = material.published_at if material else None
     states: dict[int, dict[str, CurrentState]] = {}
@@ -244,6 +274,7 @@ def describe_state(site: Site, subject: Subject, *, now: datetime | None = None)
             "lifetime_days": site.lifetime_days,
             "material_published_at": material_published_at,
             "now": now,
+            "is_default_allowed": regions.purpose_default(purpose, mode, is_gpc=is_gpc),
         }
         services = {
             service: decide(**facts, service_state=mine.get(service)).body(purpose.key, service)

@@ -18,6 +18,7 @@ from consent import (
     accesslog,
     archive,
     keys,
+    regions,
     retention,
     rights,
     rights_requests,
@@ -202,6 +203,33 @@ def set_appearance_command(site_key, **changes):
     site.appearance = sites.validate_appearance({**(site.appearance or {}), **given})
     shown = ", ".join(f"{name}={value}" for name, value in site.appearance.items())
     click.echo(f"Banner of {site.key!r}: {shown}.")
+
+
+@click.command("set-regions")
+@click.argument("site_key")
+@click.argument("rules", nargs=-1)
+@click.option(
+    "--opt-out",
+    "opt_out",
+    multiple=True,
+    help="Purpose allowed until the person opts out under an opt-out or notice rule "
+    "(repeatable; replaces the earlier list).",
+)
+@click.option(
+    "--notice-only",
+    "notice_only",
+    multiple=True,
+    help="Purpose allowed with a notice under a notice rule (repeatable; replaces).",
+)
+@click.option("--clear", is_flag=True, help="Remove every rule: opt-in everywhere.")
+@in_transaction
+def set_regions_command(site_key, rules, opt_out, notice_only, clear):
+    """Set a site's region rules, in order: "EEA,UK,CH=opt-in" "US-PRIVACY-STATES=opt-out"."""
+    site = site_by_key(site_key)
+    if rules or clear:
+        regions.set_region_rules(site, rules)
+    regions.set_purpose_defaults(site, opt_out=opt_out or None, notice_only=notice_only or None)
+    click.echo(regions.describe_rules(site))
 
 
 @click.command("issue-key")
@@ -820,6 +848,7 @@ COMMANDS = [
     create_site_command,
     add_policy_command,
     set_appearance_command,
+    set_regions_command,
     create_admin_command,
     list_sites_command,
     list_keys_command,

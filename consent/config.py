@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,6 +20,8 @@ from flask import Flask
 
 #: Database URL schemes the service runs on (the drivers it ships with).
 SUPPORTED_DATABASES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
+#: An HTTP header's name (RFC 9110 token), or empty.
+HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]*\Z")
 
 
 class ConfigError(click.ClickException):
@@ -80,6 +83,13 @@ class Config:
     SMTP_URL = None
     MAIL_FROM = "privacy@localhost"
 
+    #: The header a trusted proxy or CDN sets to the visitor's ISO 3166 country (or
+    #: subdivision, US-CA), e.g. CF-IPCountry, CloudFront-Viewer-Country,
+    #: X-Vercel-IP-Country. Empty: no region is known, so every visitor gets opt-in.
+    REGION_HEADER = ""
+    #: A header with the subdivision apart (CloudFront-Viewer-Country-Region: CA).
+    SUBREGION_HEADER = ""
+
     #: Answer well-formed public checks before Flask runs (consent/api/fastcheck.py).
     FAST_CHECK = True
     #: "json" or "text"; empty: JSON lines in production, plain text in development.
@@ -114,6 +124,12 @@ def load_config(app: Flask, test_config: dict | None) -> None:
         app.config.update(test_config)
 
     _check_types(app)
+    for name in ("REGION_HEADER", "SUBREGION_HEADER"):
+        if not HEADER_NAME.match(app.config[name]):
+            raise ConfigError(
+                f"CONSENT_{name} is {app.config[name]!r}; set it to the name of the header "
+                "your proxy sets, like CF-IPCountry, or leave it empty."
+            )
     if app.config["LOG_FORMAT"] not in ("", "json", "text"):
         raise ConfigError(f"CONSENT_LOG_FORMAT is {app.config['LOG_FORMAT']!r}; set json or text.")
     is_production = app.config["ENV"] == "production"

@@ -14,10 +14,14 @@ from typing import Any, Protocol
 
 
 class Reason(StrEnum):
-    """Why a check answers as it does; only ``granted`` and ``required`` allow."""
+    """Why a check answers as it does; only ``granted``, ``required`` and
+    ``opt_out_default`` allow."""
 
     GRANTED = "granted"
     REQUIRED = "required"
+    #: No standing choice, under an opt-out (or notice) rule the site set for a region
+    #: outside the EEA, the UK and Switzerland, for a purpose it marked (``consent.regions``).
+    OPT_OUT_DEFAULT = "opt_out_default"
     DENIED = "denied"
     WITHDRAWN = "withdrawn"
     EXPIRED = "expired"
@@ -74,12 +78,16 @@ def decide(
     lifetime_days: int,
     material_published_at: datetime | None,
     now: datetime,
+    is_default_allowed: bool = False,
 ) -> Verdict:
     """Decide whether a purpose (or one service in it) may run; whatever is unclear denies.
 
     ``is_known``: the site has the purpose (and the service, if one is asked about).
     ``is_erased``: the subject, or the email or user id that named them, was erased.
     ``purpose_state`` and ``service_state``: the subject's stored choices, if any.
+    ``is_default_allowed``: the visitor's region rule lets the purpose run until the
+    person opts out (``regions.allows_by_default``). A recorded choice wins over it, and
+    an opt-out stands even once expired or stale: only a grant lapses into the default.
     """
     if not is_known:
         return Verdict(False, Reason.UNKNOWN_PURPOSE)
@@ -88,18 +96,28 @@ def decide(
     if is_erased:
         return Verdict(False, Reason.ERASED)
     if purpose_state is None:
+        if is_default_allowed:
+            return Verdict(True, Reason.OPT_OUT_DEFAULT)
         return Verdict(False, Reason.NO_DECISION)
     state = service_state or purpose_state
     decided_at = state.decided_at
     expires_at = min(state.expires_at, decided_at + timedelta(days=lifetime_days))
+    refusal = next(
+        (choice for choice in (purpose_state, service_state) if choice and not choice.is_granted),
+        None,
+    )
+    lapsed = None
     if now >= expires_at:
-        return Verdict(False, Reason.EXPIRED, decided_at, expires_at)
-    if material_published_at is not None and (
+        lapsed = Reason.EXPIRED
+    elif material_published_at is not None and (
         state.policy_published_at is None or state.policy_published_at < material_published_at
     ):
-        return Verdict(False, Reason.STALE_POLICY, decided_at, expires_at)
-    for choice in (purpose_state, service_state):
-        if choice is not None and not choice.is_granted:
-            reason = Reason.WITHDRAWN if choice.is_withdrawal else Reason.DENIED
-            return Verdict(False, reason, choice.decided_at, expires_at)
+        lapsed = Reason.STALE_POLICY
+    if lapsed is not None and not (is_default_allowed and refusal is not None):
+        if is_default_allowed:
+            return Verdict(True, Reason.OPT_OUT_DEFAULT, decided_at, expires_at)
+        return Verdict(False, lapsed, decided_at, expires_at)
+    if refusal is not None:
+        reason = Reason.WITHDRAWN if refusal.is_withdrawal else Reason.DENIED
+        return Verdict(False, reason, refusal.decided_at, expires_at)
     return Verdict(True, Reason.GRANTED, decided_at, expires_at)

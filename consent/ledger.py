@@ -29,7 +29,7 @@ from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from consent import chain, metrics, webhooks
+from consent import chain, metrics, regions, webhooks
 from consent.chain import lock_chain
 from consent.db import db, insert_for_dialect, now_utc, writing_connection
 from consent.errors import InvalidRequest
@@ -71,13 +71,6 @@ class Recorded(NamedTuple):
     is_replay: bool
 
 
-def is_advertising(purpose) -> bool:
-    """Whether Global Privacy Control opts a purpose out: it sells or shares for ads."""
-    return purpose.key == "marketing" or any(
-        signal.startswith("ad_") for signal in purpose.consent_mode or []
-    )
-
-
 def refuse_advertising_without_explicit_choice(
     site: Site, decisions: list[dict[str, Any]], source: str
 ) -> None:
@@ -91,7 +84,11 @@ def refuse_advertising_without_explicit_choice(
     by_key = {purpose.key: purpose for purpose in site.purposes}
     for decision in decisions:
         purpose = by_key.get(decision["purpose"])
-        if decision["granted"] and purpose is not None and is_advertising(purpose):
+        if (
+            decision["granted"]
+            and purpose is not None
+            and regions.is_advertising(purpose.key, purpose.consent_mode)
+        ):
             raise InvalidRequest(
                 "decisions",
                 f"Global Privacy Control is on: {purpose.key!r} can be granted only as "
@@ -153,6 +150,9 @@ class Submission:
     language: str | None = None
     is_gpc: bool = False
     ip_truncated: str | None = None
+    #: Where the visitor was (ISO 3166 code) and the site's rule there, when known.
+    region: str | None = None
+    mode: str | None = None
     #: The subject it is about; None: a first-time visitor, created with the record.
     subject_id: int | None = None
     pseudonym: str = field(default_factory=new_opaque_id)
@@ -191,6 +191,8 @@ def prepare_submission(
     language: str | None = None,
     is_gpc: bool = False,
     ip_truncated: str | None = None,
+    region: str | None = None,
+    mode: str | None = None,
     subject: Subject | None = None,
 ) -> Submission:
     """Validate decisions against the site and read what appending them needs (422s here)."""
@@ -209,6 +211,8 @@ def prepare_submission(
         language=language,
         is_gpc=is_gpc,
         ip_truncated=ip_truncated,
+        region=region,
+        mode=mode,
         endpoints=webhooks.active_endpoints(site),
     )
     if subject is not None:
@@ -218,11 +222,12 @@ def prepare_submission(
     return prepared
 
 
-def submitted_facts(args: dict[str, Any]) -> dict[str, Any]:
-    """What a submission's arguments say besides its decisions."""
+def submitted_facts(args: dict[str, Any], **where: str | None) -> dict[str, Any]:
+    """What a submission's arguments say besides its decisions (and ``region``/``mode``)."""
     return {
         "source": args["source"],
         **{name: args.get(name) for name in ("policy_version", "config_hash", "language")},
+        **where,
     }
 
 
@@ -256,6 +261,8 @@ def record_submission(
     idempotency_key: str | None,
     is_gpc: bool,
     ip_truncated: str | None,
+    region: str | None = None,
+    mode: str | None = None,
 ) -> Recorded:
     """Record a visitor's submission once, even when the client retries it.
 
@@ -275,7 +282,7 @@ def record_submission(
     prepared = prepare_submission(
         site,
         args["decisions"],
-        **submitted_facts(args),
+        **submitted_facts(args, region=region, mode=mode),
         is_gpc=is_gpc,
         ip_truncated=ip_truncated,
         subject=visitor.subject if visitor is not None else None,
@@ -325,6 +332,8 @@ def record_for_person(
     *,
     answer: Answer,
     idempotency_key: str | None,
+    region: str | None = None,
+    mode: str | None = None,
 ) -> Recorded:
     """Record decisions for a person the site knows by user id or email, once per key.
 
@@ -336,7 +345,8 @@ def record_for_person(
     decisions = {key: value for key, value in args.items() if key not in ("user_id", "email")}
 
     def record() -> tuple[None, ConsentRecord]:
-        return None, record_decision(site, subject, args["decisions"], **submitted_facts(args))
+        facts = submitted_facts(args, region=region, mode=mode)
+        return None, record_decision(site, subject, args["decisions"], **facts)
 
     return _record_once(site, idempotency_key, [subject.pseudonym, decisions], record, answer)
 
@@ -417,6 +427,8 @@ def append_submissions(
             language=submission.language,
             is_gpc=submission.is_gpc,
             ip_truncated=submission.ip_truncated,
+            region=submission.region,
+            mode=submission.mode,
         )
         previous_hash = record.record_hash
         records.append(record)

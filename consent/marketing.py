@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from consent import identifiers, webhooks
+from consent import identifiers, regions, webhooks
 from consent.accesslog import log_access
 from consent.chain import lock_chain
 from consent.check import describe_state
@@ -50,11 +50,18 @@ def _batches(column, values: list) -> Iterator:
 
 
 def bulk_check(
-    site: Site, purpose_key: str, kind: str, values: list[str], actor: str
+    site: Site,
+    purpose_key: str,
+    kind: str,
+    values: list[str],
+    actor: str,
+    *,
+    region: str | None = None,
 ) -> list[dict]:
     """Answer, for each email or user id, whether it may be contacted for a purpose.
 
-    Everyone without a recorded, current, explicit opt-in may not. Invalid entries
+    Everyone without a recorded, current, explicit opt-in may not, unless the site's
+    rule for ``region`` (everyone's, here) is an opt-out one for this purpose. Invalid entries
     answer ``invalid`` rather than failing the whole list. A handful of queries for
     the whole list, whatever its length. The check is written to the access log.
     """
@@ -116,6 +123,9 @@ def bulk_check(
     material = latest_material_policy(site)
     material_published_at = material.published_at if material else None
     now = now_utc()
+    is_default_allowed = regions.purpose_default(
+        purpose, regions.mode_for(site.region_rules, region), is_gpc=False
+    )
     results = []
     for index, value in enumerate(values):
         if index not in digests_of:
@@ -133,6 +143,7 @@ def bulk_check(
                 lifetime_days=site.lifetime_days,
                 material_published_at=material_published_at,
                 now=now,
+                is_default_allowed=is_default_allowed,
             )
         results.append({kind: value, "allowed": verdict.allowed, "reason": verdict.reason})
     return results

@@ -97,6 +97,9 @@ class Site(db.Model):
     #: How the banner looks: {"layout": "box"|"bar"|"modal", "theme": "auto"|"light"|"dark",
     #: "settings_button": bool, "button_side": "left"|"right"}; unset keys take defaults.
     appearance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: Which mode applies where, first match wins (``consent.regions``):
+    #: [{"regions": ["US-PRIVACY-STATES"], "mode": "opt-out"}]; empty: opt-in everywhere.
+    region_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
     purposes: Mapped[list[Purpose]] = relationship(
@@ -131,6 +134,10 @@ class Purpose(db.Model):
     services: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     #: Google Consent Mode v2 signals this purpose grants, e.g. ["analytics_storage"].
     consent_mode: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: Under an opt-out (or notice) rule it runs until the person opts out.
+    is_opt_out_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Under a notice rule it runs with information only (the person may still opt out).
+    is_notice_only: Mapped[bool] = mapped_column(Boolean, default=False)
 
     site: Mapped[Site] = relationship(back_populates="purposes")
 
@@ -244,6 +251,10 @@ class ConsentRecord(db.Model):
     is_gpc: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Client address with the host part removed (/24 for IPv4, /48 for IPv6).
     ip_truncated: Mapped[str | None] = mapped_column(String(64))
+    #: The visitor's ISO 3166 region (``FR``, ``US-CA``) when known, and the mode of the
+    #: site's rule for it (opt-in, opt-out, notice); both null on records made before.
+    region: Mapped[str | None] = mapped_column(String(8))
+    mode: Mapped[str | None] = mapped_column(String(16))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
     previous_hash: Mapped[str] = mapped_column(String(64))
     record_hash: Mapped[str] = mapped_column(String(64), unique=True)

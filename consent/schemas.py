@@ -9,7 +9,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from consent import validation
+from consent import regions, validation
 from consent.decision import Reason
 from consent.identifiers import is_storable_text
 from consent.models import RECORD_SOURCES, RIGHTS_KINDS
@@ -43,6 +43,28 @@ class Text(fields.String):
         if not is_storable_text(text):
             raise self.make_error("unstorable")
         return text
+
+
+class RegionCode(fields.String):
+    """An ISO 3166 country or subdivision code (``FR``, ``us-ca``), upper-cased."""
+
+    default_error_messages = {"region": "{input!r} " + validation.MESSAGES["region"]}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        code = regions.region_code(text)
+        if code is None:
+            raise self.make_error("region", input=text)
+        return code
+
+
+#: The ``region`` argument of the server's checks and records.
+REGION = {
+    "metadata": {
+        "description": "The person's ISO 3166 region (FR, US-CA) for the site's region "
+        "rules; without it, the strictest rule (opt-in)."
+    }
+}
 
 
 class StrictBoolean(fields.Boolean):
@@ -93,8 +115,10 @@ class IdentityArgs(ma.Schema):
 class RecordArgs(_SubmissionArgs):
     # A browser says only what a visitor did: the first layer or the preference centre.
     # "api" and "import" are the site's backend's (server key); "gpc" is not a click.
+    # "gpc": the widget's opt-out for a browser that sends Global Privacy Control
+    # under an opt-out rule (refusals only, with the Sec-GPC header).
     source = fields.String(
-        load_default="banner", validate=validate.OneOf(["banner", "preferences"])
+        load_default="banner", validate=validate.OneOf(["banner", "preferences", "gpc"])
     )
 
 
@@ -102,6 +126,7 @@ class ServerRecordArgs(_SubmissionArgs, IdentityArgs):
     """Who: one of user_id, email, visitor_token; or a user_id with the email to attach."""
 
     source = fields.String(load_default="api", validate=validate.OneOf(["api", "import"]))
+    region = RegionCode(**REGION)
 
     @ma.validates_schema
     def _one_identity(self, data, **kwargs):
@@ -124,6 +149,10 @@ class RecordSchema(ma.Schema):
     policy_version = fields.String(allow_none=True)
     config_hash = fields.String(allow_none=True)
     language = fields.String(allow_none=True)
+    region = fields.String(allow_none=True)
+    mode = fields.String(
+        allow_none=True, metadata={"description": "The site's rule there: opt-in, opt-out, notice."}
+    )
     gpc = fields.Boolean(attribute="is_gpc")
     ip = fields.String(attribute="ip_truncated", allow_none=True)
     previous_hash = fields.String()
@@ -142,7 +171,13 @@ class CheckArgs(ma.Schema):
 
 
 class ServerCheckArgs(CheckArgs, IdentityArgs):
-    pass
+    region = RegionCode(**REGION)
+    gpc = fields.Boolean(
+        load_default=False,
+        truthy={"true", "1"},
+        falsy={"false", "0"},
+        metadata={"description": "The person's browser sends Global Privacy Control."},
+    )
 
 
 class CheckSchema(ma.Schema):
@@ -201,6 +236,8 @@ class BannerPurposeSchema(ma.Schema):
     consent_mode = fields.List(fields.String())
     cookies = fields.List(fields.Nested(CookieSchema))
     services = fields.List(fields.Nested(ServiceSchema))
+    opt_out = fields.Boolean(metadata={"description": "Runs until opted out under opt-out."})
+    notice_only = fields.Boolean(metadata={"description": "Runs with a notice under notice."})
 
 
 class PolicySchema(ma.Schema):
@@ -245,6 +282,12 @@ class BannerConfigSchema(ma.Schema):
     max_age = fields.Integer(metadata={"description": "Seconds a copy may be used unasked."})
     origins = fields.List(fields.String(), metadata={"description": "Where the banner runs."})
     appearance = fields.Nested(AppearanceSchema)
+    region = fields.String(allow_none=True, metadata={"description": "The visitor's, if known."})
+    mode = fields.String(metadata={"description": "opt-in, opt-out or notice, there."})
+    region_rules = fields.List(fields.String(), metadata={"description": "REGIONS=MODE."})
+    consent_mode_regions = fields.List(
+        fields.Dict(), metadata={"description": "Consent Mode defaults: region codes, mode."}
+    )
     languages = fields.List(fields.String())
     default_language = fields.String()
     texts = fields.Dict(keys=fields.String(), values=fields.Dict())
@@ -263,6 +306,7 @@ class LinkResultSchema(ma.Schema):
 
 class BulkCheckArgs(ma.Schema):
     purpose = Text(required=True, validate=validate.Length(min=1, max=64))
+    region = RegionCode(**REGION)
     emails = fields.List(
         fields.String(validate=validate.Length(max=320)),
         validate=validate.Length(min=1, max=10_000),

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from consent import validation, webhooks
+from consent import regions, validation, webhooks
 from consent.chain import start_chain
 from consent.db import db, insert_for_dialect, now_utc
 from consent.errors import InvalidRequest
@@ -251,18 +251,40 @@ def publish_policy(
     return policy
 
 
+#: Texts only a banner under an opt-out or notice rule shows.
+REGION_TEXT_KEYS = ("privacy_choices", "notice", "ok", "do_not_sell")
+
+
 def _texts_for(site: Site) -> dict[str, dict[str, str]]:
-    """Merge the site's texts over the defaults, per language."""
+    """Merge the site's texts over the defaults, per language (the region texts only for
+    a site with a rule that uses them, so other sites keep their configuration hash)."""
     fallback = DEFAULT_TEXTS["en"]
+    unused = () if _has_opt_out_rule(site) else REGION_TEXT_KEYS
     return {
-        language: {**fallback, **DEFAULT_TEXTS.get(language, {}), **site.texts.get(language, {})}
+        language: {
+            name: text
+            for name, text in {
+                **fallback,
+                **DEFAULT_TEXTS.get(language, {}),
+                **site.texts.get(language, {}),
+            }.items()
+            if name not in unused
+        }
         for language in site.languages
     }
 
 
+def _has_opt_out_rule(site: Site) -> bool:
+    return any(rule["mode"] != regions.OPT_IN for rule in site.region_rules or [])
+
+
 def _banner_content(site: Site) -> dict[str, Any]:
-    """What the banner shows; its hash changes when any of it changes."""
-    return {
+    """What the banner shows; its hash changes when any of it changes.
+
+    The region rules and the purposes' opt-out and notice flags are in it only where
+    set, so a site that uses none keeps the hash it had before regions existed.
+    """
+    content: dict[str, Any] = {
         "languages": site.languages,
         "default_language": site.default_language,
         "texts": _texts_for(site),
@@ -275,11 +297,16 @@ def _banner_content(site: Site) -> dict[str, Any]:
                 "consent_mode": purpose.consent_mode,
                 "cookies": purpose.cookies,
                 "services": purpose.services,
+                **({"opt_out": True} if purpose.is_opt_out_default else {}),
+                **({"notice_only": True} if purpose.is_notice_only else {}),
             }
             for purpose in site.purposes
             if purpose.kind == "cookie"
         ],
     }
+    if site.region_rules:
+        content["region_rules"] = [regions.format_rule(rule) for rule in site.region_rules]
+    return content
 
 
 #: How the banner looks where a site sets nothing (``Site.appearance``).
@@ -347,6 +374,12 @@ def _only_languages(content: dict[str, Any], keep: set[str]) -> dict[str, Any]:
     }
 
 
+def config_in_region(site: Site, config: dict[str, Any], region: str | None) -> dict[str, Any]:
+    """The configuration for a visitor in ``region``: it names the region and the mode of
+    the site's rule there (the hash covers every region's rules: the same everywhere)."""
+    return {**config, "region": region, "mode": regions.mode_for(site.region_rules, region)}
+
+
 def config_in_languages(
     site: Site, config: dict[str, Any], wanted_languages: list[str]
 ) -> dict[str, Any]:
@@ -362,7 +395,8 @@ def banner_config(site: Site, *, max_age: int = 300) -> dict[str, Any]:
 
     It names the policy in effect and the versions scheduled ahead, so the widget
     switches at a scheduled version's time without asking; ``max_age`` is how long a
-    copy may be used before the widget asks again.
+    copy may be used before the widget asks again. As made here it is for an unknown
+    region (what the archive keeps); ``config_in_region`` makes it a visitor's.
     """
     content = _banner_content(site)
     serialised = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -384,6 +418,10 @@ def banner_config(site: Site, *, max_age: int = 300) -> dict[str, Any]:
         # is a script, which any page can load).
         "origins": site.allowed_origins,
         "appearance": validate_appearance(site.appearance or {}),
+        "region": None,
+        "mode": regions.OPT_IN,
+        # Google Consent Mode's per-region defaults, for tags that place visitors themselves.
+        "consent_mode_regions": regions.consent_mode_regions(site.region_rules),
         **content,
     }
 

@@ -23,6 +23,9 @@ PURPOSE_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
 LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z")
 #: An origin a banner may be embedded on: scheme, host and an optional port, no path.
 ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?\Z")
+#: The shape of an ISO 3166 code: a country (``FR``) or a subdivision (``US-CA``);
+#: ``consent.regions`` checks the code against the ISO lists.
+REGION_CODE = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?\Z")
 
 #: Longest values the tables hold.
 MAX_NAME_LENGTH = 200
@@ -38,6 +41,7 @@ MESSAGES = {
     "origin": "is not an origin like https://example.com (no path, no trailing slash).",
     "url": "Use a full web address starting with https:// or http://.",
     "unstorable": "Remove the NUL or unpaired surrogate characters.",
+    "region": "is not an ISO 3166 country or subdivision code like FR or US-CA.",
 }
 
 

@@ -25,10 +25,17 @@ import minify
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from markupsafe import Markup, escape
 
+from consent import regions
 from consent.archive import archive_banner_version
 from consent.i18n import BUILT_IN_LANGUAGES
 from consent.security import CONTENT_SECURITY_POLICY, talisman
-from consent.sites import banner_config, config_in_languages, get_site_by_key, latest_policy
+from consent.sites import (
+    banner_config,
+    config_in_languages,
+    config_in_region,
+    get_site_by_key,
+    latest_policy,
+)
 
 bp = Blueprint("widget", __name__)
 
@@ -120,17 +127,21 @@ def load_asset(name: str, config_json: str | None = None) -> Asset:
     return _build(str(folder), *modified, name, config_json)
 
 
-def load_bundle(site_key: str, wanted_languages: list[str]) -> Asset | None:
+def load_bundle(
+    site_key: str, wanted_languages: list[str], region: str | None = None
+) -> Asset | None:
     """Return consent.js with the site's banner configuration inside, or None if no site.
 
-    It carries the texts of the language the browser prefers (and the site's default);
-    on a page in another language the site offers, the widget asks for that one.
+    It carries the texts of the language the browser prefers (and the site's default),
+    and the visitor's region and its mode; on a page in another language the site
+    offers, the widget asks for that one.
     """
     site = get_site_by_key(site_key)
     if site is None:
         return None
     config = banner_config(site, max_age=current_app.config["CONFIG_MAX_AGE"])
     archive_banner_version(site, config, load_asset("consent.js"))  # all languages
+    config = config_in_region(site, config, region)
     config = config_in_languages(site, config, wanted_languages)
     return load_asset("consent.js", json.dumps(config, sort_keys=True))
 
@@ -164,12 +175,18 @@ def asset(name: str):
     vary = "Accept-Encoding"
     bundle = None
     if "site" in request.args:
-        bundle = load_bundle(request.args["site"], [tag for tag, _ in request.accept_languages])
+        bundle = load_bundle(
+            request.args["site"],
+            [tag for tag, _ in request.accept_languages],
+            regions.request_region(request.headers.get, current_app.config),
+        )
     if name == "consent.js" and bundle is not None:
         served = bundle
         # It carries the configuration: cached like the configuration endpoint.
         cache_control = f"public, max-age={current_app.config['CONFIG_MAX_AGE']}"
-        vary = "Accept-Encoding, Accept-Language"
+        vary = ", ".join(
+            ["Accept-Encoding", "Accept-Language", *regions.region_headers(current_app.config)]
+        )
     body, encoding = served.encoded_for(request.accept_encodings)
     headers = {
         "Cache-Control": cache_control,

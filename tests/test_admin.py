@@ -762,6 +762,25 @@ def test_rates_count_banners_interactions_and_shares(admin, some_traffic):
     assert "necessary_granted" not in last
 
 
+def test_rates_per_region_and_mode(admin, app_with, runner, site_key):
+    invoke_result = runner.invoke(args=["set-regions", site_key, "US-PRIVACY-STATES=opt-out"])
+    assert invoke_result.exit_code == 0, invoke_result.output
+    behind_proxy = app_with(REGION_HEADER="CF-IPCountry", RATELIMIT_ENABLED=False).test_client()
+    submit(behind_proxy, site_key, ACCEPT_ALL, headers={"CF-IPCountry": "FR"})
+    submit(behind_proxy, site_key, REJECT_ALL, headers={"CF-IPCountry": "FR"})
+    submit(behind_proxy, site_key, ACCEPT_ALL, headers={"CF-IPCountry": "US-TX"})
+    page = admin.get("/admin/sites/shop/rates").text
+    table = page[page.index('id="regions-heading"') :]
+    rows = [
+        re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row)).strip()
+        for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]
+    ]
+    assert rows == [
+        "FR opt-in 2 1 / 1 (50%) 1 / 1 (50%) 1 / 1 (50%)",
+        "US-TX opt-out 1 1 / 0 (100%) 1 / 0 (100%) 1 / 0 (100%)",
+    ]
+
+
 def test_rates_per_week(admin, some_traffic):
     response = admin.get("/admin/sites/shop/rates.csv?period=week")
     rows = list(csv.DictReader(io.StringIO(response.text)))

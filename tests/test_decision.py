@@ -18,6 +18,7 @@ import consent.chain
 #: As the test app: the limiter on, out of reach.
 HIGH_LIMITS = {"RATELIMIT_RECORD": "100000/minute", "RATELIMIT_CHECK": "100000/minute"}
 LIFETIME_DAYS = 30
+REGION_HEADERS = {"REGION_HEADER": "CF-IPCountry", "SUBREGION_HEADER": "CF-Region-Code"}
 
 
 def _make_person(client, site, key, decisions) -> str:
@@ -61,12 +62,17 @@ def withdrawn(client, runner, site, key, monkeypatch):
     return token, "analytics"
 
 
-def expired(client, runner, site, key, monkeypatch):
+def _decided_long_ago(client, site, key, monkeypatch, decisions) -> str:
+    """A person whose decisions were taken longer ago than a choice stands; their token."""
     long_ago = consent.chain.now_utc() - timedelta(days=LIFETIME_DAYS + 1)
     monkeypatch.setattr(consent.chain, "now_utc", lambda: long_ago)
-    token = _make_person(client, site, key, ACCEPT_ALL)
+    token = _make_person(client, site, key, decisions)
     monkeypatch.undo()
-    return token, "analytics"
+    return token
+
+
+def expired(client, runner, site, key, monkeypatch):
+    return _decided_long_ago(client, site, key, monkeypatch, ACCEPT_ALL), "analytics"
 
 
 def stale(client, runner, site, key, monkeypatch):
@@ -85,7 +91,43 @@ def erased(client, runner, site, key, monkeypatch):
     return token, "analytics"
 
 
-#: State: (how to arrange it, the answer every caller must give).
+def _opt_out_in_us_states(runner, site) -> None:
+    """The site lets analytics and marketing run in the US privacy states until opted out."""
+    result = runner.invoke(
+        args=["set-regions", site, "EEA,UK,CH=opt-in", "US-PRIVACY-STATES=opt-out"]
+        + ["--opt-out", "analytics", "--opt-out", "marketing"]
+    )
+    assert result.exit_code == 0, result.output
+
+
+def opt_out_default(client, runner, site, key, monkeypatch):
+    _opt_out_in_us_states(runner, site)
+    return no_decision(client, runner, site, key, monkeypatch)
+
+
+def opt_out_refused(client, runner, site, key, monkeypatch):
+    _opt_out_in_us_states(runner, site)
+    return denied(client, runner, site, key, monkeypatch)
+
+
+def opt_out_refusal_expired(client, runner, site, key, monkeypatch):
+    _opt_out_in_us_states(runner, site)
+    return _decided_long_ago(client, site, key, monkeypatch, REJECT_ALL), "analytics"
+
+
+def opt_out_grant_stale(client, runner, site, key, monkeypatch):
+    _opt_out_in_us_states(runner, site)
+    return stale(client, runner, site, key, monkeypatch)
+
+
+def opt_out_under_gpc(client, runner, site, key, monkeypatch):
+    _opt_out_in_us_states(runner, site)
+    only_preferences = [{"purpose": "preferences", "granted": True}]
+    return _make_person(client, site, key, only_preferences), "marketing"
+
+
+#: State: (how to arrange it, the answer every caller must give). Every caller asks
+#: for a person in California (US-CA) whose browser sends Global Privacy Control.
 STATES = {
     "granted": (granted, (True, "granted")),
     "required": (required, (True, "required")),
@@ -96,7 +138,19 @@ STATES = {
     "expired": (expired, (False, "expired")),
     "stale": (stale, (False, "stale_policy")),
     "erased": (erased, (False, "erased")),
+    # Under an opt-out rule, for a purpose the site marked: allowed until opted out...
+    "opt_out_default": (opt_out_default, (True, "opt_out_default")),
+    # ...a recorded choice wins, and an opt-out stands once expired; a grant lapses
+    # into the default...
+    "opt_out_refused": (opt_out_refused, (False, "denied")),
+    "opt_out_refusal_expired": (opt_out_refusal_expired, (False, "denied")),
+    "opt_out_grant_stale": (opt_out_grant_stale, (True, "opt_out_default")),
+    # ...and Global Privacy Control opts out of advertising.
+    "opt_out_under_gpc": (opt_out_under_gpc, (False, "no_decision")),
 }
+#: Where the person is, for the callers that take it.
+CALIFORNIA = {"CF-IPCountry": "US", "CF-Region-Code": "CA", "Sec-GPC": "1"}
+WHERE = {"region": "US-CA", "gpc": "true"}
 
 
 def _answer(response) -> tuple[bool, str]:
@@ -107,12 +161,14 @@ def _answer(response) -> tuple[bool, str]:
 
 def public_check(surfaces, token, purpose):
     query = {"purpose": purpose}
-    return _answer(surfaces.flask.get(surfaces.check_url, query_string=query, headers=token))
+    headers = {**token, **CALIFORNIA}
+    return _answer(surfaces.flask.get(surfaces.check_url, query_string=query, headers=headers))
 
 
 def public_check_fast_path(surfaces, token, purpose):
     query = {"purpose": purpose}
-    answer = _answer(surfaces.fast.get(surfaces.check_url, query_string=query, headers=token))
+    headers = {**token, **CALIFORNIA}
+    answer = _answer(surfaces.fast.get(surfaces.check_url, query_string=query, headers=headers))
     assert surfaces.flask_dispatches == [], "Flask answered, not the fast path"
     return answer
 
@@ -120,7 +176,9 @@ def public_check_fast_path(surfaces, token, purpose):
 def _server_check(surfaces, purpose, **identity):
     return _answer(
         surfaces.flask.get(
-            "/v1/server/check", query_string={"purpose": purpose, **identity}, headers=surfaces.key
+            "/v1/server/check",
+            query_string={"purpose": purpose, **identity, **WHERE},
+            headers=surfaces.key,
         )
     )
 
@@ -139,7 +197,9 @@ def server_check_by_visitor_token(surfaces, token, purpose):
 
 def _bulk_check(surfaces, purpose, kind, value):
     response = surfaces.flask.post(
-        "/v1/server/bulk-check", json={"purpose": purpose, kind: [value]}, headers=surfaces.key
+        "/v1/server/bulk-check",
+        json={"purpose": purpose, kind: [value], "region": WHERE["region"]},
+        headers=surfaces.key,
     )
     assert response.status_code == 200, response.get_json()
     result = response.get_json()["results"][0]
@@ -166,7 +226,7 @@ def export(surfaces, token, purpose):
 
 
 def visitor_state(surfaces, token, purpose):
-    response = surfaces.flask.get(f"/v1/sites/{surfaces.site}/me", headers=token)
+    response = surfaces.flask.get(f"/v1/sites/{surfaces.site}/me", headers={**token, **CALIFORNIA})
     assert response.status_code == 200, response.get_json()
     state = response.get_json()["state"][purpose]
     return state["allowed"], state["reason"]
@@ -202,6 +262,14 @@ NOT_ASKED = {
     for state in ["unknown"]
     for caller in [bulk_check_by_email, bulk_check_by_user_id, export, visitor_state]
 } | {("unknown", suppression_list), ("erased", suppression_list)}
+#: The export and the suppression list know no region (they answer as opt-in), and the
+#: bulk check (marketing's, server to server) no browser signal.
+NOT_ASKED |= {
+    (state, caller)
+    for state in STATES
+    if state.startswith("opt_out")
+    for caller in [export, suppression_list]
+} | {("opt_out_under_gpc", bulk_check_by_email), ("opt_out_under_gpc", bulk_check_by_user_id)}
 
 
 def _expected(state: str, caller) -> tuple[bool, str]:
@@ -218,8 +286,8 @@ class Surfaces:
         self.site = site
         self.check_url = f"/v1/sites/{site}/check"
         self.key = bearer(key)
-        self.flask = app_with(FAST_CHECK=False, **HIGH_LIMITS).test_client()
-        fast_app = app_with(**HIGH_LIMITS)
+        self.flask = app_with(FAST_CHECK=False, **HIGH_LIMITS, **REGION_HEADERS).test_client()
+        fast_app = app_with(**HIGH_LIMITS, **REGION_HEADERS)
         self.flask_dispatches: list[str] = []
         fast_app.before_request(lambda: self.flask_dispatches.append("flask"))
         self.fast = fast_app.test_client()

@@ -35,8 +35,9 @@ from wtforms.validators import (
 from wtforms.validators import ValidationError as FieldError
 from wtforms.widgets import CheckboxInput, ListWidget, TextInput
 
-from consent import validation
+from consent import regions, validation
 from consent.cookiedb import look_up_cookie
+from consent.errors import InvalidRequest
 from consent.identifiers import is_storable_text
 from consent.models import (
     API_SCOPES,
@@ -113,6 +114,14 @@ class ListField(TextAreaField):
     def process_formdata(self, valuelist):
         text = valuelist[0] if valuelist else ""
         self.data = [item for item in re.split(r"[\s,]+", text) if item]
+
+
+class LinesField(ListField):
+    """A list typed one item per line; an item may hold spaces and commas."""
+
+    def process_formdata(self, valuelist):
+        text = valuelist[0] if valuelist else ""
+        self.data = [line.strip() for line in text.splitlines() if line.strip()]
 
 
 class WordsField(ListField):
@@ -228,8 +237,27 @@ class SiteForm(RowsForm):
         choices=[SelectChoice("left", "bottom left"), SelectChoice("right", "bottom right")],
         default="left",
     )
+    region_rules = LinesField(
+        "Region rules",
+        description="One rule per line, REGIONS=MODE, the first that names a visitor's "
+        "region applies: ISO codes (FR, US, US-CA), EU, EEA, UK, US-PRIVACY-STATES or * "
+        "(any other region); modes opt-in, opt-out, notice. Anywhere no rule names, and "
+        "for a visitor whose region is unknown: opt-in. The EEA, the UK and Switzerland "
+        "always stay opt-in.",
+    )
 
     row_lists = ("texts",)
+
+    def apply_row_action(self, action: str) -> str | None:
+        """A preset button adds its rule (at the end, once); other buttons change rows."""
+        verb, _, name = action.partition("-")
+        if verb != "preset" or name not in regions.PRESETS:
+            return super().apply_row_action(action)
+        rule = regions.PRESETS[name]
+        lines = [line for line in self.region_rules.data if line != rule] + [rule]
+        self.region_rules.data = lines
+        self.region_rules.raw_data = ["\n".join(lines)]
+        return None
 
     def appearance_value(self) -> dict:
         return {name: self[name].data for name in APPEARANCE_FIELDS}
@@ -259,6 +287,12 @@ class SiteForm(RowsForm):
     def validate_key(self, field):
         if not validation.is_site_key(field.data):
             raise FieldError(validation.MESSAGES["site_key"])
+
+    def validate_region_rules(self, field):
+        try:
+            regions.parse_rules(field.data)
+        except InvalidRequest as error:
+            raise FieldError(error.message) from None
 
     def validate_origins(self, field):
         bad = [origin for origin in field.data if not validation.is_origin(origin)]
@@ -387,6 +421,12 @@ class PurposeForm(RowsForm):
     )
     kind = RadioField("Kind", choices=list(PURPOSE_KINDS), default="cookie")
     is_required = BooleanField("Required (strictly necessary: always on, cannot be refused)")
+    is_opt_out_default = BooleanField(
+        "Allowed until the person opts out, where a region rule is opt-out or notice",
+        description="Only outside the EEA, the UK and Switzerland, and never for advertising "
+        "when the browser sends Global Privacy Control.",
+    )
+    is_notice_only = BooleanField("Allowed with a notice, where a region rule is notice")
     translations = FieldList(FormField(TranslationRow), label="Title and description")
     consent_mode = MultiCheckboxField(
         "Google Consent Mode signals", choices=list(CONSENT_MODE_SIGNALS)
@@ -403,6 +443,8 @@ class PurposeForm(RowsForm):
             data={
                 "kind": purpose.kind,
                 "is_required": purpose.is_required,
+                "is_opt_out_default": purpose.is_opt_out_default,
+                "is_notice_only": purpose.is_notice_only,
                 "consent_mode": list(purpose.consent_mode or []),
                 "translations": [
                     {"language": language, **texts}
@@ -446,6 +488,8 @@ class PurposeForm(RowsForm):
         return {
             "kind": self.kind.data,
             "is_required": self.is_required.data,
+            "is_opt_out_default": self.is_opt_out_default.data,
+            "is_notice_only": self.is_notice_only.data,
             "translations": translations,
             "consent_mode": self.consent_mode.data,
             "cookies": [row.form.value() for row in self.cookies if not row.form.is_blank()],

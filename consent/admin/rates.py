@@ -65,6 +65,16 @@ class Period:
 
 
 @dataclass
+class RegionRates:
+    """The decisions of one region and mode (``region`` None: unknown or not recorded)."""
+
+    region: str | None
+    mode: str | None
+    records: int = 0
+    purposes: dict[str, Tally] = field(default_factory=dict)
+
+
+@dataclass
 class ConsentRates:
     start: date
     end: date
@@ -73,6 +83,8 @@ class ConsentRates:
     #: Optional purposes in banner order (required ones are always on: nothing to show).
     purposes: list[str]
     periods: list[Period]
+    #: Per region and mode the records were taken under, most records first.
+    regions: list[RegionRates] = field(default_factory=list)
 
     @property
     def totals(self) -> Period:
@@ -113,8 +125,15 @@ def consent_rates(site: Site, start: date, end: date, period: str = "day") -> Co
     ):
         periods[_period_start(day, period)].banners_shown += count
 
+    by_region: dict[tuple[str | None, str | None], RegionRates] = {}
     rows = db.session.execute(
-        select(ConsentRecord.recorded_at, ConsentRecord.source, ConsentRecord.decisions)
+        select(
+            ConsentRecord.recorded_at,
+            ConsentRecord.source,
+            ConsentRecord.decisions,
+            ConsentRecord.region,
+            ConsentRecord.mode,
+        )
         .where(
             ConsentRecord.site_id == site.id,
             ConsentRecord.event == "decision",
@@ -123,19 +142,26 @@ def consent_rates(site: Site, start: date, end: date, period: str = "day") -> Co
         )
         .execution_options(yield_per=2000)
     )
-    for recorded_at, source, decisions in rows:
+    for recorded_at, source, decisions, region, mode in rows:
         bucket = periods[_period_start(recorded_at.date(), period)]
         if source in WIDGET_SOURCES:
             bucket.interactions += 1
+        place = by_region.get((region, mode))
+        if place is None:
+            place = RegionRates(region, mode, purposes={key: Tally() for key in purposes})
+            by_region[region, mode] = place
+        place.records += 1
         for decision in decisions:
-            tally = bucket.purposes.get(decision["purpose"])
-            if tally is None:
-                continue
-            if decision["granted"]:
-                tally.granted += 1
-            else:
-                tally.denied += 1
-    return ConsentRates(start, end, period, purposes, list(periods.values()))
+            for tallies in (bucket.purposes, place.purposes):
+                tally = tallies.get(decision["purpose"])
+                if tally is None:
+                    continue
+                if decision["granted"]:
+                    tally.granted += 1
+                else:
+                    tally.denied += 1
+    ranked = sorted(by_region.values(), key=lambda place: (-place.records, place.region or ""))
+    return ConsentRates(start, end, period, purposes, list(periods.values()), ranked)
 
 
 def rates_csv(rates: ConsentRates) -> str:

@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 from wtforms.fields.choices import SelectChoice
 
-from consent import keys, rights, sites
+from consent import keys, regions, rights, sites
 from consent.accesslog import log_access
 from consent.admin import auth, editing, rates, records, roles
 from consent.admin.forms import (
@@ -341,6 +341,7 @@ def _site_values(form: SiteForm) -> dict:
         **{name: form[name].data for name in SITE_FIELDS},
         "texts": form.texts_value(),
         "appearance": form.appearance_value(),
+        "region_rules": form.region_rules.data,
     }
 
 
@@ -375,6 +376,7 @@ def new_site():
             texts=values["texts"],
             appearance=values["appearance"],
         )
+        regions.set_region_rules(site, values["region_rules"])
     except InvalidRequest as error:
         return _site_form_page(form, None, _attach(form, error))
     site.controller_name = values["controller_name"] or None
@@ -422,6 +424,7 @@ def edit_site(site_key: str):
             "controller_name": site.controller_name,
             "controller_contact": site.controller_contact,
             "logo_url": site.logo_url,
+            "region_rules": [regions.format_rule(rule) for rule in site.region_rules or []],
             **sites.validate_appearance(site.appearance or {}),
         }
     )
@@ -433,8 +436,10 @@ def edit_site(site_key: str):
     if not form.validate_on_submit():
         return _site_form_page(form, site, _refused(form) if form.is_submitted() else 200)
     before = editing.config_hash(site)
+    values = _site_values(form)
     try:
-        editing.update_site(site, **_site_values(form))
+        regions.set_region_rules(site, values.pop("region_rules"))
+        editing.update_site(site, **values)
     except InvalidRequest as error:
         return _site_form_page(form, site, _attach(form, error))
     flash(f"Settings saved. {_hash_change_message(before, editing.config_hash(site))}")

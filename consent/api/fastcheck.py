@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from werkzeug.wsgi import get_host
 
+from consent import regions
 from consent.api.common import check_answer
 from consent.check import check_visitor
 from consent.db import autocommit_engine, db
@@ -114,8 +115,15 @@ class FastCheck:
         address = environ.get("REMOTE_ADDR") or "unknown"
         if self.counter is not None and not self.counter.hit(f"{site_key}/{address}"):
             return None  # Flask counts once more, still over the limit, and answers 429
+        header = regions.environ_header(environ)
         found = check_visitor(
-            site_key, visitor_id, args["purpose"], args.get("service"), engine=self.engine
+            site_key,
+            visitor_id,
+            args["purpose"],
+            args.get("service"),
+            region=regions.request_region(header, self.app.config),
+            is_gpc=regions.sends_gpc(header),
+            engine=self.engine,
         )
         if found is None:
             return None  # Flask answers 404

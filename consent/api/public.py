@@ -10,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import select
 
-from consent import metrics, rights_requests
+from consent import metrics, regions, rights_requests
 from consent.api.common import (
     ApiBlueprint,
     check_answer,
@@ -39,6 +39,7 @@ from consent.schemas import (
 from consent.sites import (
     banner_config,
     config_in_languages,
+    config_in_region,
     count_banner_shown,
     count_refused_origin,
     get_site_by_key,
@@ -114,12 +115,15 @@ class BannerConfig(MethodView):
         site = load_site(site_key, is_banner=True)
         config = banner_config(site, max_age=current_app.config["CONFIG_MAX_AGE"])
         archive_banner_version(site, config, load_asset("consent.js"))  # all languages
+        config = config_in_region(site, config, visitor_region())
         if "lang" in args:
             config = config_in_languages(site, config, args["lang"].split(","))
         body = json.dumps(config, sort_keys=True).encode()
         etag = hashlib.sha256(body).hexdigest()[:32]
         # Weak: the same configuration whatever the encoding (gzip, brotli or none).
         headers = {"ETag": f'W/"{etag}"', "Cache-Control": _config_cache_control()}
+        if region_headers := regions.region_headers(current_app.config):
+            headers["Vary"] = ", ".join(region_headers)  # one copy per region in caches
         if request.if_none_match.contains_weak(etag):
             return Response(status=304, headers=headers)
         return config, 200, headers
@@ -127,6 +131,16 @@ class BannerConfig(MethodView):
 
 def _config_cache_control() -> str:
     return f"public, max-age={current_app.config['CONFIG_MAX_AGE']}"
+
+
+def visitor_region() -> str | None:
+    """The visitor's region from the trusted proxy's headers, if configured and known."""
+    return regions.request_region(request.headers.get, current_app.config)
+
+
+def sends_gpc() -> bool:
+    """Whether the browser sends Global Privacy Control (``Sec-GPC: 1``)."""
+    return regions.sends_gpc(request.headers.get)
 
 
 @blp.route("/records")
@@ -150,14 +164,18 @@ class Records(MethodView):
         token = request.headers.get(TOKEN_HEADER)
         visitor_id = read_visitor_token(token, site.key, TOKEN_HEADER) if token else None
         require_served(site, args.get("config_hash"), load_asset("consent.js"))
+        regions.refuse_false_gpc_record(args["source"], args["decisions"], sends_gpc())
+        region = visitor_region()
         result, is_replay = record_submission(
             site,
             visitor_id,
             args,
             answer=record_answer(site.key),
             idempotency_key=request.headers.get("Idempotency-Key"),
-            is_gpc=request.headers.get("Sec-GPC", "").strip() == "1",
+            is_gpc=sends_gpc(),
             ip_truncated=truncated_client_ip(),
+            region=region,
+            mode=regions.mode_for(site.region_rules, region),
         )
         # Already dumped: it is the stored answer on a replay, so send it as it is.
         return created(result, is_replay=is_replay)
@@ -197,7 +215,7 @@ class VisitorData(MethodView):
             {
                 "visitor_id": visitor_id,
                 "erased": subject.erased_at is not None,
-                "state": describe_state(site, subject),
+                "state": describe_state(site, subject, region=visitor_region(), is_gpc=sends_gpc()),
                 "history": history,
             },
             200,
@@ -220,8 +238,16 @@ class Check(MethodView):
         visitor_id = read_visitor_token(token, site_key, TOKEN_HEADER) if token else None
         found = None
         if is_site_key(site_key):
+            region, is_gpc = visitor_region(), sends_gpc()
             found = once_more_if_disconnected(
-                lambda: check_visitor(site_key, visitor_id, args["purpose"], args.get("service"))
+                lambda: check_visitor(
+                    site_key,
+                    visitor_id,
+                    args["purpose"],
+                    args.get("service"),
+                    region=region,
+                    is_gpc=is_gpc,
+                )
             )
         if found is None:
             abort(404, message=f"No site with key {site_key!r}.")

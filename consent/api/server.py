@@ -10,7 +10,7 @@ from flask import Response, current_app, g, jsonify, request, stream_with_contex
 from flask.views import MethodView
 from flask_smorest import abort
 
-from consent import archive, marketing, metrics, rights, rights_requests
+from consent import archive, marketing, metrics, regions, rights, rights_requests
 from consent.api.common import ApiBlueprint, created, record_answer
 from consent.archive import require_served
 from consent.check import check_purpose
@@ -140,6 +140,8 @@ class ServerCheck(MethodView):
             args["purpose"],
             args.get("service"),
             is_identifier_erased=subject is None and was_erased(g.site, args),
+            region=args.get("region"),
+            is_gpc=args["gpc"],
         )
         body = verdict.body(args["purpose"], args.get("service"))
         metrics.count_check(verdict.reason)
@@ -168,6 +170,10 @@ class ServerRecords(MethodView):
         require_served(site, args.get("config_hash"), load_asset("consent.js"))
         idempotency_key = request.headers.get("Idempotency-Key")
         answer = record_answer(site.key)
+        where = {
+            "region": args.get("region"),
+            "mode": regions.mode_for(site.region_rules, args.get("region")),
+        }
         if "visitor_token" in args:
             visitor_id = read_visitor_token(args["visitor_token"], site.key)
             result, is_replay = record_submission(
@@ -178,6 +184,7 @@ class ServerRecords(MethodView):
                 idempotency_key=idempotency_key,
                 is_gpc=False,
                 ip_truncated=None,
+                **where,
             )
         else:
 
@@ -187,7 +194,7 @@ class ServerRecords(MethodView):
                 return subject_from_args(site, args, create=True)[0]
 
             result, is_replay = record_for_person(
-                site, subject_of, args, answer=answer, idempotency_key=idempotency_key
+                site, subject_of, args, answer=answer, idempotency_key=idempotency_key, **where
             )
         return created(result, is_replay=is_replay)
 
@@ -217,7 +224,9 @@ class BulkCheck(MethodView):
         kind, values = (
             ("email", args["emails"]) if "emails" in args else ("user_id", args["user_ids"])
         )
-        results = marketing.bulk_check(g.site, args["purpose"], kind, values, actor())
+        results = marketing.bulk_check(
+            g.site, args["purpose"], kind, values, actor(), region=args.get("region")
+        )
         return {
             "purpose": args["purpose"],
             "allowed_count": sum(result["allowed"] for result in results),

@@ -7,7 +7,7 @@ from flask import Blueprint
 bp = Blueprint("wellknown", __name__)
 
 #: Last time this service's GPC handling changed.
-GPC_LAST_UPDATE = "2026-11-26"
+GPC_LAST_UPDATE = "2026-12-02"
 
 
 @bp.get("/.well-known/gpc.json")

@@ -5,7 +5,9 @@
 export interface ConsentState {
   /** Whether the visitor has made a choice (false: first visit, expired or stale). */
   decided: boolean;
-  /** Each purpose of the site: allowed now or not (required purposes are always true). */
+  /** Each purpose of the site: allowed now or not (required purposes are always true;
+   * under a site's opt-out or notice rule for the visitor's region, a purpose it marked
+   * is true until the visitor opts out). */
   purposes: Record<string, boolean>;
   /** Per purpose, the services decided on their own: {analytics: {matomo: false}}. */
   services: Record<string, Record<string, boolean>>;
@@ -43,7 +45,8 @@ export interface ConsentApi {
   readonly version: string;
   /** Resolves with the state once the banner knows it (stored choice or configuration). */
   readonly ready: Promise<ConsentState>;
-  /** May this purpose (or one of its services) run now? Synchronous; false until chosen. */
+  /** May this purpose (or one of its services) run now? Synchronous; false until chosen
+   * (except a purpose the site's opt-out or notice rule for the region lets run). */
   allowed(purpose: string, service?: string): boolean;
   state(): ConsentState;
   /** Called on every applied choice; returns a function that stops the calls. */

@@ -65,6 +65,15 @@
   const isMarketing = (p) => p.key === 'marketing' || (p.consent_mode || []).some((s) => s.startsWith('ad_'));
   const findPurpose = (config, key) => config && config.purposes.find((p) => p.key === key);
 
+  /** Say whether a purpose may run before any choice under a mode: the site marked it so. */
+  const defaultable = (p, mode) => mode === 'opt-out' ? p.opt_out : mode === 'notice' && (p.opt_out || p.notice_only);
+  /** ...and not for advertising under GPC, nor once refused here: an opt-out never lapses. */
+  const byDefault = (config, p) => !!p && !!defaultable(p, config.mode) && !(gpc && isMarketing(p)) && !st.off[p.key] && !refused;
+  /** A selection of these purposes, each on or off (its services follow it). */
+  const selecting = (ps, on, services = {}) => ({ purposes: Object.fromEntries(ps.map((p) => [p.key, on(p)])), services });
+  /** A selection refusing these purposes only: the rest keep their defaults. */
+  const refusing = (ps) => selecting(ps, () => false);
+
   /** Return the policy in effect at a time, and the latest material one (scheduled ones count from their time). */
   const policyAt = (config, now) => {
     let policy = config?.policy || null, material = config?.material_version || null;
@@ -88,16 +97,7 @@
   const isAllowedHere = (config) => !config?.origins || location.origin === base || config.origins.includes(location.origin);
 
   /** Build a selection granting everything or nothing optional (GPC keeps marketing off). */
-  const allOrNone = (config, grant) => {
-    const sel = { purposes: {}, services: {} };
-    for (const p of config.purposes) {
-      const on = p.is_required || (grant && !(gpc && isMarketing(p)));
-      sel.purposes[p.key] = on;
-      sel.services[p.key] = {};
-      for (const s of p.services || []) sel.services[p.key][s.key] = on;
-    }
-    return sel;
-  };
+  const allOrNone = (config, grant) => selecting(config.purposes, (p) => p.is_required || (grant && !(gpc && isMarketing(p))));
 
   /** Turn a selection into a choice stamped with the policy, banner hash and expiry. */
   const makeChoice = (config, sel, now) => {
@@ -109,16 +109,18 @@
     };
   };
 
-  /** Say whether a choice allows a purpose (and optionally one of its services). */
+  /** Say whether a choice allows a purpose (and optionally one of its services); a purpose
+   * the choice does not name has its default. */
   const isAllowed = (config, choice, purpose, service) => {
-    if (findPurpose(config, purpose)?.is_required) return true;
-    if (!choice) return false;
-    return !!choice.purposes[purpose] && (!service || (choice.services[purpose] || {})[service] !== false);
+    const p = findPurpose(config, purpose), on = choice?.purposes[purpose];
+    if (p?.is_required) return true;
+    if (on === undefined) return byDefault(config, p);
+    return !!on && (!service || (choice.services[purpose] || {})[service] !== false);
   };
 
-  /** Build the POST /records body for a choice. */
+  /** Build the POST /records body for a choice: the purposes it names. */
   const toRecord = (config, choice, source, language) => {
-    const decisions = config.purposes.map((p) => {
+    const decisions = config.purposes.filter((p) => p.key in choice.purposes).map((p) => {
       const d = { purpose: p.key, granted: isAllowed(config, choice, p.key) };
       if (p.services?.length) {
         d.services = {};
@@ -182,7 +184,8 @@
   // ---- state ------------------------------------------------------------------------------
 
   // Everything in st is what the store keeps, so persisting is writing st.
-  const st = { config: null, choice: null, token: null, visitor: null, checked: 0, outbox: [] };
+  // off: purposes this browser refused; seen: the config hash whose notice was closed.
+  const st = { config: null, choice: null, token: null, visitor: null, checked: 0, outbox: [], off: {}, seen: null };
   const load = () => {
     Object.assign(st, readStore());
     if (!st.choice?.hash || !isCurrent(st.choice, null, Date.now())) st.choice = null;
@@ -206,6 +209,9 @@
 
   const allowed = (purpose, service) => !refused && isAllowed(st.config, standing(), purpose, service);
 
+  /** A selection of what is allowed now (the standing choice, else the defaults), to edit. */
+  const current = () => selecting(st.config.purposes, (p) => allowed(p.key), copy(standing()?.services || {}));
+
   const state = () => {
     const c = standing(), purposes = {};
     for (const k of st.config ? st.config.purposes.map((p) => p.key) : Object.keys(c ? c.purposes : {})) {
@@ -220,10 +226,14 @@
     };
   };
 
+  /** Whether the site's rule for the visitor's region (the service placed them) lets
+   * purposes run before a choice: opt-out or notice. */
+  const lax = () => ['opt-out', 'notice'].includes(st.config?.mode);
+
   /** Make the current choice true on the page: signals, cookies, gated tags, listeners. */
   const apply = () => {
     const choice = standing();
-    if (choice) gtag('consent', 'update', consentModeFor(st.config, choice));
+    if (choice || lax()) gtag('consent', 'update', consentModeFor(st.config, choice));
     if (st.config) deleteCookies(cookiesToDelete(st.config, choice));
     if (!refused) whenDom(() => { runGated(); placeholders(); });
     showButton();
@@ -238,6 +248,7 @@
   const choose = (sel, source) => {
     if (refused || !st.config) return;
     st.choice = makeChoice(st.config, sel, Date.now());
+    for (const k in sel.purposes) sel.purposes[k] ? delete st.off[k] : (st.off[k] = 1);
     // The body is fixed now: a retry must send exactly what the first attempt sent.
     const body = toRecord(st.config, st.choice, source, lang);
     st.outbox.push({ key: uuid(), choice: st.choice, body, source, language: lang });
@@ -247,12 +258,17 @@
     flush();
   };
 
+  /** Show the first layer where the mode asks: opt-in, or a notice not yet closed. */
+  const ask = () => {
+    if (!lax() || (st.config.mode === 'notice' && st.seen !== st.config.config_hash)) showBanner();
+  };
+
   /** Ask again: the stored choice no longer stands (policy, banner, expiry, not recorded). */
   const askAgain = () => {
     st.choice = null;
     persist();
     apply();
-    showBanner();
+    ask();
   };
 
   /** Stop for good on this page: the service refused it; say why in the console. */
@@ -487,9 +503,10 @@
   let fab = null;
   const SVG = 'http://www.w3.org/2000/svg';
 
-  /** Show the floating "cookie settings" button once a choice stands (unless turned off). */
+  /** Show the floating "cookie settings" button once a choice stands (unless turned off);
+   * under an opt-out or notice rule, "Your Privacy Choices" always. */
   const showButton = () => whenDom(() => {
-    if (refused || !standing() || look().settings_button === false || ui?.host.isConnected) {
+    if (refused || !(standing() || lax()) || look().settings_button === false || ui?.host.isConnected) {
       fab?.host.remove();
       return;
     }
@@ -500,11 +517,16 @@
       icon.setAttribute('aria-hidden', 'true');
       path.setAttribute('d', 'M12 2a10 10 0 1 0 10 10 4 4 0 0 1-5-5 4 4 0 0 1-5-5zM8 9a1.5 1.5 0 1 1 0 3 1.5 1.5 0 0 1 0-3zm3 5a1.5 1.5 0 1 1 0 3 1.5 1.5 0 0 1 0-3zm5 0a1 1 0 1 1 0 2 1 1 0 0 1 0-2z');
       icon.append(path);
-      fab.button = h('button', { type: 'button', class: 'fab', onclick: () => Consent.open() }, [icon]);
+      fab.button = h('button', { type: 'button', class: 'fab', onclick: () => Consent.open() });
+      fab.icon = icon;
       fab.root.append(fab.button);
     }
-    fab.button.setAttribute('aria-label', t('settings_title'));
-    fab.button.title = t('settings_title');
+    const label = prefsTitle();
+    fab.button.setAttribute('aria-label', label);
+    fab.button.title = label;
+    // The law asks for the words ("Your Privacy Choices"): a button with its text.
+    fab.button.className = lax() ? 'btn' : 'fab';
+    fab.button.replaceChildren(lax() ? label : fab.icon);
     fab.host.setAttribute('data-side', look().button_side || 'left');
     theme(fab.host);
     if (!fab.host.isConnected) document.body.append(fab.host);
@@ -527,28 +549,42 @@
 
   /** The policy's "Last updated" date, in the banner's language. */
   const lastUpdated = () => {
-    const policy = policyAt(st.config, Date.now()).policy, when = policy && (policy.updated_at || policy.published_at);
+    const when = policyAt(st.config, Date.now()).policy?.updated_at;
     return when && h('p', { class: 'meta' }, [t('last_updated').replace('{date}', new Date(when).toLocaleDateString(lang))]);
   };
+  const prefsTitle = () => t(lax() ? 'privacy_choices' : 'settings_title');
   const gpcNotice = () => gpc && h('p', { class: 'gpc' }, [t('gpc_notice')]);
   const alwaysOn = () => h('span', { class: 'on' }, [t('always_on')]);
 
-  /** Show the first layer: Accept all, Reject all and Customise, with equal weight. */
+  /** Refuse selling and sharing at once: the advertising purposes. */
+  const doNotSell = (source) => button(t('do_not_sell'), () => choose(refusing(st.config.purposes.filter(isMarketing)), source));
+
+  /** A notice closed (or OK): it is not shown again, and nothing more is allowed. */
+  const seen = () => {
+    st.seen = st.config.config_hash;
+    persist();
+    closeUi();
+  };
+
+  /** Show the first layer: Accept all, Reject all and Customise, with equal weight; under
+   * a notice rule, the notice with OK, Do Not Sell or Share, and Customise. */
   const showBanner = () => whenDom(() => {
     if (refused) return;
     rememberOpener();
     mount();
+    const notice = lax();
     const chips = (st.config?.purposes || []).map((p) => h('li', {}, [tr(p, 'title'), p.is_required && alwaysOn()]));
+    const more = button(t('customise'), openPrefs);
     const layer = h('div', {
       class: `layer banner ${look().layout || 'box'}`, role: 'dialog', 'aria-modal': 'false', tabindex: '-1',
       'aria-labelledby': 'c-title', 'aria-describedby': 'c-desc', ...speech()
     }, [
-      closeButton(closeUi),
+      closeButton(notice ? seen : closeUi),
       h('h2', { id: 'c-title' }, [t('title')]),
-      h('p', { id: 'c-desc' }, [t('description'), ' ', policyLink()]),
+      h('p', { id: 'c-desc' }, [t(notice ? 'notice' : 'description'), ' ', policyLink()]),
       gpcNotice(),
       chips.length && h('ul', { class: 'chips' }, chips),
-      actions(button(t('customise'), openPrefs))
+      notice ? h('div', { class: 'actions' }, [button(t('ok'), seen), doNotSell('banner'), more]) : actions(more)
     ]);
     ui.root.append(layer);
     focusSoon(layer);
@@ -576,7 +612,7 @@
     rememberOpener();
     mount();
     const config = st.config;
-    const draft = standing() ? copy(st.choice) : allOrNone(st.config, false);
+    const draft = current();
     const on = (p, s) => isAllowed(config, draft, p.key, s && s.key);
     const sections = config.purposes.map((p, i) => {
       const services = p.services || [];
@@ -613,9 +649,10 @@
     const dialog = h('div', {
       class: 'prefs', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'c-ptitle', tabindex: '-1', ...speech()
     }, [
-      h('div', { class: 'head' }, [h('h2', { id: 'c-ptitle' }, [t('settings_title')]), closeButton(closePrefs)]),
+      h('div', { class: 'head' }, [h('h2', { id: 'c-ptitle' }, [prefsTitle()]), closeButton(closePrefs)]),
       h('div', { class: 'body' }, [
-        gpcNotice(), ...sections, h('p', {}, [policyLink(), ' ', link(config.rights_request_url, t('privacy_request'))]), lastUpdated()
+        gpcNotice(), lax() && doNotSell('preferences'), ...sections,
+        h('p', {}, [policyLink(), ' ', link(config.rights_request_url, t('privacy_request'))]), lastUpdated()
       ]),
       actions(button(t('save'), () => choose(draft, 'preferences')))
     ]);
@@ -623,8 +660,8 @@
     dialog.focus(); // opened by the visitor, after the page's first frame: at once
   };
 
-  /** Close the preference centre; without a choice the first layer comes back. */
-  const closePrefs = () => (standing() ? closeUi() : showBanner());
+  /** Close the preference centre; without a choice the first layer comes back (opt-in). */
+  const closePrefs = () => (standing() || lax() ? closeUi() : showBanner());
 
   const onKey = (e) => {
     const dialog = ui.root.querySelector('.prefs');
@@ -663,7 +700,7 @@
         if (v) ph.host.style[d] = /^\d+$/.test(v) ? v + 'px' : v;
       }
       ph.root.append(h('div', { class: 'ph' }, [h('p', {}, [text]), button(t('load'), () => {
-        const sel = standing() ? copy(st.choice) : allOrNone(st.config, false);
+        const sel = current();
         for (const k of keys) {
           sel.purposes[k] = true;
           if (serviceKey) (sel.services[k] = sel.services[k] || {})[serviceKey] = true;
@@ -692,23 +729,27 @@
     },
     /** Set purposes from page code, e.g. set({analytics: true}); recorded with source "api". */
     set(purposes) {
-      const sel = standing() ? copy(st.choice) : allOrNone(st.config, false);
+      const sel = current();
       for (const k in purposes) sel.purposes[k] = !!purposes[k];
       choose(sel, 'preferences'); // the site's own settings UI, purpose by purpose
     },
     push(fn) {
       try { fn(Consent); } catch (e) { console.error(e); }
     },
-    // Internals for tests; not part of the public API.
-    _: { isCurrent, isAllowed, allOrNone, makeChoice, toRecord, consentModeFor, cookiesToDelete, policyAt, readStore, flush, storeKey }
+    // Internals the browser tests read; not part of the public API.
+    _: { readStore, storeKey }
   };
   window.Consent = Consent;
   if (Array.isArray(queued)) queued.forEach((fn) => Consent.push(fn));
 
-  // Consent Mode's default must come before every gated tag, so it is issued first.
+  // Consent Mode's default must come before every gated tag, so it is issued first: denied,
+  // then per region of an opt-out or notice rule, what runs there before a choice.
   const defaults = { wait_for_update: 500 };
   for (const s of CM_SIGNALS.concat(...(st.config?.purposes || []).map((p) => p.consent_mode || []))) defaults[s] = 'denied';
   gtag('consent', 'default', defaults);
+  for (const r of st.config?.consent_mode_regions || []) {
+    gtag('consent', 'default', { ...defaults, ...consentModeFor({ ...st.config, mode: r.mode }, null), region: r.region });
+  }
 
   let switchTimer = 0;
   /** At the time a scheduled policy takes effect, ask again if the choice no longer stands. */
@@ -731,11 +772,15 @@
     watchSchedule();
   };
 
-  /** First visit, expired or stale: nothing is written until the visitor chooses. */
+  /** First visit, expired or stale: nothing is written until the visitor chooses (under an
+   * opt-out rule, the defaults apply, and a GPC browser's opt-out is recorded). */
   const welcome = () => {
     if (st.choice) return; // chosen meanwhile, e.g. in another tab
-    deleteCookies(cookiesToDelete(st.config, null));
-    showBanner();
+    if (lax()) apply();
+    else deleteCookies(cookiesToDelete(st.config, null));
+    const ads = st.config.purposes.filter((p) => isMarketing(p) && defaultable(p, st.config.mode) && !st.off[p.key]);
+    if (gpc && ads.length) choose(refusing(ads), 'gpc');
+    ask();
     whenDom(placeholders);
     resolveReady(state());
     watchSchedule();

@@ -37,6 +37,10 @@ def live_app(tmp_path_factory):
             # One app serves every test from one address: keep its limits out of reach.
             "RATELIMIT_RECORD": "100000/minute",
             "RATELIMIT_CHECK": "100000/minute",
+            # Where a visitor is, as Cloudflare tells it (country, and the subdivision
+            # with its "visitor location headers" on).
+            "REGION_HEADER": "CF-IPCountry",
+            "SUBREGION_HEADER": "CF-Region-Code",
         }
     )
     app.instance_path = str(folder / "instance")

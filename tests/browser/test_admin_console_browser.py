@@ -11,6 +11,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from consent import regions
 from consent.admin.auth import set_admin_password
 from consent.admin.roles import grant_role
 from consent.db import db
@@ -28,6 +29,7 @@ CAFE_TEXTS = {
     "en": {"title": "Your choices at the café"},
 }
 NAME, PASSWORD = "hopper", "a long form-filling passphrase"
+CAFE_REGION_RULES = ["EEA,UK,CH=opt-in", "US-PRIVACY-STATES=opt-out"]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,8 @@ def cafe(live_app, live_server):
             # In the site's two languages only, as a site owner would have them.
             texts = {lang: t for lang, t in purpose["translations"].items() if lang in ("en", "fr")}
             set_purpose(site, position=position, **{**purpose, "translations": texts})
+        regions.set_region_rules(site, CAFE_REGION_RULES)
+        regions.set_purpose_defaults(site, opt_out=["analytics"])
         grant_role(set_admin_password(NAME, PASSWORD), "owner")
         db.session.commit()
     return SITE
@@ -74,6 +78,7 @@ def stored(live_app, key: str = SITE) -> dict:
                     "controller_name",
                     "controller_contact",
                     "logo_url",
+                    "region_rules",
                 )
             },
         }
@@ -192,6 +197,35 @@ def test_every_wrong_field_is_named_at_once_beside_it(open_page, live_app):
     assert page.get_by_label("Allowed origins").input_value() == (
         "cafe.example\nhttps://ok.example/path"
     )
+    assert stored(live_app) == before
+
+
+def test_region_rules_show_one_per_line_as_stored(open_page):
+    page = open_page(f"/admin/sites/{SITE}/edit")
+    assert page.get_by_label("Region rules").input_value().splitlines() == CAFE_REGION_RULES
+
+
+def test_an_opt_out_rule_for_the_eea_is_refused_beside_the_field(open_page, live_app):
+    before = stored(live_app)
+    page = open_page(f"/admin/sites/{SITE}/edit")
+    page.get_by_label("Region rules").fill("EEA=opt-out\nUS-CA=notice")
+    page.get_by_role("button", name="Save settings").click()
+    assert page.locator("#region_rules").get_attribute("aria-invalid") == "true"
+    error = page.locator("#region_rules-error").inner_text()
+    assert "Opt-in cannot be replaced in the EEA, the UK or Switzerland" in error
+    assert page.get_by_label("Region rules").input_value() == "EEA=opt-out\nUS-CA=notice"
+    assert stored(live_app) == before
+
+
+def test_a_preset_button_adds_its_rule_and_saves_nothing(open_page, live_app):
+    before = stored(live_app)
+    page = open_page(f"/admin/sites/{SITE}/edit", javascript=False)
+    page.get_by_label("Region rules").fill("US-CA=notice")
+    page.get_by_role("button", name="Add rule: EEA, UK, CH opt-in").click()
+    assert page.get_by_label("Region rules").input_value().splitlines() == [
+        "US-CA=notice",
+        "EEA,UK,CH=opt-in",
+    ]
     assert stored(live_app) == before
 
 
