@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 
-from consent import ledger, visitors
+from consent import chain, ledger, visitors
 from consent.admin.auth import set_admin_password
 from consent.admin.roles import grant_role
 from consent.db import db, now_utc
@@ -49,7 +49,7 @@ def bistro(live_app, live_server, monkeypatch_module):
         for days_ago in range(DAYS, -1, -1):
             day = today - timedelta(days=days_ago)
             db.session.add(BannerImpression(site_id=site.id, day=day.date(), count=40))
-            monkeypatch_module.setattr(ledger, "now_utc", lambda day=day: day)
+            monkeypatch_module.setattr(chain, "now_utc", lambda day=day: day)
             for _ in range(chance.randint(18, 30)):
                 visitor = visitors.create_visitor(site)
                 ledger.record_decision(
