@@ -11,7 +11,9 @@ marketing purpose. Every step is written to the access log.
 
 from __future__ import annotations
 
+import base64
 import calendar
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +29,6 @@ from consent.ledger import record_decision
 from consent.mail import send_mail
 from consent.models import RIGHTS_KINDS, RightsRequest, Site, Subject
 from consent.subjects import find_subject_by
-from consent.visitors import new_opaque_id
 
 VERIFY_SALT = "consent.rights-request-verify"
 DOWNLOAD_SALT = "consent.rights-request-download"
@@ -36,6 +37,14 @@ VERIFY_LINK_SECONDS = 7 * 24 * 3600
 DOWNLOAD_LINK_SECONDS = 7 * 24 * 3600
 OPEN_STATES = ("received", "verified", "extended")
 CHANNELS = ("web", "email", "admin", "cli", "api")
+
+
+def new_reference() -> str:
+    """A reference people read out and type (emails, the CLI): 16 of A-Z and 2-7.
+
+    Never a leading dash, which a command line would take for an option.
+    """
+    return base64.b32encode(secrets.token_bytes(10)).decode()
 
 
 def add_months(moment: datetime, months: int) -> datetime:
@@ -109,7 +118,7 @@ def receive_request(
     now = now_utc()
     request = RightsRequest(
         site_id=site.id,
-        reference=new_opaque_id()[:16],
+        reference=new_reference(),
         kind=kind,
         channel=channel,
         state="received",

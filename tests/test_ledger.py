@@ -195,6 +195,8 @@ COLUMN_TAMPERING = {
     "language": "language = 'xx'",
     "is_gpc": "is_gpc = NOT is_gpc",
     "ip_truncated": "ip_truncated = '10.0.0.0'",
+    "region": "region = 'FR'",
+    "mode": "mode = 'opt-out'",
     "recorded_at": {
         "sqlite": "recorded_at = datetime(recorded_at, '+1 second')",
         "postgresql": "recorded_at = recorded_at + interval '1 second'",
