@@ -17,7 +17,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from consent.chain import GENESIS_HASH, ChainReport, walk_links
+from consent.chain import ChainReport, walk_from_checkpoint
 from consent.db import db, lock_row_once, now_utc
 from consent.models import AccessLogCheckpoint, AccessLogEntry, AccessLogHead, Site
 
@@ -136,31 +136,14 @@ def _entries_in_order(site: Site, after: int, batch_size: int = 1000):
 
 def verify_access_log(site: Site) -> ChainReport:
     """Walk the site's access log in order and name the first entry that does not match."""
-    expected_previous = GENESIS_HASH
-    expected_sequence = 1
-    checkpoint = latest_checkpoint(site)
-    if checkpoint is not None:
-        signature = sign_checkpoint(
-            site.key, checkpoint.sequence, checkpoint.entry_hash, checkpoint.purged_at
-        )
-        if not hmac.compare_digest(signature, checkpoint.signature):
-            return ChainReport(
-                site.key,
-                0,
-                False,
-                checkpoint.sequence,
-                None,
-                "the access log's retention checkpoint is not signed by purge",
-            )
-        expected_previous = checkpoint.entry_hash
-        expected_sequence = checkpoint.sequence + 1
-    return walk_links(
+    return walk_from_checkpoint(
         site.key,
-        _entries_in_order(site, after=expected_sequence - 1),
+        latest_checkpoint(site),
+        sign=sign_checkpoint,
+        bad_signature="the access log's retention checkpoint is not signed by purge",
+        links_after=lambda sequence: _entries_in_order(site, after=sequence),
         hash_of=lambda entry: hash_entry(entry, site.key),
         hash_attribute="entry_hash",
-        expected_previous=expected_previous,
-        expected_sequence=expected_sequence,
         head=db.session.get(AccessLogHead, site.id),
         names=("entry", "entry", "the access log's head", "entries", "the log"),
     )

@@ -200,33 +200,38 @@ def verify_chain(site: Site) -> ChainReport:
     After a retention purge the walk starts at the latest checkpoint, whose signature
     must be valid.
     """
-    expected_previous = GENESIS_HASH
-    expected_sequence = 1
-    checkpoint = latest_checkpoint(site)
-    if checkpoint is not None:
-        signature = sign_checkpoint(
-            site.key, checkpoint.sequence, checkpoint.record_hash, checkpoint.purged_at
-        )
-        if not hmac.compare_digest(signature, checkpoint.signature):
-            return ChainReport(
-                site.key,
-                0,
-                False,
-                checkpoint.sequence,
-                None,
-                "the retention checkpoint's signature is invalid: it was not made by purge",
-            )
-        expected_previous = checkpoint.record_hash
-        expected_sequence = checkpoint.sequence + 1
-    return walk_links(
+    return walk_from_checkpoint(
         site.key,
-        _records_in_order(site, after=expected_sequence - 1),
+        latest_checkpoint(site),
+        sign=sign_checkpoint,
+        bad_signature="the retention checkpoint's signature is invalid: it was not made by purge",
+        links_after=lambda sequence: _records_in_order(site, after=sequence),
         hash_of=lambda record: hash_record(record, site.key),
         hash_attribute="record_hash",
-        expected_previous=expected_previous,
-        expected_sequence=expected_sequence,
         head=db.session.get(ChainHead, site.id),
         names=("sequence", "record", "the chain head", "records", "the chain"),
+    )
+
+
+def walk_from_checkpoint(
+    site_key: str, checkpoint, *, sign, bad_signature: str, links_after, hash_attribute: str, **walk
+) -> ChainReport:
+    """Walk a chain (``walk_links``) from its start, or after its latest retention
+    checkpoint once ``sign`` proves the checkpoint was made by purge."""
+    expected_previous, expected_sequence = GENESIS_HASH, 1
+    if checkpoint is not None:
+        checkpoint_hash = getattr(checkpoint, hash_attribute)
+        signature = sign(site_key, checkpoint.sequence, checkpoint_hash, checkpoint.purged_at)
+        if not hmac.compare_digest(signature, checkpoint.signature):
+            return ChainReport(site_key, 0, False, checkpoint.sequence, None, bad_signature)
+        expected_previous, expected_sequence = checkpoint_hash, checkpoint.sequence + 1
+    return walk_links(
+        site_key,
+        links_after(expected_sequence - 1),
+        hash_attribute=hash_attribute,
+        expected_previous=expected_previous,
+        expected_sequence=expected_sequence,
+        **walk,
     )
 
 
