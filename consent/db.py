@@ -119,7 +119,7 @@ def _begin_sqlite(connection):
         return  # one statement (the check), in SQLite's own implicit read transaction
     is_read_only = not options.get(WRITES) and (
         has_request_context()
-        and (request.method in ("GET", "HEAD", "OPTIONS") or g.get(SESSION_READS_ONLY, False))
+        and (request.method in ("GET", "HEAD", "OPTIONS") or session_reads_only())
     )
     connection.exec_driver_sql("BEGIN" if is_read_only else "BEGIN IMMEDIATE")
 
@@ -137,6 +137,11 @@ def mark_session_reads_only() -> None:
     queue behind, or hold up, the transactions that write (``writing_connection``).
     """
     setattr(g, SESSION_READS_ONLY, True)
+
+
+def session_reads_only() -> bool:
+    """Whether this request declared that its session only reads."""
+    return has_request_context() and g.get(SESSION_READS_ONLY, False)
 
 
 @contextmanager

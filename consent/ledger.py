@@ -19,6 +19,7 @@ caller's ``answer`` function: the API dumps bodies and signs tokens, the domain 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -26,12 +27,13 @@ from typing import Any, NamedTuple
 
 from flask import current_app
 from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from consent import chain, metrics, regions, webhooks
 from consent.chain import lock_chain
-from consent.db import db, insert_for_dialect, now_utc, writing_connection
+from consent.db import db, now_utc, writing_connection
 from consent.errors import InvalidRequest
 from consent.group_commit import GroupCommit, write_each_alone
 from consent.idempotency import (
@@ -52,8 +54,8 @@ from consent.models import (
     WebhookDelivery,
     WebhookEvent,
 )
-from consent.sites import find_policy
-from consent.visitors import find_visitor, new_opaque_id
+from consent.site_facts import SiteFacts, facts_of
+from consent.visitors import live_subject, new_opaque_id
 
 #: ``app.extensions`` key of the process's group commit.
 GROUP_COMMIT = "consent.group_commit"
@@ -72,7 +74,7 @@ class Recorded(NamedTuple):
 
 
 def refuse_advertising_without_explicit_choice(
-    site: Site, decisions: list[dict[str, Any]], source: str
+    site: SiteFacts, decisions: list[dict[str, Any]], source: str
 ) -> None:
     """Under Global Privacy Control, grant an advertising purpose only one by one.
 
@@ -96,7 +98,7 @@ def refuse_advertising_without_explicit_choice(
             )
 
 
-def validate_decisions(site: Site, decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def validate_decisions(site: SiteFacts, decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Check decisions against the site's purposes; return them in canonical form."""
     purposes = {purpose.key: purpose for purpose in site.purposes}
     seen: set[str] = set()
@@ -182,7 +184,7 @@ class Appended:
 
 
 def prepare_submission(
-    site: Site,
+    site: SiteFacts,
     decisions: list[dict[str, Any]],
     *,
     source: str,
@@ -197,7 +199,7 @@ def prepare_submission(
 ) -> Submission:
     """Validate decisions against the site and read what appending them needs (422s here)."""
     canonical = validate_decisions(site, decisions)
-    policy = find_policy(site, policy_version)
+    policy = site.policy(policy_version)
     prepared = Submission(
         site_id=site.id,
         site_key=site.key,
@@ -213,7 +215,7 @@ def prepare_submission(
         ip_truncated=ip_truncated,
         region=region,
         mode=mode,
-        endpoints=webhooks.active_endpoints(site),
+        endpoints=list(site.endpoints),
     )
     if subject is not None:
         prepared.subject_id = subject.id
@@ -237,7 +239,7 @@ def record_decision(site: Site, subject: Subject, decisions: list[dict[str, Any]
     Takes the site's chain lock (held to the caller's commit) and brings current state
     up to date; the session's loaded chain head, states and visitors are refreshed.
     """
-    prepared = prepare_submission(site, decisions, subject=subject, **facts)
+    prepared = prepare_submission(facts_of(site), decisions, subject=subject, **facts)
     session = db.session
     head = lock_chain(site)  # noted as locked: later appends in this transaction reuse it
     [outcome] = append_submissions(
@@ -253,7 +255,7 @@ def record_decision(site: Site, subject: Subject, decisions: list[dict[str, Any]
 
 
 def record_submission(
-    site: Site,
+    site: SiteFacts,
     visitor_id: str | None,
     args: dict[str, Any],
     *,
@@ -276,18 +278,17 @@ def record_submission(
     request_digest = checked_request_digest(idempotency_key, [visitor_id, args])
     if is_gpc:
         refuse_advertising_without_explicit_choice(site, args["decisions"], args["source"])
-    visitor = find_visitor(site, visitor_id) if visitor_id is not None else None
-    if visitor is not None and visitor.subject.erased_at is not None:
-        visitor = None  # erased: a new visitor, for a new subject
+    # Unknown or erased: a new visitor, for a new subject.
+    subject = live_subject(site.id, visitor_id) if visitor_id is not None else None
     prepared = prepare_submission(
         site,
         args["decisions"],
         **submitted_facts(args, region=region, mode=mode),
         is_gpc=is_gpc,
         ip_truncated=ip_truncated,
-        subject=visitor.subject if visitor is not None else None,
+        subject=subject,
     )
-    prepared.visitor_id = visitor.visitor_id if visitor is not None else new_opaque_id()
+    prepared.visitor_id = visitor_id if subject is not None else new_opaque_id()
     if idempotency_key is not None:
         prepared.idempotency = (idempotency_key_digest(idempotency_key), request_digest)
     prepared.answer = lambda appended: answer(
@@ -567,8 +568,8 @@ def _insert_new_subjects(connection, site_id: int, batch) -> dict[str, int]:
         for s in new
         if s.visitor_id is not None
     ]
-    if visitors:
-        connection.execute(Visitor.__table__.insert().values(visitors))
+    if visitors:  # parameter lists with RETURNING: one cached multi-row INSERT
+        connection.execute(Visitor.__table__.insert().returning(Visitor.visitor_id), visitors).all()
     return ids
 
 
@@ -623,17 +624,19 @@ def _write_states(connection, changes: dict) -> None:
     rows = [row for row in changes.values() if row is not None]
     if not rows:
         return
-    statement = insert_for_dialect(CurrentState).values(rows)
-    changing = {
-        name: statement.excluded[name]
-        for name in rows[0]
-        if name not in ("subject_id", "purpose_id", "service")
-    }
-    connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=["subject_id", "purpose_id", "service"], set_=changing
-        )
-    )
+    connection.execute(_state_upsert(connection.dialect.name), rows).all()
+
+
+@functools.cache
+def _state_upsert(dialect: str):
+    """Insert a current state, or replace the one for its subject, purpose and service
+    (parameter lists with RETURNING: one cached multi-row statement per batch)."""
+    statement = (postgresql if dialect == "postgresql" else sqlite).insert(CurrentState)
+    key = ("subject_id", "purpose_id", "service")
+    return statement.on_conflict_do_update(
+        index_elements=list(key),
+        set_={c.name: statement.excluded[c.name] for c in statement.table.c if c.name not in key},
+    ).returning(CurrentState.subject_id)
 
 
 def _write_answers(connection, site_id: int, appended) -> None:
@@ -651,7 +654,9 @@ def _write_answers(connection, site_id: int, appended) -> None:
         if submission.idempotency is not None
     ]
     if rows:
-        connection.execute(IdempotentRequest.__table__.insert().values(rows))
+        connection.execute(
+            IdempotentRequest.__table__.insert().returning(IdempotentRequest.key), rows
+        ).all()
 
 
 def _write_outbox(connection, appended) -> None:
@@ -695,18 +700,17 @@ def _write_outbox(connection, appended) -> None:
     )
     now = now_utc()
     connection.execute(
-        WebhookDelivery.__table__.insert().values(
-            [
-                {
-                    "event_id": ids[event["message_id"]],
-                    "endpoint_id": endpoint_id,
-                    "next_attempt_at": now,
-                }
-                for event, endpoint_ids in zip(events, deliveries, strict=True)
-                for endpoint_id in endpoint_ids
-            ]
-        )
-    )
+        WebhookDelivery.__table__.insert().returning(WebhookDelivery.id),
+        [
+            {
+                "event_id": ids[event["message_id"]],
+                "endpoint_id": endpoint_id,
+                "next_attempt_at": now,
+            }
+            for event, endpoint_ids in zip(events, deliveries, strict=True)
+            for endpoint_id in endpoint_ids
+        ],
+    ).all()
 
 
 def _note_returning_visitors(connection, batch, records) -> None:

@@ -100,6 +100,9 @@ class Site(db.Model):
     #: Which mode applies where, first match wins (``consent.regions``):
     #: [{"regions": ["US-PRIVACY-STATES"], "mode": "opt-out"}]; empty: opt-in everywhere.
     region_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    #: Bumped by the database (triggers) whenever the site, its purposes, policy versions
+    #: or webhook endpoints change: per-process copies check it (``consent.site_facts``).
+    config_version: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
     purposes: Mapped[list[Purpose]] = relationship(

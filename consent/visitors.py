@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 
+from sqlalchemy import select
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import joinedload
 
 from consent.db import db
@@ -29,6 +31,20 @@ def create_visitor(site: Site, subject: Subject | None = None) -> Visitor:
 def find_visitor(site: Site, visitor_id: str) -> Visitor | None:
     visitor = db.session.get(Visitor, visitor_id, options=[joinedload(Visitor.subject)])
     return visitor if visitor is not None and visitor.site_id == site.id else None
+
+
+def live_subject(site_id: int, visitor_id: str) -> Row | None:
+    """The subject behind a visitor of this site (``id``, ``pseudonym``,
+    ``email_encrypted``), in one statement; None if unknown or erased."""
+    return db.session.execute(
+        select(Subject.id, Subject.pseudonym, Subject.email_encrypted)
+        .join(Visitor, Visitor.subject_id == Subject.id)
+        .where(
+            Visitor.visitor_id == visitor_id,
+            Visitor.site_id == site_id,
+            Subject.erased_at.is_(None),
+        )
+    ).first()
 
 
 def subject_for_visitor(site: Site, visitor_id: str | None) -> tuple[Visitor, bool]:

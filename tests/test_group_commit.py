@@ -9,6 +9,7 @@ killed mid-batch leaves whole batches or none.
 
 from __future__ import annotations
 
+import http.client
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -161,8 +162,8 @@ def test_a_process_killed_mid_batch_leaves_whole_batches_only(
         for future in futures:
             try:
                 future.result()
-            except OSError:
-                pass  # the connection the killed server held
+            except (OSError, http.client.HTTPException):
+                pass  # the connection the killed server held, maybe mid-answer
 
     count = record_count()
     assert len(accepted) <= count < 200

@@ -211,22 +211,23 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(
     ), str(traffic)
 
 
-#: Read, before the lock: site, purposes, policy, webhook endpoints (the outbox). Under
-#: the chain lock (in the batch's own transaction): the lock, the idempotency key.
+#: Read, before the lock: the site's config_version (its settings, purposes, policy
+#: versions and webhook endpoints come from the process's copy, ``consent.site_facts``).
+#: Under the chain lock (in the batch's own transaction): the lock, the idempotency key.
 #: Written: subject, visitor, record, current states (one upsert), the answer kept for
 #: retries, the chain head. Round trips add BEGIN and COMMIT of the request's reads and
 #: of the batch.
-FIRST_VISIT_STATEMENTS = 12
-FIRST_VISIT_ROUND_TRIPS = 16
-#: As a first visit, with the visitor read before the lock, its subject and current
-#: states under it, and its last_seen_at updated instead of the two inserts.
-RETURNING_VISITOR_STATEMENTS = 13
-RETURNING_VISITOR_ROUND_TRIPS = 17
+FIRST_VISIT_STATEMENTS = 9
+FIRST_VISIT_ROUND_TRIPS = 13
+#: As a first visit, with the visitor's subject read before the lock, its erasure and
+#: current states under it, and its last_seen_at updated instead of the two inserts.
+RETURNING_VISITOR_STATEMENTS = 10
+RETURNING_VISITOR_ROUND_TRIPS = 14
 #: A first visit without an Idempotency-Key, as a member of a batch: its request reads
-#: site, purposes, policy and webhook endpoints (BEGIN and COMMIT around them); its batch
-#: runs the lock, subjects, visitors, records, current states and chain head, once for
-#: all its members (BEGIN and COMMIT around them).
-REQUEST_READS = 4
-REQUEST_ROUND_TRIPS = 6
+#: the site's config_version (BEGIN and COMMIT around it); its batch runs the lock,
+#: subjects, visitors, records, current states and chain head, once for all its members
+#: (BEGIN and COMMIT around them).
+REQUEST_READS = 1
+REQUEST_ROUND_TRIPS = 3
 BATCH_STATEMENTS = 6
 BATCH_ROUND_TRIPS = 8

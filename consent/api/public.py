@@ -36,6 +36,7 @@ from consent.schemas import (
     RightsRequestReceiptSchema,
     VisitorDataSchema,
 )
+from consent.site_facts import site_facts
 from consent.sites import (
     banner_config,
     config_in_languages,
@@ -59,14 +60,15 @@ blp = ApiBlueprint(
 TOKEN_HEADER = "X-Consent-Token"
 
 
-def load_site(site_key: str, *, is_banner: bool = False) -> Site:
+def load_site(site_key: str, *, is_banner: bool = False, loader=get_site_by_key) -> Site:
     """The site named in the URL (404), refusing pages on origins it does not allow.
 
     Writes are refused from such origins, and so is the banner's configuration
     (``is_banner``): a banner there could only collect choices that are never recorded.
-    Each refusal is counted per origin for the site's admin page.
+    Each refusal is counted per origin for the site's admin page. ``loader``: how the
+    site is read (``site_facts``: the process's copy of what recording needs).
     """
-    site = get_site_by_key(site_key)
+    site = loader(site_key)
     if site is None:
         abort(404, message=f"No site with key {site_key!r}.")
     g.site = site
@@ -160,10 +162,13 @@ class Records(MethodView):
     def post(self, args, site_key):
         """Record one submission of the visitor's decisions."""
         mark_session_reads_only()  # the record is appended on a connection of its own
-        site = load_site(site_key)
+        site = load_site(site_key, loader=site_facts)
         token = request.headers.get(TOKEN_HEADER)
         visitor_id = read_visitor_token(token, site.key, TOKEN_HEADER) if token else None
-        require_served(site, args.get("config_hash"), load_asset("consent.js"))
+        config_hash = args.get("config_hash")
+        if config_hash is not None and config_hash not in site.served:
+            require_served(db.session.get(Site, site.id), config_hash, load_asset("consent.js"))
+            site.served.add(config_hash)  # archived: trusted as long as this copy is used
         regions.refuse_false_gpc_record(args["source"], args["decisions"], sends_gpc())
         region = visitor_region()
         result, is_replay = record_submission(

@@ -42,6 +42,7 @@ from consent.schemas import (
     UnsubscribeLinksArgs,
     UnsubscribeLinksSchema,
 )
+from consent.site_facts import facts_of
 from consent.subjects import (
     find_or_create_subject_by,
     find_or_create_subject_with,
@@ -177,7 +178,7 @@ class ServerRecords(MethodView):
         if "visitor_token" in args:
             visitor_id = read_visitor_token(args["visitor_token"], site.key)
             result, is_replay = record_submission(
-                site,
+                facts_of(site),
                 visitor_id,
                 args,
                 answer=answer,
