@@ -9,7 +9,7 @@ from flask import Flask
 
 from consent.admin import bp as admin_bp
 from consent.api import init_api
-from consent.api.fastcheck import install_fast_check
+from consent.api.fastpath import install_fast_path
 from consent.apidocs import bp as api_reference_bp
 from consent.cli import register_cli
 from consent.config import load_config
@@ -60,7 +60,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     limiter = init_limits(app)  # limits views by endpoint, so after the blueprints
     exempt_from_https_redirect(app)
-    install_fast_check(app, limiter)
+    install_fast_path(app, limiter)
     track_requests(app)  # around the fast path too: every answer has an id and a count
     trust_proxies(app)  # outermost: every layer within sees the real client
     return app

@@ -90,8 +90,10 @@ class Config:
     #: A header with the subdivision apart (CloudFront-Viewer-Country-Region: CA).
     SUBREGION_HEADER = ""
 
-    #: Answer well-formed public checks before Flask runs (consent/api/fastcheck.py).
+    #: Answer well-formed public checks before Flask runs (consent/api/fastpath.py).
     FAST_CHECK = True
+    #: Record well-formed banner submissions before Flask runs (the same module).
+    FAST_RECORD = True
     #: "json" or "text"; empty: JSON lines in production, plain text in development.
     LOG_FORMAT = ""
     #: Webhook retries: the first after this many seconds, each next twice as long, at

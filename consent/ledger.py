@@ -255,8 +255,26 @@ def record_decision(site: Site, subject: Subject, decisions: list[dict[str, Any]
 
 
 def record_submission(
+    site: SiteFacts, visitor_id: str | None, args: dict[str, Any], **how: Any
+) -> Recorded:
+    """Record a visitor's submission once, even when the client retries it.
+
+    Read and checked here (``prepare_visitor_submission``), then appended with the others
+    waiting for the site's chain (``append_submission``). The request's session
+    transaction ends first (it only read), so that it holds no connection or lock the
+    batch needs.
+    """
+    # Unknown or erased: a new visitor, for a new subject.
+    subject = live_subject(site.id, visitor_id) if visitor_id is not None else None
+    prepared = prepare_visitor_submission(site, visitor_id, subject, args, **how)
+    db.session.commit()
+    return append_submission(prepared)
+
+
+def prepare_visitor_submission(
     site: SiteFacts,
     visitor_id: str | None,
+    subject: Any,
     args: dict[str, Any],
     *,
     answer: Answer,
@@ -265,21 +283,17 @@ def record_submission(
     ip_truncated: str | None,
     region: str | None = None,
     mode: str | None = None,
-) -> Recorded:
-    """Record a visitor's submission once, even when the client retries it.
+) -> Submission:
+    """Check a visitor's submission (422s here) and ready it for appending; no I/O.
 
-    Read and checked here, then appended with the others waiting for the site's chain,
-    in a transaction of its own; its key is looked up under the chain lock, so of two
-    concurrent retries one records and the other replays its answer. The request's
-    session transaction ends first (it only read), so that it holds no connection or
-    lock the batch needs.
+    ``subject`` (``id``, ``pseudonym``, ``email_encrypted``) is the visitor's live
+    subject, None for a new visitor. An earlier answer to the ``idempotency_key`` is
+    looked for under the chain lock, in the batch: of two concurrent retries one
+    records and the other replays its answer.
     """
-    # An earlier answer to this key is looked for under the chain lock, in the batch.
     request_digest = checked_request_digest(idempotency_key, [visitor_id, args])
     if is_gpc:
         refuse_advertising_without_explicit_choice(site, args["decisions"], args["source"])
-    # Unknown or erased: a new visitor, for a new subject.
-    subject = live_subject(site.id, visitor_id) if visitor_id is not None else None
     prepared = prepare_submission(
         site,
         args["decisions"],
@@ -294,7 +308,12 @@ def record_submission(
     prepared.answer = lambda appended: answer(
         Visitor(visitor_id=appended.visitor_id), appended.record
     )
-    db.session.commit()
+    return prepared
+
+
+def append_submission(prepared: Submission) -> Recorded:
+    """Append a prepared submission with whatever else waits for its chain; its answer
+    once the batch holding it has committed."""
     appended = current_app.extensions[GROUP_COMMIT].submit(prepared.site_id, prepared, _write_batch)
     if appended.answer is None:
         appended.answer = prepared.answer(appended)  # outside the lock: only this member's

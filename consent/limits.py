@@ -245,7 +245,7 @@ def init_limits(app: Flask) -> Limiter | None:
 class LimitCounter:
     """Count requests to one limited endpoint outside Flask, on Flask-Limiter's counters.
 
-    The public check's fast path (``consent.api.fastcheck``) answers before Flask runs;
+    The public check's fast path (``consent.api.fastpath``) answers before Flask runs;
     it counts here under the storage key Flask-Limiter uses (prefix, key, endpoint), so a
     client has one allowance whichever path answers it. A refusal is left to Flask,
     which counts once more, still over the limit, and answers 429 as always.

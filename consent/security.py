@@ -79,7 +79,7 @@ def headers_outside_flask() -> Callable[[dict], list[tuple[str, str]]]:
     """Talisman's headers for an answer given without Flask (the check's fast path).
 
     Read from the Talisman settings ``init_security`` made, in Talisman's order, with a
-    fresh CSP nonce each time; ``tests/test_fastcheck.py`` compares them with Flask's.
+    fresh CSP nonce each time; ``tests/test_fastpath.py`` compares them with Flask's.
     """
     unsupported = [name for name in _NOT_REPRODUCED if getattr(talisman, name, None)]
     if unsupported:

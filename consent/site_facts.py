@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from consent.db import db, now_utc, session_reads_only
 from consent.errors import InvalidRequest
@@ -88,6 +88,21 @@ def facts_of(site: Site) -> SiteFacts:
     return _build(site, site.config_version)
 
 
+def current_copy(app, site_key: str, connection) -> SiteFacts | None:
+    """This process's copy of the site's facts if it is current, read on ``connection``
+    (autocommit: committed changes only); None: no copy, or not current (or no site)."""
+    copy = app.extensions.get(CACHE, {}).get(site_key)
+    if copy is None or time.monotonic() - copy.loaded_at > MAX_AGE:
+        return None
+    version = connection.execute(_VERSION, {"key": site_key}).first()
+    return (
+        copy if version is not None and tuple(version) == (copy.id, copy.config_version) else None
+    )
+
+
+_VERSION = select(Site.id, Site.config_version).where(Site.key == bindparam("key"))
+
+
 def site_facts(site_key: str) -> SiteFacts | None:
     """The site's facts, from this process's copy if it is current; None: no such site.
 
@@ -96,9 +111,7 @@ def site_facts(site_key: str) -> SiteFacts | None:
     """
     if not is_site_key(site_key):
         return None
-    row = db.session.execute(
-        select(Site.id, Site.config_version).where(Site.key == site_key)
-    ).first()
+    row = db.session.execute(_VERSION, {"key": site_key}).first()
     if row is None:
         return None
     copies: dict[str, SiteFacts] = current_app.extensions.setdefault(CACHE, {})

@@ -33,10 +33,11 @@ def find_visitor(site: Site, visitor_id: str) -> Visitor | None:
     return visitor if visitor is not None and visitor.site_id == site.id else None
 
 
-def live_subject(site_id: int, visitor_id: str) -> Row | None:
+def live_subject(site_id: int, visitor_id: str, connection=None) -> Row | None:
     """The subject behind a visitor of this site (``id``, ``pseudonym``,
-    ``email_encrypted``), in one statement; None if unknown or erased."""
-    return db.session.execute(
+    ``email_encrypted``), in one statement (on ``connection`` if given, else the
+    session's); None if unknown or erased."""
+    statement = (
         select(Subject.id, Subject.pseudonym, Subject.email_encrypted)
         .join(Visitor, Visitor.subject_id == Subject.id)
         .where(
@@ -44,7 +45,8 @@ def live_subject(site_id: int, visitor_id: str) -> Row | None:
             Visitor.site_id == site_id,
             Subject.erased_at.is_(None),
         )
-    ).first()
+    )
+    return (connection or db.session).execute(statement).first()
 
 
 def subject_for_visitor(site: Site, visitor_id: str | None) -> tuple[Visitor, bool]:

@@ -74,9 +74,9 @@ def counting(app):
     traffic = Traffic()
     with app.app_context():
         engines = [db.engine]
-    fast_check = app.extensions.get("consent.fast_check")
-    if fast_check is not None:
-        engines.append(fast_check.engine)  # the fast path runs its statement on the driver
+    fast_path = app.extensions.get("consent.fast_path")
+    if fast_path is not None:
+        engines.append(fast_path.engine)  # the fast path runs its statement on the driver
     traces = {}
 
     def watch(dbapi_connection, record, proxy):
@@ -212,22 +212,21 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(
 
 
 #: Read, before the lock: the site's config_version (its settings, purposes, policy
-#: versions and webhook endpoints come from the process's copy, ``consent.site_facts``).
-#: Under the chain lock (in the batch's own transaction): the lock, the idempotency key.
-#: Written: subject, visitor, record, current states (one upsert), the answer kept for
-#: retries, the chain head. Round trips add BEGIN and COMMIT of the request's reads and
-#: of the batch.
+#: versions and webhook endpoints come from the process's copy, ``consent.site_facts``),
+#: on the fast path's autocommit pool. Under the chain lock (in the batch's own
+#: transaction): the lock, the idempotency key. Written: subject, visitor, record,
+#: current states (one upsert), the answer kept for retries, the chain head. Round trips
+#: add BEGIN and COMMIT of the batch.
 FIRST_VISIT_STATEMENTS = 9
-FIRST_VISIT_ROUND_TRIPS = 13
+FIRST_VISIT_ROUND_TRIPS = 11
 #: As a first visit, with the visitor's subject read before the lock, its erasure and
 #: current states under it, and its last_seen_at updated instead of the two inserts.
 RETURNING_VISITOR_STATEMENTS = 10
-RETURNING_VISITOR_ROUND_TRIPS = 14
+RETURNING_VISITOR_ROUND_TRIPS = 12
 #: A first visit without an Idempotency-Key, as a member of a batch: its request reads
-#: the site's config_version (BEGIN and COMMIT around it); its batch runs the lock,
-#: subjects, visitors, records, current states and chain head, once for all its members
-#: (BEGIN and COMMIT around them).
+#: the site's config_version; its batch runs the lock, subjects, visitors, records,
+#: current states and chain head, once for all its members (BEGIN and COMMIT around them).
 REQUEST_READS = 1
-REQUEST_ROUND_TRIPS = 3
+REQUEST_ROUND_TRIPS = 1
 BATCH_STATEMENTS = 6
 BATCH_ROUND_TRIPS = 8

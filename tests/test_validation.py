@@ -6,7 +6,7 @@ import pytest
 
 from consent import schemas, sites, validation
 from consent.admin import forms
-from consent.api import fastcheck
+from consent.api import fastpath
 from consent.db import db
 from consent.errors import InvalidRequest
 
@@ -19,8 +19,8 @@ from consent.errors import InvalidRequest
         (forms.SITE_KEY_PATTERN, validation.SITE_KEY),
         (forms.PURPOSE_KEY_PATTERN, validation.PURPOSE_KEY),
         (forms.LANGUAGE_PATTERN, validation.LANGUAGE_TAG),
-        (fastcheck.PLAIN_VALUE, validation.PURPOSE_KEY),
-        (fastcheck.SITE_KEY, validation.SITE_KEY),
+        (fastpath.PLAIN_VALUE, validation.PURPOSE_KEY),
+        (fastpath.SITE_KEY, validation.SITE_KEY),
         (sites.SITE_KEY_PATTERN, validation.SITE_KEY),
         (sites.ORIGIN_PATTERN, validation.ORIGIN),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flask import Response, jsonify, request
@@ -10,10 +11,11 @@ from flask_compress import Compress
 from flask_smorest import Blueprint, abort
 from webargs.flaskparser import FlaskParser
 
-from consent import metrics
+from consent import metrics, regions
 from consent.check import VisitorCheck
 from consent.ledger import Answer
 from consent.schemas import CheckSchema, RecordResultSchema
+from consent.site_facts import SiteFacts
 from consent.tokens import make_visitor_token
 
 #: Schemas are costly to build and safe to share: one instance serves every request.
@@ -58,7 +60,11 @@ def is_allowed_origin(allowed_origins: list[str], origin: str, host_url: str | N
 
 def truncated_client_ip() -> str | None:
     """The client's address with the host part zeroed (/24 IPv4, /48 IPv6)."""
-    address = request.remote_addr
+    return truncated_ip(request.remote_addr)
+
+
+def truncated_ip(address: str | None) -> str | None:
+    """An address with the host part zeroed (/24 IPv4, /48 IPv6); None if not one."""
     if not address:
         return None
     try:
@@ -74,20 +80,30 @@ def check_answer(
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The public check's answer, body and headers, whichever path gives it.
 
-    The fast path (``consent.api.fastcheck``) and Flask's view both answer through
+    The fast path (``consent.api.fastpath``) and Flask's view both answer through
     this, so the two can never differ in what they say or which origins may read it.
     """
     metrics.count_check(found.verdict.reason)
     body = CHECK_ANSWER.dump(found.verdict.body(args["purpose"], args.get("service")))
-    headers = [("Cache-Control", "no-store")]
-    if origin:
-        headers.append(("Vary", "Origin"))
-        if is_allowed_origin(found.allowed_origins, origin, host_url):
-            headers += [
-                ("Access-Control-Allow-Origin", origin),
-                ("Access-Control-Expose-Headers", CORS_EXPOSED_HEADERS),
-            ]
-    return body, headers
+    return body, [
+        ("Cache-Control", "no-store"),
+        *cors_headers(found.allowed_origins, origin, host_url),
+    ]
+
+
+def cors_headers(
+    allowed_origins: Sequence[str], origin: str | None, host_url: str
+) -> list[tuple[str, str]]:
+    """What lets a page on an allowed origin read an answer (none without an Origin)."""
+    if not origin:
+        return []
+    if not is_allowed_origin(allowed_origins, origin, host_url):
+        return [("Vary", "Origin")]
+    return [
+        ("Vary", "Origin"),
+        ("Access-Control-Allow-Origin", origin),
+        ("Access-Control-Expose-Headers", CORS_EXPOSED_HEADERS),
+    ]
 
 
 def record_answer(site_key: str) -> Answer:
@@ -105,6 +121,28 @@ def record_answer(site_key: str) -> Answer:
         )
 
     return answer
+
+
+def recording_options(
+    site: SiteFacts,
+    args: dict[str, Any],
+    header: Callable[[str], str | None],
+    remote_addr: str | None,
+    config: Mapping[str, Any],
+) -> dict[str, Any]:
+    """How a visitor's submission is recorded, from its request: the same whichever path
+    answers it (the view, or ``consent.api.fastpath``). 422 for a false GPC opt-out."""
+    is_gpc = regions.sends_gpc(header)
+    regions.refuse_false_gpc_record(args["source"], args["decisions"], is_gpc)
+    region = regions.request_region(header, config)
+    return {
+        "answer": record_answer(site.key),
+        "idempotency_key": header("Idempotency-Key"),
+        "is_gpc": is_gpc,
+        "ip_truncated": truncated_ip(remote_addr),
+        "region": region,
+        "mode": regions.mode_for(site.region_rules, region),
+    }
 
 
 def created(body: dict, *, is_replay: bool = False) -> Response:

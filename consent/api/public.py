@@ -17,9 +17,9 @@ from consent.api.common import (
     compress,
     created,
     is_allowed_origin,
-    record_answer,
-    truncated_client_ip,
+    recording_options,
 )
+from consent.api.fastpath import FAILED_AFTER_SUBMIT
 from consent.archive import archive_banner_version, require_served
 from consent.check import check_visitor, describe_state
 from consent.db import db, mark_session_reads_only, once_more_if_disconnected
@@ -161,6 +161,8 @@ class Records(MethodView):
     )
     def post(self, args, site_key):
         """Record one submission of the visitor's decisions."""
+        if (failed := request.environ.get(FAILED_AFTER_SUBMIT)) is not None:
+            raise failed  # after the fast path submitted it: answered as any failure here
         mark_session_reads_only()  # the record is appended on a connection of its own
         site = load_site(site_key, loader=site_facts)
         token = request.headers.get(TOKEN_HEADER)
@@ -169,19 +171,10 @@ class Records(MethodView):
         if config_hash is not None and config_hash not in site.served:
             require_served(db.session.get(Site, site.id), config_hash, load_asset("consent.js"))
             site.served.add(config_hash)  # archived: trusted as long as this copy is used
-        regions.refuse_false_gpc_record(args["source"], args["decisions"], sends_gpc())
-        region = visitor_region()
-        result, is_replay = record_submission(
-            site,
-            visitor_id,
-            args,
-            answer=record_answer(site.key),
-            idempotency_key=request.headers.get("Idempotency-Key"),
-            is_gpc=sends_gpc(),
-            ip_truncated=truncated_client_ip(),
-            region=region,
-            mode=regions.mode_for(site.region_rules, region),
+        options = recording_options(
+            site, args, request.headers.get, request.remote_addr, current_app.config
         )
+        result, is_replay = record_submission(site, visitor_id, args, **options)
         # Already dumped: it is the stored answer on a replay, so send it as it is.
         return created(result, is_replay=is_replay)
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers import ACCEPT_ALL, check, submit
+from helpers import ACCEPT_ALL, REJECT_ALL, check, submit
+from sqlalchemy import func, select
+
+from consent.db import db
+from consent.models import ConsentRecord
 
 #: As the test app: the limiter on, out of reach.
 HIGH_CHECK_LIMIT = {"RATELIMIT_CHECK": "100000/minute"}
@@ -106,3 +110,98 @@ def test_one_allowance_whichever_path_answers(app_with, demo_site):
     assert refused.get_json()["reason"] == "rate_limited"
     assert int(refused.headers["Retry-After"]) >= 1
     assert check(client, "demo", "Analytics").status_code == 429
+
+
+#: What differs between two answers to the same submission: who and where in the chain.
+VOLATILE = {"visitor_token", "visitor_id", "id", "sequence", "recorded_at", "previous_hash", "hash"}
+
+
+def _comparable_record(response) -> tuple:
+    def blank(value):
+        if isinstance(value, dict):
+            return {k: "*" if k in VOLATILE else blank(v) for k, v in value.items()}
+        return [blank(v) for v in value] if isinstance(value, list) else value
+
+    status, headers, _ = _comparable(response)
+    headers = [(n, "*" if n == "Content-Length" else v) for n, v in headers]
+    return status, headers, blank(response.get_json())
+
+
+@pytest.fixture
+def dispatched(app) -> list:
+    """One entry per request that reached Flask's dispatch (clear it to start counting)."""
+    reached: list = []
+    app.before_request(lambda: reached.append(1))
+    return reached
+
+
+@pytest.fixture
+def flask_records(app_with):
+    """The same service on the same database, every record answered by Flask."""
+    return app_with(FAST_RECORD=False, RATELIMIT_RECORD="100000/minute").test_client()
+
+
+def test_fast_and_flask_records_are_the_same(
+    app, client, flask_records, dispatched, demo_site, make_site
+):
+    """Each case goes to both paths, in the same state; the fast one answers the plain ones."""
+    served = client.get(f"/v1/sites/{demo_site}/config").get_json()["config_hash"]
+    token = submit(client, demo_site, ACCEPT_ALL).get_json()["visitor_token"]
+    foreign = submit(client, make_site(), ACCEPT_ALL).get_json()["visitor_token"]
+    refusal = [{"purpose": "marketing", "granted": False}]
+    dispatched.clear()
+    cases = [
+        ({"decisions": ACCEPT_ALL}, {}),
+        ({"decisions": refusal, "language": "en"}, {"X-Consent-Token": token}),
+        ({"decisions": ACCEPT_ALL, "config_hash": served}, {}),
+        ({"decisions": ACCEPT_ALL}, {"Origin": "http://localhost:5000"}),
+        ({"decisions": ACCEPT_ALL}, {"Origin": "http://localhost"}),  # the service's own
+        ({"decisions": refusal, "source": "gpc"}, {"Sec-GPC": "1"}),
+        ({"decisions": ACCEPT_ALL}, {"Origin": "https://evil.example"}),  # 403
+        ({"decisions": ACCEPT_ALL}, {"X-Consent-Token": foreign}),  # 403
+        ({"decisions": ACCEPT_ALL}, {"X-Consent-Token": "forged"}),  # 401
+        ({"decisions": [{"purpose": "nope", "granted": True}]}, {}),  # 422
+        ({"decisions": ACCEPT_ALL, "config_hash": "0" * 64}, {}),  # never served: 422
+        ({"decisions": ACCEPT_ALL, "source": "gpc"}, {}),  # 422
+        ({"decisions": ACCEPT_ALL, "extra": 1}, {}),  # 422
+        ({"decisions": ACCEPT_ALL}, {"Idempotency-Key": "short"}),  # 422
+    ]
+    for body, headers in cases:
+        fast = client.post(f"/v1/sites/{demo_site}/records", json=body, headers=headers)
+        flask = flask_records.post(f"/v1/sites/{demo_site}/records", json=body, headers=headers)
+        assert _comparable_record(fast) == _comparable_record(flask), (body, headers)
+    answered_fast = len(cases) - len(dispatched)
+    assert answered_fast == 5  # the config_hash case: Flask, until this process saw it served
+
+
+def test_a_replay_and_a_conflict_answer_alike_on_both_paths(
+    app, client, flask_records, dispatched, demo_site
+):
+    key = {"Idempotency-Key": "a-key-long-enough-to-be-taken-0001"}
+    first = submit(client, demo_site, ACCEPT_ALL, headers=key)
+    for other in (client, flask_records):
+        replay = submit(other, demo_site, ACCEPT_ALL, headers=key)
+        assert replay.status_code == 201
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.get_json() == first.get_json()
+    dispatched.clear()
+    fast = submit(client, demo_site, REJECT_ALL, headers=key)  # failed in its batch: the view
+    flask = submit(flask_records, demo_site, REJECT_ALL, headers=key)
+    assert _comparable_record(fast) == _comparable_record(flask)
+    assert fast.status_code == 422
+    assert dispatched == [1]
+    with app.app_context():
+        assert record_total() == 1
+
+
+def record_total() -> int:
+    return db.session.scalar(select(func.count()).select_from(ConsentRecord))
+
+
+def test_records_beyond_the_limit_are_refused_whichever_path(app_with, demo_site):
+    client = app_with(RATELIMIT_RECORD="2/minute").test_client()
+    assert submit(client, "demo", ACCEPT_ALL).status_code == 201  # fast
+    assert submit(client, "demo", ACCEPT_ALL, language="EN!").status_code == 422  # Flask
+    refused = submit(client, "demo", ACCEPT_ALL)
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
