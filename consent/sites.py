@@ -512,17 +512,3 @@ def scheduled_policies(site: Site, *, now: datetime | None = None) -> list[Polic
             .order_by(PolicyVersion.published_at, PolicyVersion.id)
         )
     )
-
-
-def find_policy(site: Site, version: str | None) -> PolicyVersion | None:
-    """Return the named version (422 if unknown) or, without a name, the latest."""
-    if version is None:
-        return latest_policy(site)
-    policy = db.session.scalars(
-        select(PolicyVersion).where(
-            PolicyVersion.site_id == site.id, PolicyVersion.version == version
-        )
-    ).first()
-    if policy is None:
-        raise InvalidRequest("policy_version", f"Unknown policy version {version!r}.")
-    return policy
