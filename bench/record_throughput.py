@@ -1,6 +1,6 @@
 """Decisions recorded per second through the API, against bare write routes, same run.
 
-    python bench/record_throughput.py [--seconds 10] [--sites 20] [--instances 2]
+    python bench/record_throughput.py [--seconds 10] [--rounds 3] [--sites 20] [--instances 2]
                                       [--workers W] [--threads T] [--databases sqlite,postgresql]
 
 Each request is a first-time visitor's banner choice for three purposes: a new
@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bare_app import create_tables
-from serving import app_for, database, gunicorn, print_table, wrk
+from serving import app_for, database, gunicorn, median, print_table, wrk
 from sqlalchemy import func, select
 
 from consent.chain import verify_chain
@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="default: gunicorn.conf.py's")
     parser.add_argument("--threads", type=int, default=None, help="default: gunicorn.conf.py's")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per route")
     parser.add_argument("--sites", type=int, default=20)
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument(
@@ -117,9 +118,14 @@ def main() -> None:
             with database(kind) as url:
                 sites = ["demo"] if label == "one site" else add_sites(url, options.sites)
                 create_tables(url, sites)
-                figures = {}
-                for route, app_spec, path in ROUTES:
-                    figures[route] = load(options, app_spec, url, path, sites)
+                # Rounds alternate the routes, so that a busy spell on the shared
+                # machine falls on all of them; each figure is the median round.
+                figures = {route: ([], 0) for route, _, _ in ROUTES}
+                for _ in range(options.rounds):
+                    for route, app_spec, path in ROUTES:
+                        measured, answered = load(options, app_spec, url, path, sites)
+                        runs, total = figures[route]
+                        figures[route] = (runs + [measured], total + answered)
                 intact, count = chains_and_count(url)
             rows += table_rows(kind, label, figures, intact, count, options)
     print(
@@ -147,27 +153,27 @@ def main() -> None:
 def table_rows(kind: str, label: str, figures: dict, intact: bool, count: int, options):
     """One row per route; the service's row says whether its history is sound."""
     rates = {
-        route: sum(result.requests_per_second for result in results)
-        for route, (results, _) in figures.items()
+        route: median([sum(result.requests_per_second for result in run) for run in runs])
+        for route, (runs, _) in figures.items()
     }
     rows = []
-    for route, (results, answered) in figures.items():
+    for route, (runs, answered) in figures.items():
         row = [
             kind,
             label,
             route,
             rates[route],
-            max(result.p50_ms for result in results),
-            max(result.p99_ms for result in results),
-            sum(result.errors for result in results),
+            median([max(result.p50_ms for result in run) for run in runs]),
+            median([max(result.p99_ms for result in run) for run in runs]),
+            sum(result.errors for run in runs for result in run),
             f"{rates[route] / rates['INSERT']:.2f}",
             f"{rates[route] / rates['INSERT + hot row']:.2f}",
             "",
         ]
         if app_of(route) == SERVICE:
             # wrk stops counting at each deadline; requests in flight then still land.
-            in_flight = 2 * options.connections * options.instances
-            errors = sum(result.errors for result in results)
+            in_flight = 2 * options.connections * options.instances * options.rounds
+            errors = sum(result.errors for run in runs for result in run)
             is_sound = intact and answered <= count <= answered + errors + in_flight
             row[-1] = "yes" if is_sound else f"NO ({count} records, {answered} 201s)"
         rows.append(row)

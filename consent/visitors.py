@@ -47,15 +47,3 @@ def live_subject(site_id: int, visitor_id: str, connection=None) -> Row | None:
         )
     )
     return (connection or db.session).execute(statement).first()
-
-
-def subject_for_visitor(site: Site, visitor_id: str | None) -> tuple[Visitor, bool]:
-    """The visitor behind a token, or a new one; a new one too if theirs was erased.
-
-    Returns the visitor and whether it was created by this call.
-    """
-    if visitor_id is not None:
-        visitor = find_visitor(site, visitor_id)
-        if visitor is not None and visitor.subject.erased_at is None:
-            return visitor, False
-    return create_visitor(site), True

@@ -19,7 +19,7 @@ from consent import ledger, webhooks
 from consent.db import db
 from consent.models import WebhookAttempt, WebhookDelivery, WebhookEvent
 from consent.sites import get_site_by_key
-from consent.visitors import subject_for_visitor
+from consent.visitors import create_visitor
 
 CONSENT = str(Path(sys.executable).with_name("consent"))
 
@@ -83,13 +83,13 @@ def test_a_rolled_back_change_leaves_no_event(app, demo_site, add_webhook):
     add_webhook(demo_site, "consent.recorded")
     with app.test_request_context(method="POST"):
         site = get_site_by_key(demo_site)
-        visitor, _ = subject_for_visitor(site, None)
+        visitor = create_visitor(site)
         ledger.record_decision(site, visitor.subject, ACCEPT_ALL, source="banner")
         db.session.rollback()
     assert count(app, WebhookEvent) == 0
     with app.test_request_context(method="POST"):
         site = get_site_by_key(demo_site)
-        visitor, _ = subject_for_visitor(site, None)
+        visitor = create_visitor(site)
         ledger.record_decision(site, visitor.subject, ACCEPT_ALL, source="banner")
         db.session.commit()
     assert count(app, WebhookEvent) == count(app, WebhookDelivery) == 1
