@@ -120,11 +120,15 @@ def _forget_rolled_back_records(session: Session, previous_transaction) -> None:
 
 
 def init_metrics() -> None:
-    """Count history records when their transaction commits (listeners set up once)."""
+    """Count history records when their transaction commits (listeners set up once).
+
+    On the service's own session factory (its sessionmaker's own Session subclass), not
+    on SQLAlchemy's ``Session`` class: other sessions in the process are left alone.
+    """
     if not event.contains(ConsentRecord, "after_insert", _note_record):
         event.listen(ConsentRecord, "after_insert", _note_record)
-        event.listen(Session, "after_commit", _count_committed_records)
-        event.listen(Session, "after_soft_rollback", _forget_rolled_back_records)
+        event.listen(db.session, "after_commit", _count_committed_records)
+        event.listen(db.session, "after_soft_rollback", _forget_rolled_back_records)
 
 
 def database_families():

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine
+from helpers import ACCEPT_ALL, submit
+from sqlalchemy import create_engine, event
+from sqlalchemy.orm import Session
 
-from consent import create_app
+from consent import create_app, metrics
 from consent.config import ConfigError
 from consent.db import db
 
@@ -197,3 +199,14 @@ def test_sqlite_settings_go_to_the_apps_engines_only(tmp_path, engine_of, foreig
         with engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == foreign_keys
         engine.dispose()
+
+
+def test_record_metrics_listen_to_the_apps_sessions_only(app, client, demo_site):
+    """A session another library makes in the process carries none of the service's hooks."""
+    assert submit(client, demo_site, ACCEPT_ALL).status_code == 201
+    for name, hook in [
+        ("after_commit", metrics._count_committed_records),
+        ("after_soft_rollback", metrics._forget_rolled_back_records),
+    ]:
+        assert event.contains(db.session, name, hook)
+        assert not event.contains(Session, name, hook)
