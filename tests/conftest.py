@@ -13,6 +13,7 @@ import shutil
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -86,6 +87,18 @@ def postgres_template() -> str:
     _postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@pytest.fixture(scope="session")
+def drop_later():
+    """Drop a test's database in the background; every drop is checked at the end."""
+    drops = []
+    with ThreadPoolExecutor(1, thread_name_prefix="drop-test-databases") as pool:
+        yield lambda name: drops.append(
+            pool.submit(_postgres_admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        )
+    for drop in drops:
+        drop.result()  # a failed drop fails the session here
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path) -> str:
     """A freshly migrated, empty database of each kind."""
@@ -95,10 +108,12 @@ def database_url(request, tmp_path) -> str:
         yield f"sqlite:///{path}"
         return
     template = request.getfixturevalue("postgres_template")
+    drop_later = request.getfixturevalue("drop_later")
     name = f"consent_test_{uuid.uuid4().hex[:12]}"
     _postgres_admin(f"CREATE DATABASE {name} TEMPLATE {template}")
     yield _postgres_url(name)
-    _postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    # Dropped while the next test runs (a drop costs about as much as a small test).
+    drop_later(name)
 
 
 @pytest.fixture
