@@ -212,6 +212,15 @@ LIMITED_ENDPOINTS = {
 REDIS_TIMEOUTS = {"socket_connect_timeout": 1, "socket_timeout": 1}
 
 
+#: ``environ`` key: the fast path already counted this request (``LimitCounter``) and
+#: hands it to Flask only to answer a failure after recording it.
+COUNTED_BY_FAST_PATH = "consent.counted_by_fast_path"
+
+
+def _counted_by_the_fast_path() -> bool:
+    return bool(request.environ.get(COUNTED_BY_FAST_PATH))
+
+
 def init_limits(app: Flask) -> Limiter | None:
     """Limit the endpoints in ``LIMITED_ENDPOINTS``; call once the blueprints are registered.
 
@@ -230,6 +239,7 @@ def init_limits(app: Flask) -> Limiter | None:
         in_memory_fallback_enabled=False,
     )
     limiter.init_app(app)
+    limiter.request_filter(_counted_by_the_fast_path)
     for endpoint, (setting, methods, key) in LIMITED_ENDPOINTS.items():
         limit = limiter.limit(
             _checked_limit(app, setting),

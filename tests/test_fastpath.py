@@ -6,6 +6,7 @@ so every answer below is compared with Flask's own, byte for byte (the CSP nonce
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -205,3 +206,49 @@ def test_records_beyond_the_limit_are_refused_whichever_path(app_with, demo_site
     refused = submit(client, "demo", ACCEPT_ALL)
     assert refused.status_code == 429
     assert int(refused.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xef\xbb\xbf" + json.dumps({"decisions": ACCEPT_ALL}).encode(),  # a UTF-8 BOM
+        json.dumps({"decisions": ACCEPT_ALL}).encode("utf-16"),
+    ],
+    ids=["utf-8 BOM", "utf-16"],
+)
+def test_a_body_flask_cannot_read_is_refused_on_both_paths(client, flask_records, demo_site, body):
+    answers = [
+        other.post(f"/v1/sites/{demo_site}/records", data=body, content_type="application/json")
+        for other in (client, flask_records)
+    ]
+    assert [answer.status_code for answer in answers] == [400, 400]
+    assert _comparable_record(answers[0]) == _comparable_record(answers[1])
+
+
+def test_a_failure_after_recording_is_answered_once_and_never_recorded_again(
+    app, client, demo_site, monkeypatch
+):
+    """Whatever fails once the record was submitted, Flask answers it without recording."""
+    assert submit(client, demo_site, ACCEPT_ALL).status_code == 201  # Flask: the site's copy
+    fast_path = app.extensions["consent.fast_path"]
+    answered = fast_path.security_headers
+
+    def failing_once(environ):
+        monkeypatch.setattr(fast_path, "security_headers", answered)
+        raise RuntimeError("an answer that could not be built")
+
+    monkeypatch.setattr(fast_path, "security_headers", failing_once)
+    with pytest.raises(RuntimeError, match="could not be built"):  # TESTING: Flask re-raises
+        submit(client, demo_site, ACCEPT_ALL)  # (in production: its 500 answer)
+    with app.app_context():
+        assert record_total() == 2
+
+
+def test_a_failure_after_recording_is_counted_once(app_with, demo_site):
+    """An idempotency conflict, failed in its batch, uses one request of the allowance."""
+    client = app_with(RATELIMIT_RECORD="3/minute").test_client()
+    key = {"Idempotency-Key": "a-key-long-enough-to-be-taken-0002"}
+    assert submit(client, "demo", ACCEPT_ALL, headers=key).status_code == 201
+    assert submit(client, "demo", REJECT_ALL, headers=key).status_code == 422
+    assert submit(client, "demo", ACCEPT_ALL).status_code == 201
+    assert submit(client, "demo", ACCEPT_ALL).status_code == 429

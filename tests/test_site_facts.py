@@ -12,9 +12,9 @@ from helpers import ACCEPT_ALL, submit
 from sqlalchemy import func, select, text
 
 from consent.db import db
-from consent.models import Purpose, Site, WebhookEvent
+from consent.models import BannerVersion, Purpose, Site, WebhookEvent
 from consent.site_facts import site_facts
-from consent.sites import get_site_by_key, publish_policy, set_purpose
+from consent.sites import banner_config, get_site_by_key, publish_policy, set_purpose
 from consent.webhooks import add_endpoint
 
 #: Plain SQL on each table that is part of a site's configuration, as any writer might.
@@ -99,6 +99,22 @@ def test_a_change_rolled_back_is_never_kept(app, client, make_site):
         assert "extra" in {p.key for p in site_facts(site_key).purposes}
         db.session.rollback()
         assert db.session.scalar(select(func.count()).where(Purpose.key == "extra")) == 0
+        # Another change commits: the version now equals the rolled-back one's.
+        get_site_by_key(site_key).lifetime_days = 90
+        db.session.commit()
     response = submit(client, site_key, [{"purpose": "extra", "granted": True}])
     assert response.status_code == 422
     assert "decisions.0.purpose" in response.get_json()["errors"]
+
+
+def test_a_banner_is_trusted_as_archived_only_once_committed(app, client, make_site):
+    """A record refused after archiving its banner leaves the hash untrusted (rolled back)."""
+    site_key = make_site()
+    with app.app_context():
+        config_hash = banner_config(get_site_by_key(site_key))["config_hash"]
+    nope = [{"purpose": "nope", "granted": True}]
+    assert submit(client, site_key, nope, config_hash=config_hash).status_code == 422
+    assert submit(client, site_key, ACCEPT_ALL, config_hash=config_hash).status_code == 201
+    with app.app_context():
+        archived = select(func.count()).where(BannerVersion.config_hash == config_hash)
+        assert db.session.scalar(archived) == 1

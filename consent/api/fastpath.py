@@ -49,7 +49,7 @@ from consent.check import check_visitor
 from consent.db import autocommit_engine, db
 from consent.errors import InvalidRequest
 from consent.ledger import append_submission, prepare_visitor_submission
-from consent.limits import LimitCounter
+from consent.limits import COUNTED_BY_FAST_PATH, LimitCounter
 from consent.ops import ROUTE_KEY
 from consent.schemas import RecordArgs
 from consent.security import headers_outside_flask
@@ -202,29 +202,37 @@ class FastPath:
                 return None
             subject = live_subject(site.id, visitor_id, connection) if visitor_id else None
         address = environ.get("REMOTE_ADDR")
-        with self.app.app_context():
-            try:
-                options = recording_options(
-                    site, args, regions.environ_header(environ), address, self.app.config
-                )
-                prepared = prepare_visitor_submission(site, visitor_id, subject, args, **options)
-            except InvalidRequest:
-                return None  # Flask answers 422, naming the field
-            if self.record_counter and not self.record_counter.hit(
-                f"{site_key}/{address or 'unknown'}"
-            ):
-                return None  # Flask counts once more, still over the limit, and answers 429
-            try:
+        submitted = False
+        try:
+            with self.app.app_context():
+                try:
+                    options = recording_options(
+                        site, args, regions.environ_header(environ), address, self.app.config
+                    )
+                    prepared = prepare_visitor_submission(
+                        site, visitor_id, subject, args, **options
+                    )
+                except InvalidRequest:
+                    return None  # Flask answers 422, naming the field
+                counted = f"{site_key}/{address or 'unknown'}"
+                if self.record_counter and not self.record_counter.hit(counted):
+                    return None  # Flask counts once more, still over the limit: 429
+                submitted = True
                 answer, is_replay = append_submission(prepared)
-            except Exception as error:  # noqa: BLE001 - the view raises it, Flask answers it
-                environ[FAILED_AFTER_SUBMIT] = error
-                return None
-        body = self.app.json.dumps(answer, separators=(",", ":")).encode() + b"\n"
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        if is_replay:
-            headers.append(("Idempotent-Replayed", "true"))
-        headers += cors_headers(site.allowed_origins, origin, host_url)
-        return "201 CREATED", headers + self.security_headers(environ), body
+            body = self.app.json.dumps(answer, separators=(",", ":")).encode() + b"\n"
+            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            if is_replay:
+                headers.append(("Idempotent-Replayed", "true"))
+            headers += cors_headers(site.allowed_origins, origin, host_url)
+            return "201 CREATED", headers + self.security_headers(environ), body
+        except Exception as error:
+            if not submitted:
+                raise  # nothing was written: Flask answers the request afresh
+            # Maybe written: the view raises it as it is (never records it again), and
+            # the limiter, which the fast path already counted it on, lets it through.
+            environ[FAILED_AFTER_SUBMIT] = error
+            environ[COUNTED_BY_FAST_PATH] = True
+            return None
 
 
 def _record_arguments(environ: dict) -> dict | None:
@@ -234,16 +242,17 @@ def _record_arguments(environ: dict) -> dict | None:
     """
     if environ.get("CONTENT_TYPE") != "application/json":
         return None
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or "")
-    except ValueError:
-        return None
+    declared = environ.get("CONTENT_LENGTH") or ""
+    if not declared.isdigit() or environ.get("HTTP_TRANSFER_ENCODING"):
+        return None  # as Werkzeug reads it: no sign, space or underscore; not chunked
+    length = int(declared)
     if not 0 < length <= MAX_RECORD_BODY:
         return None
     body = environ["wsgi.input"].read(length)
     environ["wsgi.input"] = io.BytesIO(body)
     try:
-        return RECORD_ARGS.load(json.loads(body))
+        # Strict UTF-8 as Flask's parser reads it (json.loads would guess UTF-16 or a BOM).
+        return RECORD_ARGS.load(json.loads(body.decode("utf-8")))
     except (ValueError, RecursionError, ValidationError):
         return None
 

@@ -168,13 +168,15 @@ class Records(MethodView):
         token = request.headers.get(TOKEN_HEADER)
         visitor_id = read_visitor_token(token, site.key, TOKEN_HEADER) if token else None
         config_hash = args.get("config_hash")
-        if config_hash is not None and config_hash not in site.served:
+        is_new_hash = config_hash is not None and config_hash not in site.served
+        if is_new_hash:
             require_served(db.session.get(Site, site.id), config_hash, load_asset("consent.js"))
-            site.served.add(config_hash)  # archived: trusted as long as this copy is used
         options = recording_options(
             site, args, request.headers.get, request.remote_addr, current_app.config
         )
         result, is_replay = record_submission(site, visitor_id, args, **options)
+        if is_new_hash:  # archived, and committed: trusted as long as this copy is used
+            site.served.add(config_hash)
         # Already dumped: it is the stored answer on a replay, so send it as it is.
         return created(result, is_replay=is_replay)
 
