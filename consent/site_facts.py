@@ -69,7 +69,7 @@ class SiteFacts:
     #: The active endpoints only.
     endpoints: tuple[EndpointFacts, ...]
     loaded_at: float = field(default_factory=time.monotonic, compare=False)
-    #: Banner configurations found archived while this copy is in use (``is_served``).
+    #: Banner configurations found archived (and committed) while this copy is in use.
     served: set[str] = field(default_factory=set, compare=False)
 
     def policy(self, version: str | None, *, now: datetime | None = None) -> PolicyFacts | None:
@@ -92,15 +92,23 @@ def current_copy(app, site_key: str, connection) -> SiteFacts | None:
     """This process's copy of the site's facts if it is current, read on ``connection``
     (autocommit: committed changes only); None: no copy, or not current (or no site)."""
     copy = app.extensions.get(CACHE, {}).get(site_key)
-    if copy is None or time.monotonic() - copy.loaded_at > MAX_AGE:
-        return None
+    if copy is None:
+        return None  # Flask makes one
     version = connection.execute(_VERSION, {"key": site_key}).first()
-    return (
-        copy if version is not None and tuple(version) == (copy.id, copy.config_version) else None
-    )
+    return copy if _is_current(copy, version) else None
 
 
 _VERSION = select(Site.id, Site.config_version).where(Site.key == bindparam("key"))
+
+
+def _is_current(copy: SiteFacts | None, version) -> bool:
+    """Whether a copy is of the site with this (id, config_version) row, and young enough."""
+    return (
+        copy is not None
+        and version is not None
+        and (copy.id, copy.config_version) == tuple(version)
+        and time.monotonic() - copy.loaded_at <= MAX_AGE
+    )
 
 
 def site_facts(site_key: str) -> SiteFacts | None:
@@ -116,11 +124,7 @@ def site_facts(site_key: str) -> SiteFacts | None:
         return None
     copies: dict[str, SiteFacts] = current_app.extensions.setdefault(CACHE, {})
     copy = copies.get(site_key)
-    if (
-        copy is None
-        or (copy.id, copy.config_version) != tuple(row)
-        or time.monotonic() - copy.loaded_at > MAX_AGE
-    ):
+    if not _is_current(copy, row):
         copy = _build(db.session.get(Site, row.id), row.config_version)
         if session_reads_only():
             copies[site_key] = copy
