@@ -58,11 +58,6 @@ def is_allowed_origin(allowed_origins: list[str], origin: str, host_url: str | N
     return origin in allowed_origins or origin == own_origin
 
 
-def truncated_client_ip() -> str | None:
-    """The client's address with the host part zeroed (/24 IPv4, /48 IPv6)."""
-    return truncated_ip(request.remote_addr)
-
-
 def truncated_ip(address: str | None) -> str | None:
     """An address with the host part zeroed (/24 IPv4, /48 IPv6); None if not one."""
     if not address:
