@@ -132,18 +132,36 @@ class FastPath:
                 return [body]
         return self.flask_wsgi_app(environ, start_response)
 
+    def visitor_in(self, environ: dict, site_key: str) -> tuple[bool, str | None]:
+        """Whether the request's visitor token, if it has one, is readable and this
+        site's; and the visitor it names (None without a token)."""
+        token = environ.get("HTTP_X_CONSENT_TOKEN")
+        if not token:
+            return True, None
+        payload = open_visitor_token(self.serializer, token)
+        if payload is None or payload.get("site") != site_key:
+            return False, None
+        return True, payload["visitor"]
+
+    def json_answer(self, status: str, answer, headers: list, environ: dict):
+        """(status, headers, body) of a JSON answer, compact as Flask's, with its headers
+        and the security headers."""
+        body = self.app.json.dumps(answer, separators=(",", ":")).encode() + b"\n"
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            *headers,
+        ]
+        return status, headers + self.security_headers(environ), body
+
     def answer(self, environ: dict, site_key: str):
         """(status, headers, body) for a check answered here, or None for Flask."""
         args = _plain_arguments(environ.get("QUERY_STRING", ""))
         if args is None or not SITE_KEY.match(site_key):
             return None
-        visitor_id = None
-        token = environ.get("HTTP_X_CONSENT_TOKEN")
-        if token:
-            payload = open_visitor_token(self.serializer, token)
-            if payload is None or payload.get("site") != site_key:
-                return None  # Flask answers 401 or 403
-            visitor_id = payload["visitor"]
+        is_readable, visitor_id = self.visitor_in(environ, site_key)
+        if not is_readable:
+            return None  # Flask answers 401 or 403
         address = environ.get("REMOTE_ADDR") or "unknown"
         if self.counter is not None and not self.counter.hit(f"{site_key}/{address}"):
             return None  # Flask counts once more, still over the limit, and answers 429
@@ -160,15 +178,8 @@ class FastPath:
         if found is None:
             return None  # Flask answers 404
         origin = environ.get("HTTP_ORIGIN")
-        host_url = f"{environ['wsgi.url_scheme']}://{get_host(environ)}/" if origin else ""
-        answer, headers = check_answer(found, args, origin, host_url)
-        body = self.app.json.dumps(answer, separators=(",", ":")).encode() + b"\n"
-        headers = [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            *headers,
-        ]
-        return "200 OK", headers + self.security_headers(environ), body
+        answer, headers = check_answer(found, args, origin, _host_url(environ, origin))
+        return self.json_answer("200 OK", answer, headers, environ)
 
     def record(self, environ: dict, site_key: str):
         """(status, headers, body) for a record answered here, or None for Flask.
@@ -181,14 +192,11 @@ class FastPath:
         args = _record_arguments(environ)
         if args is None or not SITE_KEY.match(site_key):
             return None
-        visitor_id = None
-        if token := environ.get("HTTP_X_CONSENT_TOKEN"):
-            payload = open_visitor_token(self.serializer, token)
-            if payload is None or payload.get("site") != site_key:
-                return None  # Flask answers 401 or 403
-            visitor_id = payload["visitor"]
+        is_readable, visitor_id = self.visitor_in(environ, site_key)
+        if not is_readable:
+            return None  # Flask answers 401 or 403
         origin = environ.get("HTTP_ORIGIN")
-        host_url = f"{environ['wsgi.url_scheme']}://{get_host(environ)}/" if origin else ""
+        host_url = _host_url(environ, origin)
         with self.engine.connect() as connection:
             site = current_copy(self.app, site_key, connection)
             if (
@@ -219,12 +227,9 @@ class FastPath:
                     return None  # Flask counts once more, still over the limit: 429
                 submitted = True
                 answer, is_replay = append_submission(prepared)
-            body = self.app.json.dumps(answer, separators=(",", ":")).encode() + b"\n"
-            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-            if is_replay:
-                headers.append(("Idempotent-Replayed", "true"))
+            headers = [("Idempotent-Replayed", "true")] if is_replay else []
             headers += cors_headers(site.allowed_origins, origin, host_url)
-            return "201 CREATED", headers + self.security_headers(environ), body
+            return self.json_answer("201 CREATED", answer, headers, environ)
         except Exception as error:
             if not submitted:
                 raise  # nothing was written: Flask answers the request afresh
@@ -233,6 +238,11 @@ class FastPath:
             environ[FAILED_AFTER_SUBMIT] = error
             environ[COUNTED_BY_FAST_PATH] = True
             return None
+
+
+def _host_url(environ: dict, origin: str | None) -> str:
+    """The request's own origin as Flask's ``request.host_url`` (needed with an Origin)."""
+    return f"{environ['wsgi.url_scheme']}://{get_host(environ)}/" if origin else ""
 
 
 def _record_arguments(environ: dict) -> dict | None:
