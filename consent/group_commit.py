@@ -3,10 +3,11 @@
 Appends to one site's chain are serialised by its chain-head lock, so under load they
 queue. Rather than each waiting for the lock, its own transaction and its own fsync,
 the submissions that arrive while a batch is being written join the next batch: its
-leader (the first of them) appends them all in one transaction, commits, then wakes
-each member with its own outcome. Nobody is answered before the commit that holds
-their submission, and a batch is never held back to wait for more: a lone submission
-is a batch of one.
+leader (the first of them) waits for the chain's lock, only then takes every submission
+waiting (those that came while it waited too), appends them all in one transaction,
+commits, then wakes each member with its own outcome. Nobody is answered before the
+commit that holds their submission, and a batch is never held back to wait for more: a
+lone submission is a batch of one.
 
 Across processes nothing is shared here: the chain-head row lock (PostgreSQL) or the
 write lock (SQLite) serialises the batches of every process, so the chain never forks.
@@ -22,8 +23,10 @@ from typing import Any, Generic, TypeVar
 Item = TypeVar("Item")
 
 #: Writes a batch in one transaction and returns, per item in order, its outcome or
-#: the exception that is that item's own failure (which fails no other item).
-WriteBatch = Callable[[Sequence[Item]], Sequence[Any]]
+#: the exception that is that item's own failure (which fails no other item). It is
+#: given ``take``, which hands it the batch: called once the chain is locked, so that
+#: the batch holds whoever came while the lock was awaited.
+WriteBatch = Callable[[Callable[[], Sequence[Item]]], Sequence[Any]]
 
 
 @dataclass(eq=False)
@@ -61,13 +64,20 @@ class GroupCommit:
         return member.outcome
 
     def _lead(self, chain: Hashable, write_batch: WriteBatch) -> None:
-        with self._lock:
-            batch = self._waiting.pop(chain)
+        batch: list[_Member] = []
+
+        def take() -> list[Item]:
+            if not batch:  # the first call takes them; a later one sees the same batch
+                with self._lock:
+                    batch.extend(self._waiting.pop(chain))
+            return [member.item for member in batch]
+
         try:
-            outcomes = list(write_batch([member.item for member in batch]))
+            outcomes = list(write_batch(take))
             if len(outcomes) != len(batch):
                 raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
         except BaseException as error:  # noqa: BLE001 - every member gets it, then raises it
+            take()  # a batch that failed before it was taken fails whole too
             outcomes = [error] * len(batch)
         with self._lock:
             waiting = self._waiting.get(chain)
@@ -88,7 +98,7 @@ def write_each_alone(write_batch: WriteBatch, items: Sequence[Item]) -> list[Any
     outcomes = []
     for item in items:
         try:
-            outcomes.extend(write_batch([item]))
+            outcomes.extend(write_batch(lambda item=item: [item]))
         except Exception as error:  # noqa: BLE001 - that item's failure, returned to it
             outcomes.append(error)
     return outcomes

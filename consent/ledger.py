@@ -2,8 +2,8 @@
 
 A submission is read and validated first (``prepare_submission``: the site's purposes
 and policy, its subject, its idempotency key), outside any lock. Appending it
-(``append_submissions``) takes the site's chain lock and, for however many
-submissions, runs one Core statement per kind: the idempotency keys and the current
+(``append_submissions``, under the site's chain lock), for however many submissions,
+runs one Core statement per kind: the idempotency keys and the current
 states they depend on, read under the lock; new subjects and visitors; the records,
 hashed in chain order; current states (upserted); the answers kept for retries; the
 webhook outbox; the chain head. The lock is held only for that.
@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import bindparam, delete, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -314,22 +314,28 @@ def prepare_visitor_submission(
 def append_submission(prepared: Submission) -> Recorded:
     """Append a prepared submission with whatever else waits for its chain; its answer
     once the batch holding it has committed."""
-    appended = current_app.extensions[GROUP_COMMIT].submit(prepared.site_id, prepared, _write_batch)
+    site_id = prepared.site_id
+    write = functools.partial(_write_batch, site_id)
+    appended = current_app.extensions[GROUP_COMMIT].submit(site_id, prepared, write)
     if appended.answer is None:
         appended.answer = prepared.answer(appended)  # outside the lock: only this member's
     return Recorded(appended.answer, appended.is_replay)
 
 
-def _write_batch(batch: Sequence[Submission]) -> list:
-    """Append a batch in its own transaction; if it fails, each member alone, unless the
-    database is out of reach (then every member gets that error)."""
+def _write_batch(site_id: int, take: Callable[[], Sequence[Submission]]) -> list:
+    """Append the waiting batch in its own transaction, taken once the chain is locked;
+    if it fails, each member alone, unless the database is out of reach (then every
+    member gets that error)."""
+    batch: Sequence[Submission] = ()
     try:
         with writing_connection() as connection:
-            outcomes = append_submissions(connection, batch)
+            head = _locked_head(connection, site_id)
+            batch = take()
+            outcomes = append_submissions(connection, batch, head=head)
     except DBAPIError as error:
-        if len(batch) == 1 or error.connection_invalidated:
+        if len(batch) <= 1 or error.connection_invalidated:
             raise
-        return write_each_alone(_write_batch, batch)
+        return write_each_alone(functools.partial(_write_batch, site_id), batch)
     metrics.count_records(
         [
             outcome.record.event
@@ -405,22 +411,16 @@ def _record_once(
 
 
 def append_submissions(
-    connection: Connection, batch: Sequence[Submission], *, head: tuple[int, str] | None = None
+    connection: Connection, batch: Sequence[Submission], *, head: tuple[int, str]
 ) -> list:
     """Append a batch of one site's submissions in order; per member, what became of it.
 
-    Locks the chain head, unless the caller holds the lock and gives the ``head``
-    (sequence, hash). A member's outcome is ``Appended`` (a replay too) or its own
+    The caller holds the chain lock and gives the ``head`` (sequence, hash) it read
+    under it. A member's outcome is ``Appended`` (a replay too) or its own
     ``InvalidRequest`` (its key was used for a different submission): no member's
     failure fails another.
     """
     site_id, site_key = batch[0].site_id, batch[0].site_key
-    if head is None:
-        head = connection.execute(
-            select(ChainHead.sequence, ChainHead.record_hash)
-            .where(ChainHead.site_id == site_id)
-            .with_for_update()
-        ).one()
     outcomes: list = [None] * len(batch)
     replays = _replays(connection, site_id, batch, outcomes)
     writing = [index for index, outcome in enumerate(outcomes) if outcome is None]
@@ -455,10 +455,7 @@ def append_submissions(
     if records:
         ids = dict(
             connection.execute(
-                ConsentRecord.__table__.insert().returning(
-                    ConsentRecord.sequence, ConsentRecord.id
-                ),
-                [{name: getattr(r, name) for name in RECORD_COLUMNS} for r in records],
+                _NEW_RECORDS, [{name: getattr(r, name) for name in RECORD_COLUMNS} for r in records]
             ).all()
         )
         for record in records:
@@ -485,12 +482,55 @@ def append_submissions(
     _write_outbox(connection, appended)
     if records:
         connection.execute(
-            update(ChainHead)
-            .where(ChainHead.site_id == site_id)
-            .values(sequence=sequence, record_hash=previous_hash)
+            _MOVE_HEAD, {"of_site": site_id, "to_sequence": sequence, "to_hash": previous_hash}
         )
     _note_returning_visitors(connection, writing_batch, records)
     return outcomes
+
+
+# Each statement is built once: building one costs about what running it costs.
+_HEAD = (
+    select(ChainHead.sequence, ChainHead.record_hash)
+    .where(ChainHead.site_id == bindparam("site_id"))
+    .with_for_update()
+)
+_MOVE_HEAD = (
+    update(ChainHead)
+    .where(ChainHead.site_id == bindparam("of_site"))
+    .values(sequence=bindparam("to_sequence"), record_hash=bindparam("to_hash"))
+)
+_ANSWERED = select(
+    IdempotentRequest.key, IdempotentRequest.request_digest, IdempotentRequest.response
+).where(
+    IdempotentRequest.site_id == bindparam("site_id"),
+    IdempotentRequest.key.in_(bindparam("keys", expanding=True)),
+)
+_STATES = (
+    select(Subject.id.label("of_subject"), Subject.erased_at, CurrentState.__table__)
+    .outerjoin(
+        CurrentState.__table__,
+        (CurrentState.subject_id == Subject.id)
+        & CurrentState.purpose_id.in_(bindparam("purposes", expanding=True)),
+    )
+    .where(Subject.id.in_(bindparam("subjects", expanding=True)))
+)
+# Parameter lists with RETURNING: one cached multi-row INSERT per batch.
+_NEW_SUBJECTS = Subject.__table__.insert().returning(Subject.pseudonym, Subject.id)
+_NEW_VISITORS = Visitor.__table__.insert().returning(Visitor.visitor_id)
+_NEW_RECORDS = ConsentRecord.__table__.insert().returning(ConsentRecord.sequence, ConsentRecord.id)
+_NEW_ANSWERS = IdempotentRequest.__table__.insert().returning(IdempotentRequest.key)
+_NEW_EVENTS = WebhookEvent.__table__.insert().returning(WebhookEvent.message_id, WebhookEvent.id)
+_NEW_DELIVERIES = WebhookDelivery.__table__.insert().returning(WebhookDelivery.id)
+_SEEN = (
+    update(Visitor)
+    .where(Visitor.visitor_id.in_(bindparam("visitor_ids", expanding=True)))
+    .values(last_seen_at=bindparam("seen_at"))
+)
+
+
+def _locked_head(connection, site_id: int) -> tuple[int, str]:
+    """The chain head's (sequence, hash), locked until the transaction ends."""
+    return tuple(connection.execute(_HEAD, {"site_id": site_id}).one())
 
 
 def _replays(connection, site_id: int, batch, outcomes: list) -> dict[int, int]:
@@ -502,11 +542,7 @@ def _replays(connection, site_id: int, batch, outcomes: list) -> dict[int, int]:
         return {}
     stored = {
         row.key: row
-        for row in connection.execute(
-            select(
-                IdempotentRequest.key, IdempotentRequest.request_digest, IdempotentRequest.response
-            ).where(IdempotentRequest.site_id == site_id, IdempotentRequest.key.in_(keyed))
-        )
+        for row in connection.execute(_ANSWERED, {"site_id": site_id, "keys": list(keyed)})
     }
     first_with_key: dict[str, int] = {}
     repeats = {}
@@ -544,9 +580,7 @@ def _states_read(connection, batch) -> dict[tuple[int, int, str], dict]:
     purposes = {s.purpose_ids[d["purpose"]] for s in batch if s.subject_id for d in s.decisions}
     table = CurrentState.__table__
     rows = connection.execute(
-        select(Subject.id.label("of_subject"), Subject.erased_at, table)
-        .outerjoin(table, (table.c.subject_id == Subject.id) & table.c.purpose_id.in_(purposes))
-        .where(Subject.id.in_(returning))
+        _STATES, {"purposes": list(purposes), "subjects": list(returning)}
     ).mappings()
     states, erased = {}, set()
     for row in rows:
@@ -572,7 +606,7 @@ def _insert_new_subjects(connection, site_id: int, batch) -> dict[str, int]:
     now = now_utc()
     ids = dict(
         connection.execute(
-            Subject.__table__.insert().returning(Subject.pseudonym, Subject.id),
+            _NEW_SUBJECTS,
             [{"site_id": site_id, "pseudonym": s.pseudonym, "created_at": now} for s in new],
         ).all()
     )
@@ -587,8 +621,8 @@ def _insert_new_subjects(connection, site_id: int, batch) -> dict[str, int]:
         for s in new
         if s.visitor_id is not None
     ]
-    if visitors:  # parameter lists with RETURNING: one cached multi-row INSERT
-        connection.execute(Visitor.__table__.insert().returning(Visitor.visitor_id), visitors).all()
+    if visitors:
+        connection.execute(_NEW_VISITORS, visitors).all()
     return ids
 
 
@@ -673,9 +707,7 @@ def _write_answers(connection, site_id: int, appended) -> None:
         if submission.idempotency is not None
     ]
     if rows:
-        connection.execute(
-            IdempotentRequest.__table__.insert().returning(IdempotentRequest.key), rows
-        ).all()
+        connection.execute(_NEW_ANSWERS, rows).all()
 
 
 def _write_outbox(connection, appended) -> None:
@@ -711,15 +743,10 @@ def _write_outbox(connection, appended) -> None:
                 deliveries.append(row[1])
     if not events:
         return
-    ids = dict(
-        connection.execute(
-            WebhookEvent.__table__.insert().returning(WebhookEvent.message_id, WebhookEvent.id),
-            events,
-        ).all()
-    )
+    ids = dict(connection.execute(_NEW_EVENTS, events).all())
     now = now_utc()
     connection.execute(
-        WebhookDelivery.__table__.insert().returning(WebhookDelivery.id),
+        _NEW_DELIVERIES,
         [
             {
                 "event_id": ids[event["message_id"]],
@@ -736,8 +763,4 @@ def _note_returning_visitors(connection, batch, records) -> None:
     """Note when returning visitors were last seen (retention forgets the long unseen)."""
     returning = [s.visitor_id for s in batch if s.subject_id is not None and s.visitor_id]
     if returning and records:
-        connection.execute(
-            update(Visitor)
-            .where(Visitor.visitor_id.in_(returning))
-            .values(last_seen_at=records[-1].recorded_at)
-        )
+        connection.execute(_SEEN, {"visitor_ids": returning, "seen_at": records[-1].recorded_at})

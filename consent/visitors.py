@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import joinedload
 
@@ -37,13 +37,16 @@ def live_subject(site_id: int, visitor_id: str, connection=None) -> Row | None:
     """The subject behind a visitor of this site (``id``, ``pseudonym``,
     ``email_encrypted``), in one statement (on ``connection`` if given, else the
     session's); None if unknown or erased."""
-    statement = (
-        select(Subject.id, Subject.pseudonym, Subject.email_encrypted)
-        .join(Visitor, Visitor.subject_id == Subject.id)
-        .where(
-            Visitor.visitor_id == visitor_id,
-            Visitor.site_id == site_id,
-            Subject.erased_at.is_(None),
-        )
+    where = {"visitor_id": visitor_id, "site_id": site_id}
+    return (connection or db.session).execute(_LIVE_SUBJECT, where).first()
+
+
+_LIVE_SUBJECT = (
+    select(Subject.id, Subject.pseudonym, Subject.email_encrypted)
+    .join(Visitor, Visitor.subject_id == Subject.id)
+    .where(
+        Visitor.visitor_id == bindparam("visitor_id"),
+        Visitor.site_id == bindparam("site_id"),
+        Subject.erased_at.is_(None),
     )
-    return (connection or db.session).execute(statement).first()
+)
