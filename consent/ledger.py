@@ -243,7 +243,7 @@ def record_decision(site: Site, subject: Subject, decisions: list[dict[str, Any]
     session = db.session
     head = lock_chain(site)  # noted as locked: later appends in this transaction reuse it
     [outcome] = append_submissions(
-        session.connection(), [prepared], head=(head.sequence, head.record_hash)
+        session.connection(), [prepared], {site.id: (head.sequence, head.record_hash)}
     )
     if isinstance(outcome, Exception):
         raise outcome
@@ -314,28 +314,39 @@ def prepare_visitor_submission(
 def append_submission(prepared: Submission) -> Recorded:
     """Append a prepared submission with whatever else waits for its chain; its answer
     once the batch holding it has committed."""
-    site_id = prepared.site_id
-    write = functools.partial(_write_batch, site_id)
-    appended = current_app.extensions[GROUP_COMMIT].submit(site_id, prepared, write)
+    # PostgreSQL locks each site's chain head alone: a queue per site, so that one
+    # site's held lock holds up no other. SQLite's writer locks the whole database: one
+    # queue, whose batches append for every site in one transaction.
+    queue = prepared.site_id if db.engine.dialect.name == "postgresql" else EVERY_SITE
+    write = functools.partial(_write_batch, queue)
+    appended = current_app.extensions[GROUP_COMMIT].submit(queue, prepared, write)
     if appended.answer is None:
         appended.answer = prepared.answer(appended)  # outside the lock: only this member's
     return Recorded(appended.answer, appended.is_replay)
 
 
-def _write_batch(site_id: int, take: Callable[[], Sequence[Submission]]) -> list:
-    """Append the waiting batch in its own transaction, taken once the chain is locked;
-    if it fails, each member alone, unless the database is out of reach (then every
-    member gets that error)."""
+#: The queue of a database whose writer locks it whole (SQLite).
+EVERY_SITE = "every site"
+
+
+def _write_batch(queue: int | str, take: Callable[[], Sequence[Submission]]) -> list:
+    """Append the waiting batch in its own transaction, taken once the lock is held (so
+    that it holds whoever came meanwhile); if it fails, each member alone, unless the
+    database is out of reach (then every member gets that error)."""
     batch: Sequence[Submission] = ()
     try:
-        with writing_connection() as connection:
-            head = _locked_head(connection, site_id)
-            batch = take()
-            outcomes = append_submissions(connection, batch, head=head)
+        with writing_connection() as connection:  # SQLite: the database is locked now
+            if queue == EVERY_SITE:
+                batch = take()
+                heads = _locked_heads(connection, {s.site_id for s in batch})
+            else:
+                heads = _locked_heads(connection, [queue])
+                batch = take()
+            outcomes = append_submissions(connection, batch, heads)
     except DBAPIError as error:
         if len(batch) <= 1 or error.connection_invalidated:
             raise
-        return write_each_alone(functools.partial(_write_batch, site_id), batch)
+        return write_each_alone(functools.partial(_write_batch, queue), batch)
     metrics.count_records(
         [
             outcome.record.event
@@ -411,31 +422,31 @@ def _record_once(
 
 
 def append_submissions(
-    connection: Connection, batch: Sequence[Submission], *, head: tuple[int, str]
+    connection: Connection, batch: Sequence[Submission], heads: dict[int, tuple[int, str]]
 ) -> list:
-    """Append a batch of one site's submissions in order; per member, what became of it.
+    """Append a batch of submissions, each to its site's chain in order; per member,
+    what became of it.
 
-    The caller holds the chain lock and gives the ``head`` (sequence, hash) it read
-    under it. A member's outcome is ``Appended`` (a replay too) or its own
-    ``InvalidRequest`` (its key was used for a different submission): no member's
-    failure fails another.
+    The caller holds the chain lock of each site in the batch and gives its ``heads``
+    (site id: sequence, hash) as read under the lock. A member's outcome is ``Appended``
+    (a replay too) or its own ``InvalidRequest`` (its key was used for a different
+    submission): no member's failure fails another.
     """
-    site_id, site_key = batch[0].site_id, batch[0].site_key
     outcomes: list = [None] * len(batch)
-    replays = _replays(connection, site_id, batch, outcomes)
+    replays = _replays(connection, batch, outcomes)
     writing = [index for index, outcome in enumerate(outcomes) if outcome is None]
     writing_batch = [batch[index] for index in writing]
     states = _states_read(connection, writing_batch)
-    subject_ids = _insert_new_subjects(connection, site_id, writing_batch)
+    subject_ids = _insert_new_subjects(connection, writing_batch)
 
-    sequence, previous_hash = head
+    heads_before, heads = heads, dict(heads)
     records = []
     for submission in writing_batch:
-        sequence += 1
+        sequence, previous_hash = heads[submission.site_id]
         record = chain.linked_record(
-            site_id,
-            site_key,
-            sequence,
+            submission.site_id,
+            submission.site_key,
+            sequence + 1,
             previous_hash,
             subject_pseudonym=submission.pseudonym,
             event="decision",
@@ -450,16 +461,13 @@ def append_submissions(
             region=submission.region,
             mode=submission.mode,
         )
-        previous_hash = record.record_hash
+        heads[submission.site_id] = (record.sequence, record.record_hash)
         records.append(record)
     if records:
-        ids = dict(
-            connection.execute(
-                _NEW_RECORDS, [{name: getattr(r, name) for name in RECORD_COLUMNS} for r in records]
-            ).all()
-        )
+        rows = [{name: getattr(r, name) for name in RECORD_COLUMNS} for r in records]
+        ids = {(site, number): id for site, number, id in connection.execute(_NEW_RECORDS, rows)}
         for record in records:
-            record.id = ids[record.sequence]
+            record.id = ids[(record.site_id, record.sequence)]
     appended, changes = [], {}
     for index, submission, record in zip(writing, writing_batch, records, strict=True):
         subject_id = submission.subject_id or subject_ids[submission.pseudonym]
@@ -478,20 +486,24 @@ def append_submissions(
         earlier = outcomes[first]
         outcomes[index] = replace(earlier, is_replay=True)
     _write_states(connection, changes)
-    _write_answers(connection, site_id, appended)
+    _write_answers(connection, appended)
     _write_outbox(connection, appended)
-    if records:
-        connection.execute(
-            _MOVE_HEAD, {"of_site": site_id, "to_sequence": sequence, "to_hash": previous_hash}
-        )
+    moved = [
+        {"of_site": site_id, "to_sequence": sequence, "to_hash": record_hash}
+        for site_id, (sequence, record_hash) in heads.items()
+        if (sequence, record_hash) != tuple(heads_before[site_id])
+    ]
+    if moved:
+        connection.execute(_MOVE_HEAD, moved)
     _note_returning_visitors(connection, writing_batch, records)
     return outcomes
 
 
 # Each statement is built once: building one costs about what running it costs.
-_HEAD = (
-    select(ChainHead.sequence, ChainHead.record_hash)
-    .where(ChainHead.site_id == bindparam("site_id"))
+_HEADS = (
+    select(ChainHead.site_id, ChainHead.sequence, ChainHead.record_hash)
+    .where(ChainHead.site_id.in_(bindparam("site_ids", expanding=True)))
+    .order_by(ChainHead.site_id)  # locked in this order: two batches never deadlock
     .with_for_update()
 )
 _MOVE_HEAD = (
@@ -500,10 +512,12 @@ _MOVE_HEAD = (
     .values(sequence=bindparam("to_sequence"), record_hash=bindparam("to_hash"))
 )
 _ANSWERED = select(
-    IdempotentRequest.key, IdempotentRequest.request_digest, IdempotentRequest.response
+    IdempotentRequest.site_id,
+    IdempotentRequest.key,
+    IdempotentRequest.request_digest,
+    IdempotentRequest.response,
 ).where(
-    IdempotentRequest.site_id == bindparam("site_id"),
-    IdempotentRequest.key.in_(bindparam("keys", expanding=True)),
+    tuple_(IdempotentRequest.site_id, IdempotentRequest.key).in_(bindparam("keys", expanding=True))
 )
 _STATES = (
     select(Subject.id.label("of_subject"), Subject.erased_at, CurrentState.__table__)
@@ -517,7 +531,9 @@ _STATES = (
 # Parameter lists with RETURNING: one cached multi-row INSERT per batch.
 _NEW_SUBJECTS = Subject.__table__.insert().returning(Subject.pseudonym, Subject.id)
 _NEW_VISITORS = Visitor.__table__.insert().returning(Visitor.visitor_id)
-_NEW_RECORDS = ConsentRecord.__table__.insert().returning(ConsentRecord.sequence, ConsentRecord.id)
+_NEW_RECORDS = ConsentRecord.__table__.insert().returning(
+    ConsentRecord.site_id, ConsentRecord.sequence, ConsentRecord.id
+)
 _NEW_ANSWERS = IdempotentRequest.__table__.insert().returning(IdempotentRequest.key)
 _NEW_EVENTS = WebhookEvent.__table__.insert().returning(WebhookEvent.message_id, WebhookEvent.id)
 _NEW_DELIVERIES = WebhookDelivery.__table__.insert().returning(WebhookDelivery.id)
@@ -528,28 +544,31 @@ _SEEN = (
 )
 
 
-def _locked_head(connection, site_id: int) -> tuple[int, str]:
-    """The chain head's (sequence, hash), locked until the transaction ends."""
-    return tuple(connection.execute(_HEAD, {"site_id": site_id}).one())
+def _locked_heads(connection, site_ids) -> dict[int, tuple[int, str]]:
+    """The chain heads (site id: sequence, hash) of these sites, locked until the
+    transaction ends (SQLite: its write transaction has locked the database already)."""
+    rows = connection.execute(_HEADS, {"site_ids": sorted(site_ids)})
+    return {site_id: (sequence, record_hash) for site_id, sequence, record_hash in rows}
 
 
-def _replays(connection, site_id: int, batch, outcomes: list) -> dict[int, int]:
+def _replays(connection, batch, outcomes: list) -> dict[int, int]:
     """Fill in the outcome of each member whose key was answered already (under the lock,
     so no other writer can be adding one); return the members that repeat an earlier
     member of this batch, each with the index of the one it repeats."""
-    keyed = {s.idempotency[0] for s in batch if s.idempotency}
+    keyed = {(s.site_id, s.idempotency[0]) for s in batch if s.idempotency}
     if not keyed:
         return {}
     stored = {
-        row.key: row
-        for row in connection.execute(_ANSWERED, {"site_id": site_id, "keys": list(keyed)})
+        (row.site_id, row.key): row
+        for row in connection.execute(_ANSWERED, {"keys": sorted(keyed)})
     }
-    first_with_key: dict[str, int] = {}
+    first_with_key: dict[tuple[int, str], int] = {}
     repeats = {}
     for index, submission in enumerate(batch):
         if submission.idempotency is None:
             continue
         key, request_digest = submission.idempotency
+        key = (submission.site_id, key)
         if key in stored:
             earlier_digest, answer = stored[key].request_digest, stored[key].response
         elif key in first_with_key:
@@ -598,7 +617,7 @@ def _states_read(connection, batch) -> dict[tuple[int, int, str], dict]:
     return states
 
 
-def _insert_new_subjects(connection, site_id: int, batch) -> dict[str, int]:
+def _insert_new_subjects(connection, batch) -> dict[str, int]:
     """Subjects and visitors for first-time visitors; their ids by pseudonym."""
     new = [s for s in batch if s.subject_id is None]
     if not new:
@@ -607,13 +626,13 @@ def _insert_new_subjects(connection, site_id: int, batch) -> dict[str, int]:
     ids = dict(
         connection.execute(
             _NEW_SUBJECTS,
-            [{"site_id": site_id, "pseudonym": s.pseudonym, "created_at": now} for s in new],
+            [{"site_id": s.site_id, "pseudonym": s.pseudonym, "created_at": now} for s in new],
         ).all()
     )
     visitors = [
         {
             "visitor_id": s.visitor_id,
-            "site_id": site_id,
+            "site_id": s.site_id,
             "subject_id": ids[s.pseudonym],
             "created_at": now,
             "last_seen_at": now,  # retention forgets visitors unseen for a consent lifetime
@@ -692,12 +711,12 @@ def _state_upsert(dialect: str):
     ).returning(CurrentState.subject_id)
 
 
-def _write_answers(connection, site_id: int, appended) -> None:
+def _write_answers(connection, appended) -> None:
     """Keep the answers of submissions sent with an ``Idempotency-Key`` for their retries."""
     now = now_utc()
     rows = [
         {
-            "site_id": site_id,
+            "site_id": submission.site_id,
             "key": submission.idempotency[0],
             "request_digest": submission.idempotency[1],
             "response": outcome.answer,

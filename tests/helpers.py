@@ -97,19 +97,20 @@ def hold_first_batch(monkeypatch, seconds: float = 0.5) -> list[int]:
     append = ledger.append_submissions
     first = threading.Event()
 
-    def slowed(connection, batch, **options):
+    def slowed(connection, batch, heads):
         if not first.is_set():
             first.set()
             time.sleep(seconds)
         sizes.append(len(batch))
-        return append(connection, batch, **options)
+        return append(connection, batch, heads)
 
     monkeypatch.setattr(ledger, "append_submissions", slowed)
     return sizes
 
 
-def submit_at_once(app, site_key: str, bodies: list[dict]) -> list:
-    """POST each body (``json=``, ``headers=``) from its own thread, all released together."""
+def submit_at_once(app, site_key: str | None, bodies: list[dict]) -> list:
+    """POST each body (``json=``, ``headers=``; ``site=`` instead of ``site_key``) from its
+    own thread, all released together."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -117,8 +118,10 @@ def submit_at_once(app, site_key: str, bodies: list[dict]) -> list:
 
     def send(body):
         client = app.test_client()
+        site = body.get("site", site_key)
         start.wait()
-        return client.post(f"/v1/sites/{site_key}/records", **body)
+        options = {name: value for name, value in body.items() if name != "site"}
+        return client.post(f"/v1/sites/{site}/records", **options)
 
     with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
         return list(pool.map(send, bodies))

@@ -97,6 +97,28 @@ def test_retries_of_one_key_in_one_batch_record_once(app, make_site, record_coun
     assert record_count() == 1
 
 
+def test_a_batch_appends_each_sites_submissions_to_that_sites_chain(
+    app, make_site, record_count, batches, dialect
+):
+    """SQLite locks the whole database to write: one batch takes every site's waiting
+    submissions. PostgreSQL locks each chain alone: a batch per site. Either way each
+    chain holds its own site's records, and one key sent to two sites records on both."""
+    sites = [make_site() for _ in range(3)]
+    key = {"Idempotency-Key": "one-key-sent-to-every-site-9f1c"}
+    bodies = [{"site": site, "json": {"decisions": ACCEPT_ALL}, "headers": key} for site in sites]
+    bodies += [{"site": site, "json": {"decisions": REJECT_ALL}} for site in sites * 3]
+    answers = submit_at_once(app, None, bodies)
+
+    assert [answer.status_code for answer in answers] == [201] * 12
+    assert not any("Idempotent-Replayed" in answer.headers for answer in answers)
+    assert record_count() == 12
+    assert [assert_history_consistent(app, site) for site in sites] == [4, 4, 4]
+    if dialect == "sqlite":
+        assert max(batches) > 4, batches  # more than any one site sent: across sites
+    else:
+        assert max(batches) <= 4, batches
+
+
 def test_a_member_the_database_refuses_fails_alone(
     app, make_site, record_count, batches, monkeypatch
 ):
