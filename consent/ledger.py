@@ -167,6 +167,20 @@ class Submission:
     endpoints: list = field(default_factory=list)
     #: The answer kept for retries, made from what was appended (with an idempotency key).
     answer: Callable[[Appended], dict] | None = None
+    #: The site's ``config_version`` it was checked against, when that is yet to be
+    #: confirmed: under the chain lock, a site changed since refuses it (``StaleFacts``).
+    checked_version: int | None = None
+
+
+class StaleFacts(Exception):
+    """A submission checked against a copy of its site older than the site (or a site
+    deleted meanwhile): not appended, to be checked again against the site as it is."""
+
+
+def _is_current(submission: Submission, versions: dict[int, int]) -> bool:
+    """Whether the submission's site is as it was checked against (``checked_version``)."""
+    version = versions.get(submission.site_id)
+    return version is not None and submission.checked_version in (None, version)
 
 
 @dataclass
@@ -338,11 +352,14 @@ def _write_batch(queue: int | str, take: Callable[[], Sequence[Submission]]) -> 
         with writing_connection() as connection:  # SQLite: the database is locked now
             if queue == EVERY_SITE:
                 batch = take()
-                heads = _locked_heads(connection, {s.site_id for s in batch})
+                heads, versions = _locked_heads(connection, {s.site_id for s in batch})
             else:
-                heads = _locked_heads(connection, [queue])
+                heads, versions = _locked_heads(connection, [queue])
                 batch = take()
-            outcomes = append_submissions(connection, batch, heads)
+            outcomes = [None if _is_current(s, versions) else StaleFacts() for s in batch]
+            current = [s for s, outcome in zip(batch, outcomes, strict=True) if outcome is None]
+            appended = iter(append_submissions(connection, current, heads) if current else ())
+            outcomes = [outcome or next(appended) for outcome in outcomes]
     except DBAPIError as error:
         if len(batch) <= 1 or error.connection_invalidated:
             raise
@@ -501,10 +518,11 @@ def append_submissions(
 
 # Each statement is built once: building one costs about what running it costs.
 _HEADS = (
-    select(ChainHead.site_id, ChainHead.sequence, ChainHead.record_hash)
+    select(ChainHead.site_id, ChainHead.sequence, ChainHead.record_hash, Site.config_version)
+    .join(Site, Site.id == ChainHead.site_id)
     .where(ChainHead.site_id.in_(bindparam("site_ids", expanding=True)))
     .order_by(ChainHead.site_id)  # locked in this order: two batches never deadlock
-    .with_for_update()
+    .with_for_update(of=ChainHead)
 )
 _MOVE_HEAD = (
     update(ChainHead)
@@ -544,11 +562,12 @@ _SEEN = (
 )
 
 
-def _locked_heads(connection, site_ids) -> dict[int, tuple[int, str]]:
+def _locked_heads(connection, site_ids) -> tuple[dict[int, tuple[int, str]], dict[int, int]]:
     """The chain heads (site id: sequence, hash) of these sites, locked until the
-    transaction ends (SQLite: its write transaction has locked the database already)."""
-    rows = connection.execute(_HEADS, {"site_ids": sorted(site_ids)})
-    return {site_id: (sequence, record_hash) for site_id, sequence, record_hash in rows}
+    transaction ends (SQLite: its write transaction has locked the database already),
+    and each site's ``config_version``."""
+    rows = connection.execute(_HEADS, {"site_ids": sorted(site_ids)}).all()
+    return {row[0]: (row[1], row[2]) for row in rows}, {row[0]: row[3] for row in rows}
 
 
 def _replays(connection, batch, outcomes: list) -> dict[int, int]:

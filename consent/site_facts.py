@@ -5,7 +5,9 @@ loading them through the ORM cost more than the record's own statements. They ch
 rarely, so each process keeps them as plain, immutable facts, and checks them on every
 use against the site's ``config_version``, which the database itself bumps on any change
 to those rows (migration 0013): one indexed read of two columns instead of four loads,
-and a copy never outlives a committed change. A copy is also rebuilt once it is
+and a copy never outlives a committed change. The banner's fast path reads no version
+at all: the batch that appends its submission checks it, under the chain lock, in the
+same statement that locks the chain (``ledger``). A copy is also rebuilt once it is
 ``MAX_AGE`` old, which bounds how long a banner version is trusted as archived.
 """
 
@@ -88,14 +90,11 @@ def facts_of(site: Site) -> SiteFacts:
     return _build(site, site.config_version)
 
 
-def current_copy(app, site_key: str, connection) -> SiteFacts | None:
-    """This process's copy of the site's facts if it is current, read on ``connection``
-    (autocommit: committed changes only); None: no copy, or not current (or no site)."""
+def kept_copy(app, site_key: str) -> SiteFacts | None:
+    """This process's copy of the site's facts, not checked against the database (the
+    caller has that done under the chain lock); None: no copy, or one too old."""
     copy = app.extensions.get(CACHE, {}).get(site_key)
-    if copy is None:
-        return None  # Flask makes one
-    version = connection.execute(_VERSION, {"key": site_key}).first()
-    return copy if _is_current(copy, version) else None
+    return copy if copy is not None and _is_young(copy) else None
 
 
 _VERSION = select(Site.id, Site.config_version).where(Site.key == bindparam("key"))
@@ -107,8 +106,12 @@ def _is_current(copy: SiteFacts | None, version) -> bool:
         copy is not None
         and version is not None
         and (copy.id, copy.config_version) == tuple(version)
-        and time.monotonic() - copy.loaded_at <= MAX_AGE
+        and _is_young(copy)
     )
+
+
+def _is_young(copy: SiteFacts) -> bool:
+    return time.monotonic() - copy.loaded_at <= MAX_AGE
 
 
 def site_facts(site_key: str) -> SiteFacts | None:

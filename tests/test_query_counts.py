@@ -201,8 +201,8 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(
     with counting(app) as traffic:
         answers = submit_at_once(app, site, [{"json": {"decisions": ACCEPT_ALL}}] * (size + 1))
     assert [answer.status_code for answer in answers] == [201] * (size + 1)
-    # The held one (whoever came before its lock), then every other submission at once.
-    assert len(batches) == 2 and sum(batches) == size + 1, batches
+    # Everyone at once, or the held one (whoever came before its lock), then the others.
+    assert len(batches) <= 2 and sum(batches) == size + 1, batches
     requests, batch_count = size + 1, len(batches)
     assert len(traffic.statements) <= (requests * REQUEST_READS + batch_count * BATCH_STATEMENTS), (
         str(traffic)
@@ -212,22 +212,23 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(
     ), str(traffic)
 
 
-#: Read, before the lock: the site's config_version (its settings, purposes, policy
-#: versions and webhook endpoints come from the process's copy, ``consent.site_facts``),
-#: on the fast path's autocommit pool. Under the chain lock (in the batch's own
-#: transaction): the lock, the idempotency key. Written: subject, visitor, record,
+#: Nothing read before the lock (the site's settings, purposes, policy versions and
+#: webhook endpoints come from the process's copy, ``consent.site_facts``). Under the
+#: chain lock (in the batch's own transaction): the lock with the site's config_version
+#: (is the copy current?), the idempotency key. Written: subject, visitor, record,
 #: current states (one upsert), the answer kept for retries, the chain head. Round trips
 #: add BEGIN and COMMIT of the batch.
-FIRST_VISIT_STATEMENTS = 9
-FIRST_VISIT_ROUND_TRIPS = 11
-#: As a first visit, with the visitor's subject read before the lock, its erasure and
-#: current states under it, and its last_seen_at updated instead of the two inserts.
-RETURNING_VISITOR_STATEMENTS = 10
-RETURNING_VISITOR_ROUND_TRIPS = 12
+FIRST_VISIT_STATEMENTS = 8
+FIRST_VISIT_ROUND_TRIPS = 10
+#: As a first visit, with the visitor's subject read before the lock (on the fast path's
+#: autocommit pool), its erasure and current states under it, and its last_seen_at
+#: updated instead of the two inserts.
+RETURNING_VISITOR_STATEMENTS = 9
+RETURNING_VISITOR_ROUND_TRIPS = 11
 #: A first visit without an Idempotency-Key, as a member of a batch: its request reads
-#: the site's config_version; its batch runs the lock, subjects, visitors, records,
-#: current states and chain head, once for all its members (BEGIN and COMMIT around them).
-REQUEST_READS = 1
-REQUEST_ROUND_TRIPS = 1
+#: nothing; its batch runs the lock, subjects, visitors, records, current states and
+#: chain head, once for all its members (BEGIN and COMMIT around them).
+REQUEST_READS = 0
+REQUEST_ROUND_TRIPS = 0
 BATCH_STATEMENTS = 6
 BATCH_ROUND_TRIPS = 8

@@ -2,17 +2,21 @@
 
 Each process keeps what recording reads about a site (``consent.site_facts``) and checks
 it on every record against ``sites.config_version``, which the database bumps itself on
-any change to the site, its purposes, policy versions or webhook endpoints.
+any change to the site, its purposes, policy versions or webhook endpoints. The banner's
+fast path has the batch check it, under the chain lock.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 from helpers import ACCEPT_ALL, submit
 from sqlalchemy import func, select, text
 
+from consent import ledger
 from consent.db import db
-from consent.models import BannerVersion, Purpose, Site, WebhookEvent
+from consent.models import BannerVersion, ConsentRecord, Purpose, Site, WebhookEvent
 from consent.site_facts import site_facts
 from consent.sites import banner_config, get_site_by_key, publish_policy, set_purpose
 from consent.webhooks import add_endpoint
@@ -74,6 +78,37 @@ def test_a_purpose_made_required_elsewhere_is_enforced_on_the_next_record(app, c
     response = submit(client, site_key, refusal)
     assert response.status_code == 422
     assert "decisions.0.granted" in response.get_json()["errors"]
+
+
+def test_a_change_committed_while_a_submission_waits_for_the_lock_is_enforced(
+    app, client, make_site, monkeypatch
+):
+    """The fast path checks a submission against its copy without reading the site; the
+    batch confirms the copy under the chain lock, and a submission the site outgrew
+    meanwhile is not appended but checked again, against the site as it is now."""
+    site_key = make_site()
+    refusal = [{"purpose": "analytics", "granted": False}]
+    assert submit(client, site_key, refusal).status_code == 201  # the copy is made
+    writing_connection, changed = ledger.writing_connection, []
+
+    @contextlib.contextmanager
+    def after_a_change():
+        if not changed:  # committed after the fast path's checks, before the batch's lock
+            changed.append(True)
+            with db.engine.begin() as connection:
+                connection.execute(
+                    text("UPDATE purposes SET is_required = true WHERE key = 'analytics'")
+                )
+        with writing_connection() as connection:
+            yield connection
+
+    monkeypatch.setattr(ledger, "writing_connection", after_a_change)
+    response = submit(client, site_key, refusal)
+    assert changed
+    assert response.status_code == 422
+    assert "decisions.0.granted" in response.get_json()["errors"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ConsentRecord)) == 1
 
 
 def test_a_new_policy_and_endpoint_reach_the_next_record(app, client, make_site):
