@@ -456,7 +456,7 @@ def append_submissions(
     states = _states_read(connection, writing_batch)
     subject_ids = _insert_new_subjects(connection, writing_batch)
 
-    heads_before, heads = heads, dict(heads)
+    heads = dict(heads)
     records = []
     for submission in writing_batch:
         sequence, previous_hash = heads[submission.site_id]
@@ -505,13 +505,12 @@ def append_submissions(
     _write_states(connection, changes)
     _write_answers(connection, appended)
     _write_outbox(connection, appended)
-    moved = [
-        {"of_site": site_id, "to_sequence": sequence, "to_hash": record_hash}
-        for site_id, (sequence, record_hash) in heads.items()
-        if (sequence, record_hash) != tuple(heads_before[site_id])
-    ]
+    moved = {record.site_id for record in records}  # the heads that records extended
     if moved:
-        connection.execute(_MOVE_HEAD, moved)
+        connection.execute(
+            _MOVE_HEAD,
+            [{"of_site": s, "to_sequence": heads[s][0], "to_hash": heads[s][1]} for s in moved],
+        )
     _note_returning_visitors(connection, writing_batch, records)
     return outcomes
 
