@@ -177,7 +177,7 @@ class StaleFacts(Exception):
     deleted meanwhile): not appended, to be checked again against the site as it is."""
 
 
-def _is_current(submission: Submission, versions: dict[int, int]) -> bool:
+def _site_unchanged(submission: Submission, versions: dict[int, int]) -> bool:
     """Whether the submission's site is as it was checked against (``checked_version``)."""
     version = versions.get(submission.site_id)
     return version is not None and submission.checked_version in (None, version)
@@ -356,7 +356,7 @@ def _write_batch(queue: int | str, take: Callable[[], Sequence[Submission]]) -> 
             else:
                 heads, versions = _locked_heads(connection, [queue])
                 batch = take()
-            outcomes = [None if _is_current(s, versions) else StaleFacts() for s in batch]
+            outcomes = [None if _site_unchanged(s, versions) else StaleFacts() for s in batch]
             current = [s for s, outcome in zip(batch, outcomes, strict=True) if outcome is None]
             appended = iter(append_submissions(connection, current, heads) if current else ())
             outcomes = [outcome or next(appended) for outcome in outcomes]
