@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.orm.attributes import set_committed_value
 
 from consent.db import db, lock_row_once, now_utc, transaction_cache
 from consent.models import (
@@ -140,9 +141,11 @@ def append_record(
         ip_truncated=ip_truncated,
     )
     db.session.add(record)
-    head.sequence = record.sequence
-    head.record_hash = record.record_hash
     db.session.flush()
+    # The database moved the head as the record went in (migration 0014); the loaded
+    # head says so too, for later appends in this transaction, without writing again.
+    set_committed_value(head, "sequence", record.sequence)
+    set_committed_value(head, "record_hash", record.record_hash)
     return record
 
 

@@ -445,7 +445,8 @@ def append_submissions(
     what became of it.
 
     The caller holds the chain lock of each site in the batch and gives its ``heads``
-    (site id: sequence, hash) as read under the lock. A member's outcome is ``Appended``
+    (site id: sequence, hash) as read under the lock; the database moves each head as
+    the records go in (migration 0014). A member's outcome is ``Appended``
     (a replay too) or its own ``InvalidRequest`` (its key was used for a different
     submission): no member's failure fails another.
     """
@@ -505,12 +506,6 @@ def append_submissions(
     _write_states(connection, changes)
     _write_answers(connection, appended)
     _write_outbox(connection, appended)
-    moved = {record.site_id for record in records}  # the heads that records extended
-    if moved:
-        connection.execute(
-            _MOVE_HEAD,
-            [{"of_site": s, "to_sequence": heads[s][0], "to_hash": heads[s][1]} for s in moved],
-        )
     _note_returning_visitors(connection, writing_batch, records)
     return outcomes
 
@@ -522,11 +517,6 @@ _HEADS = (
     .where(ChainHead.site_id.in_(bindparam("site_ids", expanding=True)))
     .order_by(ChainHead.site_id)  # locked in this order: two batches never deadlock
     .with_for_update(of=ChainHead)
-)
-_MOVE_HEAD = (
-    update(ChainHead)
-    .where(ChainHead.site_id == bindparam("of_site"))
-    .values(sequence=bindparam("to_sequence"), record_hash=bindparam("to_hash"))
 )
 _ANSWERED = select(
     IdempotentRequest.site_id,

@@ -109,14 +109,6 @@ def environ_header(environ: dict) -> Callable[[str], str | None]:
     return lambda name: environ.get("HTTP_" + name.upper().replace("-", "_"))
 
 
-def validate_region(value: str, field: str = "region") -> str:
-    """Return the region code a caller named, or refuse it naming ``field``."""
-    code = region_code(value)
-    if code is None:
-        raise InvalidRequest(field, f"{value!r} {validation.MESSAGES['region']}")
-    return code
-
-
 # --- rules ----------------------------------------------------------------------------
 
 

@@ -66,6 +66,32 @@ def test_postgresql_refuses_truncate(app, site_with_records, dialect, record_cou
     assert record_count() == 4
 
 
+def test_the_database_moves_the_chain_head_with_the_history(app, site_with_records):
+    """Whoever inserts (here plain SQL, two records in one statement), the head follows
+    to the newest record, and a record below the head never moves it back."""
+    from consent.models import ChainHead, Site
+
+    with app.app_context():
+        site_id = db.session.scalar(select(Site.id).where(Site.key == site_with_records))
+        newest = db.session.scalars(select(ConsentRecord).order_by(ConsentRecord.id)).all()[-1]
+        row = {
+            column: getattr(newest, column)
+            for column in ConsentRecord.__table__.columns.keys()
+            if column != "id"
+        }
+        rows = [{**row, "sequence": n, "record_hash": f"{n:064d}"} for n in (10, 7, 9)]
+        with db.engine.begin() as connection:
+            connection.execute(ConsentRecord.__table__.insert().values(rows[:2]))
+            assert connection.execute(
+                select(ChainHead.sequence, ChainHead.record_hash).where(
+                    ChainHead.site_id == site_id
+                )
+            ).one() == (10, f"{10:064d}")
+            connection.execute(ConsentRecord.__table__.insert().values(rows[2:]))
+            head = select(ChainHead.sequence).where(ChainHead.site_id == site_id)
+            assert connection.scalar(head) == 10
+
+
 def test_records_are_chained_by_hash(app, site_with_records):
     with app.app_context():
         records = db.session.scalars(select(ConsentRecord).order_by(ConsentRecord.sequence)).all()
