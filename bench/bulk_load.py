@@ -16,10 +16,10 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from serving import app_for
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, insert, select, text
 
 from consent.db import db
-from consent.models import PolicyVersion
+from consent.models import PolicyVersion, Subject
 
 RECORDS_PER_VISITOR = 10
 BATCH = 50_000
@@ -138,18 +138,23 @@ def _subjects_and_state(connection, site_id, rows, purpose_ids, policy_at, now) 
     # A visitor is new in this batch when its first record is in it.
     new_visitors = sorted(v for v in last_of if v * RECORDS_PER_VISITOR + 1 >= first_sequence)
     created = now.replace(tzinfo=None) if connection.dialect.name == "sqlite" else now
-    connection.execute(
-        text("INSERT INTO subjects (site_id, pseudonym, created_at) VALUES (:s, :p, :c)"),
-        [{"s": site_id, "p": f"bulk-{v}", "c": created} for v in new_visitors],
-    )
-    ids = dict(
-        connection.execute(
-            text(
-                "SELECT pseudonym, id FROM subjects WHERE site_id = :s AND pseudonym IN :names"
-            ).bindparams(bindparam("names", expanding=True)),
-            {"s": site_id, "names": [f"bulk-{v}" for v in last_of]},
-        ).all()
-    )
+    # The new subjects' ids come back from their insert; only a visitor whose first
+    # record was in an earlier batch is looked up (a lookup of every name can be planned
+    # as a scan of the whole table while its statistics lag behind the load).
+    new_subjects = [
+        {"site_id": site_id, "pseudonym": f"bulk-{v}", "created_at": now} for v in new_visitors
+    ]
+    ids = {}
+    if new_subjects:
+        returning = insert(Subject).returning(Subject.pseudonym, Subject.id)
+        ids = dict(connection.execute(returning, new_subjects).all())
+    earlier = [f"bulk-{v}" for v in last_of if f"bulk-{v}" not in ids]
+    if earlier:
+        ids.update(
+            connection.execute(
+                select(Subject.pseudonym, Subject.id).where(Subject.pseudonym.in_(earlier))
+            ).all()
+        )
     connection.execute(
         text(
             "INSERT INTO visitors (visitor_id, site_id, subject_id, created_at) "
