@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from consent import chain, metrics, regions, webhooks
 from consent.chain import lock_chain
 from consent.db import db, now_utc, writing_connection
+from consent.driver import sent_together
 from consent.errors import InvalidRequest
 from consent.group_commit import GroupCommit, write_each_alone
 from consent.idempotency import (
@@ -455,7 +456,6 @@ def append_submissions(
     writing = [index for index, outcome in enumerate(outcomes) if outcome is None]
     writing_batch = [batch[index] for index in writing]
     states = _states_read(connection, writing_batch)
-    subject_ids = _insert_new_subjects(connection, writing_batch)
 
     heads = dict(heads)
     records = []
@@ -481,11 +481,22 @@ def append_submissions(
         )
         heads[submission.site_id] = (record.sequence, record.record_hash)
         records.append(record)
-    if records:
-        rows = [{name: getattr(r, name) for name in RECORD_COLUMNS} for r in records]
-        ids = {(site, number): id for site, number, id in connection.execute(_NEW_RECORDS, rows)}
-        for record in records:
-            record.id = ids[(record.site_id, record.sequence)]
+    now = now_utc()
+    new = [s for s in writing_batch if s.subject_id is None]
+    with sent_together(connection) as send:  # one round trip for both
+        new_subjects = send(
+            _NEW_SUBJECTS,
+            [{"site_id": s.site_id, "pseudonym": s.pseudonym, "created_at": now} for s in new],
+            returning=True,
+        )
+        new_records = send(
+            _NEW_RECORDS,
+            [{name: getattr(r, name) for name in RECORD_COLUMNS} for r in records],
+            returning=True,
+        )
+    subject_ids = dict(new_subjects.rows())
+    for record, (record_id,) in zip(records, new_records.rows(), strict=True):
+        record.id = record_id
     appended, changes = [], {}
     for index, submission, record in zip(writing, writing_batch, records, strict=True):
         subject_id = submission.subject_id or subject_ids[submission.pseudonym]
@@ -503,10 +514,13 @@ def append_submissions(
     for index, first in replays.items():
         earlier = outcomes[first]
         outcomes[index] = replace(earlier, is_replay=True)
-    _write_states(connection, changes)
-    _write_answers(connection, appended)
+    _delete_replaced_states(connection, changes)
+    with sent_together(connection) as send:  # one round trip for all
+        send(_NEW_VISITORS, _visitor_rows(new, subject_ids, now))
+        send(_state_upsert(connection.dialect.name), [r for r in changes.values() if r])
+        send(_NEW_ANSWERS, _answer_rows(appended, now))
+        send(_SEEN, _seen_rows(writing_batch, records))
     _write_outbox(connection, appended)
-    _note_returning_visitors(connection, writing_batch, records)
     return outcomes
 
 
@@ -535,20 +549,19 @@ _STATES = (
     )
     .where(Subject.id.in_(bindparam("subjects", expanding=True)))
 )
-# Parameter lists with RETURNING: one cached multi-row INSERT per batch.
+# Sent on the driver (``consent.driver``): a row each, one round trip for several.
 _NEW_SUBJECTS = Subject.__table__.insert().returning(Subject.pseudonym, Subject.id)
-_NEW_VISITORS = Visitor.__table__.insert().returning(Visitor.visitor_id)
-_NEW_RECORDS = ConsentRecord.__table__.insert().returning(
-    ConsentRecord.site_id, ConsentRecord.sequence, ConsentRecord.id
-)
-_NEW_ANSWERS = IdempotentRequest.__table__.insert().returning(IdempotentRequest.key)
-_NEW_EVENTS = WebhookEvent.__table__.insert().returning(WebhookEvent.message_id, WebhookEvent.id)
-_NEW_DELIVERIES = WebhookDelivery.__table__.insert().returning(WebhookDelivery.id)
+_NEW_VISITORS = Visitor.__table__.insert()
+_NEW_RECORDS = ConsentRecord.__table__.insert().returning(ConsentRecord.id)
+_NEW_ANSWERS = IdempotentRequest.__table__.insert()
 _SEEN = (
     update(Visitor)
-    .where(Visitor.visitor_id.in_(bindparam("visitor_ids", expanding=True)))
+    .where(Visitor.visitor_id == bindparam("of_visitor"))
     .values(last_seen_at=bindparam("seen_at"))
 )
+# Parameter lists with RETURNING: one cached multi-row INSERT per batch.
+_NEW_EVENTS = WebhookEvent.__table__.insert().returning(WebhookEvent.message_id, WebhookEvent.id)
+_NEW_DELIVERIES = WebhookDelivery.__table__.insert().returning(WebhookDelivery.id)
 
 
 def _locked_heads(connection, site_ids) -> tuple[dict[int, tuple[int, str]], dict[int, int]]:
@@ -625,32 +638,19 @@ def _states_read(connection, batch) -> dict[tuple[int, int, str], dict]:
     return states
 
 
-def _insert_new_subjects(connection, batch) -> dict[str, int]:
-    """Subjects and visitors for first-time visitors; their ids by pseudonym."""
-    new = [s for s in batch if s.subject_id is None]
-    if not new:
-        return {}
-    now = now_utc()
-    ids = dict(
-        connection.execute(
-            _NEW_SUBJECTS,
-            [{"site_id": s.site_id, "pseudonym": s.pseudonym, "created_at": now} for s in new],
-        ).all()
-    )
-    visitors = [
+def _visitor_rows(new, subject_ids: dict[str, int], now) -> list[dict]:
+    """The visitors of first-time visitors (a server-side record for a person has none)."""
+    return [
         {
             "visitor_id": s.visitor_id,
             "site_id": s.site_id,
-            "subject_id": ids[s.pseudonym],
+            "subject_id": subject_ids[s.pseudonym],
             "created_at": now,
             "last_seen_at": now,  # retention forgets visitors unseen for a consent lifetime
         }
         for s in new
         if s.visitor_id is not None
     ]
-    if visitors:
-        connection.execute(_NEW_VISITORS, visitors).all()
-    return ids
 
 
 def _decide_states(
@@ -691,8 +691,8 @@ def _decide_states(
     return withdrawn
 
 
-def _write_states(connection, changes: dict) -> None:
-    """Upsert the batch's final current states; delete those a decision replaced."""
+def _delete_replaced_states(connection, changes: dict) -> None:
+    """Delete the current states a decision for a whole purpose replaced."""
     gone = [key for key, row in changes.items() if row is None]
     if gone:
         table = CurrentState.__table__
@@ -701,28 +701,22 @@ def _write_states(connection, changes: dict) -> None:
                 tuple_(table.c.subject_id, table.c.purpose_id, table.c.service).in_(gone)
             )
         )
-    rows = [row for row in changes.values() if row is not None]
-    if not rows:
-        return
-    connection.execute(_state_upsert(connection.dialect.name), rows).all()
 
 
 @functools.cache
 def _state_upsert(dialect: str):
-    """Insert a current state, or replace the one for its subject, purpose and service
-    (parameter lists with RETURNING: one cached multi-row statement per batch)."""
+    """Insert a current state, or replace the one for its subject, purpose and service."""
     statement = (postgresql if dialect == "postgresql" else sqlite).insert(CurrentState)
     key = ("subject_id", "purpose_id", "service")
     return statement.on_conflict_do_update(
         index_elements=list(key),
         set_={c.name: statement.excluded[c.name] for c in statement.table.c if c.name not in key},
-    ).returning(CurrentState.subject_id)
+    )
 
 
-def _write_answers(connection, appended) -> None:
-    """Keep the answers of submissions sent with an ``Idempotency-Key`` for their retries."""
-    now = now_utc()
-    rows = [
+def _answer_rows(appended, now) -> list[dict]:
+    """The answers of submissions sent with an ``Idempotency-Key``, kept for retries."""
+    return [
         {
             "site_id": submission.site_id,
             "key": submission.idempotency[0],
@@ -733,8 +727,6 @@ def _write_answers(connection, appended) -> None:
         for submission, outcome in appended
         if submission.idempotency is not None
     ]
-    if rows:
-        connection.execute(_NEW_ANSWERS, rows).all()
 
 
 def _write_outbox(connection, appended) -> None:
@@ -786,8 +778,13 @@ def _write_outbox(connection, appended) -> None:
     ).all()
 
 
-def _note_returning_visitors(connection, batch, records) -> None:
-    """Note when returning visitors were last seen (retention forgets the long unseen)."""
-    returning = [s.visitor_id for s in batch if s.subject_id is not None and s.visitor_id]
-    if returning and records:
-        connection.execute(_SEEN, {"visitor_ids": returning, "seen_at": records[-1].recorded_at})
+def _seen_rows(batch, records) -> list[dict]:
+    """When returning visitors were last seen (retention forgets the long unseen)."""
+    if not records:
+        return []
+    seen_at = records[-1].recorded_at
+    return [
+        {"of_visitor": s.visitor_id, "seen_at": seen_at}
+        for s in batch
+        if s.subject_id is not None and s.visitor_id
+    ]

@@ -1,0 +1,105 @@
+"""Writes sent on the driver: the record batch's inserts, without the Core per statement.
+
+The Core's work per execution (compiled-cache lookup, execution context, result set)
+costs several times what the driver itself takes for a one-row insert (71 against
+15 µs on PostgreSQL, 26 against 8 on SQLite), and a batch waits for each statement's
+answer in turn while it holds the chain lock. Here a statement is compiled by
+SQLAlchemy once per dialect and its rows are handed to the DBAPI cursor, converted as
+the Core converts them (each column type's bind processor). The statements sent in one
+``sent_together`` block go to PostgreSQL in one round trip (psycopg's pipeline mode);
+SQLite, in process, runs them one by one. A driver error comes out as the Core's
+(``DBAPIError`` and its subclasses), its connection invalidated if it was lost.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import psycopg
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+
+class Sent:
+    """What one statement returns, readable once its ``sent_together`` block has ended."""
+
+    def __init__(self, cursor=None, rows: list | None = None) -> None:
+        self._cursor, self._rows = cursor, rows
+
+    def rows(self) -> list:
+        if self._rows is None:
+            self._rows = []
+            while True:  # psycopg: one result per row sent
+                self._rows.extend(self._cursor.fetchall())
+                if not self._cursor.nextset():
+                    break
+        return self._rows
+
+
+@functools.cache
+def _compiled(statement, dialect, keys: tuple[str, ...]) -> tuple[str, tuple, tuple]:
+    """The statement's SQL for a dialect, its parameters in order and their converters."""
+    # An INSERT takes the columns given; an UPDATE's values are its own bind parameters.
+    columns = list(keys) if statement.is_insert else None
+    compiled = statement.compile(dialect=dialect, column_keys=columns)
+    names = tuple(compiled.positiontup if compiled.positional else compiled.binds)
+    missing = set(names) - set(keys)
+    if missing:
+        raise ValueError(f"no value given for {sorted(missing)}")
+    processors = tuple(
+        compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+    )
+    return str(compiled), names, processors
+
+
+@contextmanager
+def sent_together(connection: Connection) -> Iterator[Callable[..., Sent]]:
+    """``send(statement, rows, returning=False)`` for each statement, all sent at once.
+
+    Rows are dicts with the same keys; a statement with ``RETURNING`` is sent with
+    ``returning=True`` and its ``Sent.rows()`` read after the block, in the rows' order.
+    """
+    driver = connection.connection.driver_connection
+    dialect = connection.dialect
+    is_psycopg = isinstance(driver, psycopg.Connection)
+
+    def send(statement, rows: Sequence[dict[str, Any]], *, returning: bool = False) -> Sent:
+        if not rows:
+            return Sent(rows=[])
+        sql, names, processors = _compiled(statement, dialect, tuple(rows[0]))
+        values = [
+            [
+                convert(row[name]) if convert else row[name]
+                for name, convert in zip(names, processors, strict=True)
+            ]
+            for row in rows
+        ]
+        if not dialect.positional:
+            values = [dict(zip(names, row, strict=True)) for row in values]
+        cursor = driver.cursor()
+        if is_psycopg:
+            cursor.executemany(sql, values, returning=returning)
+            return Sent(cursor)
+        if not returning:
+            cursor.executemany(sql, values)
+            return Sent(rows=[])
+        returned = []
+        for row in values:  # sqlite3's executemany drops what RETURNING gives
+            cursor.execute(sql, row)
+            returned += cursor.fetchall()
+        return Sent(rows=returned)
+
+    error_type = dialect.loaded_dbapi.Error
+    try:
+        with driver.pipeline() if is_psycopg else nullcontext():
+            yield send
+    except error_type as error:
+        is_lost = dialect.is_disconnect(error, driver, None)
+        if is_lost:
+            connection.invalidate()
+        raise DBAPIError.instance(
+            None, None, error, error_type, connection_invalidated=is_lost, dialect=dialect
+        ) from error
