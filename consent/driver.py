@@ -26,16 +26,12 @@ from sqlalchemy.exc import DBAPIError
 class Sent:
     """What one statement returns, readable once its ``sent_together`` block has ended."""
 
-    def __init__(self, cursor=None, rows: list | None = None) -> None:
-        self._cursor, self._rows = cursor, rows
+    def __init__(self, cursors=(), rows: list | None = None) -> None:
+        self._cursors, self._rows = cursors, rows
 
     def rows(self) -> list:
-        if self._rows is None:
-            self._rows = []
-            while True:  # psycopg: one result per row sent
-                self._rows.extend(self._cursor.fetchall())
-                if not self._cursor.nextset():
-                    break
+        if self._rows is None:  # a cursor per row sent
+            self._rows = [row for cursor in self._cursors for row in cursor.fetchall()]
         return self._rows
 
 
@@ -79,18 +75,18 @@ def sent_together(connection: Connection) -> Iterator[Callable[..., Sent]]:
         ]
         if not dialect.positional:
             values = [dict(zip(names, row, strict=True)) for row in values]
+        # psycopg, in the pipeline: each row is sent at once, answered at the block's end
+        # (executemany would cost a pipeline of its own); a cursor per returned row.
+        # sqlite3, in process: its executemany drops what RETURNING gives.
+        if returning:
+            cursors = [driver.cursor() for _ in values]
+            for cursor, row in zip(cursors, values, strict=True):
+                cursor.execute(sql, row)
+            return Sent(cursors)
         cursor = driver.cursor()
-        if is_psycopg:
-            cursor.executemany(sql, values, returning=returning)
-            return Sent(cursor)
-        if not returning:
-            cursor.executemany(sql, values)
-            return Sent(rows=[])
-        returned = []
-        for row in values:  # sqlite3's executemany drops what RETURNING gives
+        for row in values:
             cursor.execute(sql, row)
-            returned += cursor.fetchall()
-        return Sent(rows=returned)
+        return Sent(rows=[])
 
     error_type = dialect.loaded_dbapi.Error
     try:
