@@ -1,8 +1,9 @@
-"""Group commit: concurrent submissions for one chain appended in one transaction.
+"""Group commit: concurrent submissions appended in one transaction, queue by queue.
 
 Appends to one site's chain are serialised by its chain-head lock, so under load they
 queue. Rather than each waiting for the lock, its own transaction and its own fsync,
-the submissions that arrive while a batch is being written join the next batch: its
+the submissions that arrive in a queue (``consent.ledger``: one for every site, and one
+per site for a chain locked elsewhere) while a batch is being written join the next: its
 leader (the first of them) waits for the chain's lock, only then takes every submission
 waiting (those that came while it waited too), appends them all in one transaction,
 commits, then wakes each member with its own outcome. Nobody is answered before the
@@ -44,6 +45,10 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._waiting: dict[Hashable, list[_Member]] = {}
         self._busy: set[Hashable] = set()
+
+    def is_busy(self, chain: Hashable) -> bool:
+        """Whether a batch for ``chain`` is being written (a submission now joins the next)."""
+        return chain in self._busy
 
     def submit(self, chain: Hashable, item: Item, write_batch: WriteBatch) -> Any:
         """Have ``item`` written with whatever else is waiting for ``chain``; its outcome.

@@ -178,10 +178,18 @@ class StaleFacts(Exception):
     deleted meanwhile): not appended, to be checked again against the site as it is."""
 
 
-def _site_unchanged(submission: Submission, versions: dict[int, int]) -> bool:
-    """Whether the submission's site is as it was checked against (``checked_version``)."""
+class ChainBusy(Exception):
+    """A submission's chain was locked elsewhere when a batch for every site was taken:
+    not appended, it waits for that chain's lock in the site's own queue."""
+
+
+def _not_appended(submission: Submission, versions: dict[int, int], queue) -> Exception | None:
+    """Why a submission cannot be appended in this batch (None: it can): its site's chain
+    was not locked for it, or the site changed since it was checked (``checked_version``)."""
     version = versions.get(submission.site_id)
-    return version is not None and submission.checked_version in (None, version)
+    if version is None:  # PostgreSQL skips a chain locked elsewhere (or a deleted site)
+        return ChainBusy() if queue == EVERY_SITE else StaleFacts()
+    return None if submission.checked_version in (None, version) else StaleFacts()
 
 
 @dataclass
@@ -329,18 +337,24 @@ def prepare_visitor_submission(
 def append_submission(prepared: Submission) -> Recorded:
     """Append a prepared submission with whatever else waits for its chain; its answer
     once the batch holding it has committed."""
-    # PostgreSQL locks each site's chain head alone: a queue per site, so that one
-    # site's held lock holds up no other. SQLite's writer locks the whole database: one
-    # queue, whose batches append for every site in one transaction.
-    queue = prepared.site_id if db.engine.dialect.name == "postgresql" else EVERY_SITE
-    write = functools.partial(_write_batch, queue)
-    appended = current_app.extensions[GROUP_COMMIT].submit(queue, prepared, write)
+    # One queue per process, whose batches append for every site in one transaction.
+    # PostgreSQL: a chain locked elsewhere (another process's batch, a long purge) is
+    # skipped, not awaited, so that it holds up no other site; its submissions wait for
+    # it in their site's own queue, which the site's next submissions join meanwhile.
+    # SQLite's writer locks the whole database: every site is appended at once.
+    group = current_app.extensions[GROUP_COMMIT]
+    own_queue = prepared.site_id
+    queue = own_queue if group.is_busy(own_queue) else EVERY_SITE
+    try:
+        appended = group.submit(queue, prepared, functools.partial(_write_batch, queue))
+    except ChainBusy:
+        appended = group.submit(own_queue, prepared, functools.partial(_write_batch, own_queue))
     if appended.answer is None:
         appended.answer = prepared.answer(appended)  # outside the lock: only this member's
     return Recorded(appended.answer, appended.is_replay)
 
 
-#: The queue of a database whose writer locks it whole (SQLite).
+#: The queue of every site's submissions (a site's own: its id).
 EVERY_SITE = "every site"
 
 
@@ -351,13 +365,13 @@ def _write_batch(queue: int | str, take: Callable[[], Sequence[Submission]]) -> 
     batch: Sequence[Submission] = ()
     try:
         with writing_connection() as connection:  # SQLite: the database is locked now
-            if queue == EVERY_SITE:
+            if queue == EVERY_SITE:  # never waits for a chain lock held elsewhere
                 batch = take()
-                heads, versions = _locked_heads(connection, {s.site_id for s in batch})
+                heads, versions = _locked_heads(connection, {s.site_id for s in batch}, _FREE_HEADS)
             else:
-                heads, versions = _locked_heads(connection, [queue])
+                heads, versions = _locked_heads(connection, [queue], _HEADS)
                 batch = take()
-            outcomes = [None if _site_unchanged(s, versions) else StaleFacts() for s in batch]
+            outcomes = [_not_appended(s, versions, queue) for s in batch]
             current = [s for s, outcome in zip(batch, outcomes, strict=True) if outcome is None]
             appended = iter(append_submissions(connection, current, heads) if current else ())
             outcomes = [outcome or next(appended) for outcome in outcomes]
@@ -529,9 +543,11 @@ _HEADS = (
     select(ChainHead.site_id, ChainHead.sequence, ChainHead.record_hash, Site.config_version)
     .join(Site, Site.id == ChainHead.site_id)
     .where(ChainHead.site_id.in_(bindparam("site_ids", expanding=True)))
-    .order_by(ChainHead.site_id)  # locked in this order: two batches never deadlock
+    .order_by(ChainHead.site_id)
     .with_for_update(of=ChainHead)
 )
+#: The heads not locked by another transaction, locked now (SQLite: every head).
+_FREE_HEADS = _HEADS.with_for_update(of=ChainHead, skip_locked=True)
 _ANSWERED = select(
     IdempotentRequest.site_id,
     IdempotentRequest.key,
@@ -564,11 +580,13 @@ _NEW_EVENTS = WebhookEvent.__table__.insert().returning(WebhookEvent.message_id,
 _NEW_DELIVERIES = WebhookDelivery.__table__.insert().returning(WebhookDelivery.id)
 
 
-def _locked_heads(connection, site_ids) -> tuple[dict[int, tuple[int, str]], dict[int, int]]:
+def _locked_heads(
+    connection, site_ids, statement
+) -> tuple[dict[int, tuple[int, str]], dict[int, int]]:
     """The chain heads (site id: sequence, hash) of these sites, locked until the
     transaction ends (SQLite: its write transaction has locked the database already),
     and each site's ``config_version``."""
-    rows = connection.execute(_HEADS, {"site_ids": sorted(site_ids)}).all()
+    rows = connection.execute(statement, {"site_ids": sorted(site_ids)}).all()
     return {row[0]: (row[1], row[2]) for row in rows}, {row[0]: row[3] for row in rows}
 
 

@@ -18,7 +18,7 @@ import pytest
 from app_process import app_environment, app_servers, post_json, start
 from helpers import ACCEPT_ALL, REJECT_ALL, hold_first_batch, submit, submit_at_once
 from integrity import assert_history_consistent
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from consent import ledger
 from consent.db import db
@@ -100,9 +100,8 @@ def test_retries_of_one_key_in_one_batch_record_once(app, make_site, record_coun
 def test_a_batch_appends_each_sites_submissions_to_that_sites_chain(
     app, make_site, record_count, batches, dialect
 ):
-    """SQLite locks the whole database to write: one batch takes every site's waiting
-    submissions. PostgreSQL locks each chain alone: a batch per site. Either way each
-    chain holds its own site's records, and one key sent to two sites records on both."""
+    """One batch takes every site's waiting submissions; each chain holds its own
+    site's records, and one key sent to two sites records on both."""
     sites = [make_site() for _ in range(3)]
     key = {"Idempotency-Key": "one-key-sent-to-every-site-9f1c"}
     bodies = [{"site": site, "json": {"decisions": ACCEPT_ALL}, "headers": key} for site in sites]
@@ -113,10 +112,34 @@ def test_a_batch_appends_each_sites_submissions_to_that_sites_chain(
     assert not any("Idempotent-Replayed" in answer.headers for answer in answers)
     assert record_count() == 12
     assert [assert_history_consistent(app, site) for site in sites] == [4, 4, 4]
-    if dialect == "sqlite":
-        assert max(batches) > 4, batches  # more than any one site sent: across sites
-    else:
-        assert max(batches) <= 4, batches
+    assert max(batches) > 4, batches  # more than any one site sent: across sites
+
+
+def test_a_chain_locked_elsewhere_holds_up_no_other_site(app, make_site, record_count, dialect):
+    """PostgreSQL: while one site's chain is locked by another transaction (a long purge,
+    another process's batch), the other sites' submissions are appended; that site's
+    wait for its lock, then are appended too. (SQLite's writer locks every site.)"""
+    if dialect != "postgresql":
+        pytest.skip("SQLite's write lock is the whole database's")
+    held, others = make_site(), [make_site(), make_site()]
+    # Left in this order, the lock is released before the pool waits for its threads.
+    with ThreadPoolExecutor(8) as pool, app.app_context(), db.engine.connect() as locker:
+        locker.execute(
+            text(
+                "SELECT 1 FROM chain_heads JOIN sites ON sites.id = chain_heads.site_id "
+                "WHERE sites.key = :key FOR UPDATE OF chain_heads"
+            ),
+            {"key": held},
+        )
+        waiting = pool.submit(submit, app.test_client(), held, ACCEPT_ALL)
+        time.sleep(0.2)  # its batch has met the lock
+        sent = [pool.submit(submit, app.test_client(), site, REJECT_ALL) for site in others * 3]
+        assert [answer.result(timeout=10).status_code for answer in sent] == [201] * 6
+        assert not waiting.done()
+        locker.rollback()  # the lock is released
+        assert waiting.result(timeout=10).status_code == 201
+    assert record_count() == 7
+    assert [assert_history_consistent(app, site) for site in [held, *others]] == [1, 3, 3]
 
 
 def test_a_member_the_database_refuses_fails_alone(
