@@ -8,16 +8,19 @@ retention checkpoint and names the first entry that was changed, removed or reor
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import hmac
 import json
 from datetime import datetime
 from typing import Any
 
-from flask import current_app
-from sqlalchemy import select
-
-from consent.chain import ChainReport, walk_from_checkpoint
+from consent.chain import (
+    ChainReport,
+    latest_checkpoint,
+    links_in_order,
+    sign_checkpoint,
+    walk_from_checkpoint,
+)
 from consent.db import db, lock_row_once, now_utc
 from consent.models import AccessLogCheckpoint, AccessLogEntry, AccessLogHead, Site
 
@@ -103,45 +106,18 @@ def log_access(
     return entry
 
 
-def sign_checkpoint(site_key: str, sequence: int, entry_hash: str, purged_at: datetime) -> str:
-    """HMAC an access-log checkpoint with the app's secret (its own label)."""
-    message = f"{site_key}\x00{sequence}\x00{entry_hash}\x00{purged_at.isoformat()}".encode()
-    key = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(key, b"access-log-checkpoint\x00" + message, hashlib.sha256).hexdigest()
-
-
-def latest_checkpoint(site: Site) -> AccessLogCheckpoint | None:
-    return db.session.scalars(
-        select(AccessLogCheckpoint)
-        .where(AccessLogCheckpoint.site_id == site.id)
-        .order_by(AccessLogCheckpoint.sequence.desc())
-        .limit(1)
-    ).first()
-
-
-def _entries_in_order(site: Site, after: int, batch_size: int = 1000):
-    last_sequence = after
-    while True:
-        batch = db.session.scalars(
-            select(AccessLogEntry)
-            .where(AccessLogEntry.site_id == site.id, AccessLogEntry.sequence > last_sequence)
-            .order_by(AccessLogEntry.sequence)
-            .limit(batch_size)
-        ).all()
-        yield from batch
-        if len(batch) < batch_size:
-            return
-        last_sequence = batch[-1].sequence
+#: The access log's checkpoints are signed apart from the history's.
+CHECKPOINT_LABEL = "access-log-checkpoint"
 
 
 def verify_access_log(site: Site) -> ChainReport:
     """Walk the site's access log in order and name the first entry that does not match."""
     return walk_from_checkpoint(
         site.key,
-        latest_checkpoint(site),
-        sign=sign_checkpoint,
+        latest_checkpoint(site, AccessLogCheckpoint),
+        sign=functools.partial(sign_checkpoint, label=CHECKPOINT_LABEL),
         bad_signature="the access log's retention checkpoint is not signed by purge",
-        links_after=lambda sequence: _entries_in_order(site, after=sequence),
+        links_after=lambda sequence: links_in_order(AccessLogEntry, site, after=sequence),
         hash_of=lambda entry: hash_entry(entry, site.key),
         hash_attribute="entry_hash",
         head=db.session.get(AccessLogHead, site.id),

@@ -162,38 +162,40 @@ class ChainReport:
     problem: str | None = None
 
 
-def _records_in_order(site: Site, after: int = 0, batch_size: int = 1000):
-    """Yield a site's records by sequence, a batch at a time (keyset pagination)."""
+def links_in_order(model, site: Site, after: int = 0, batch_size: int = 1000):
+    """Yield a site's links of a chain (``ConsentRecord``, ``AccessLogEntry``) by
+    sequence, a batch at a time (keyset pagination)."""
     last_sequence = after
     while True:
         batch = db.session.scalars(
-            select(ConsentRecord)
-            .where(ConsentRecord.site_id == site.id, ConsentRecord.sequence > last_sequence)
-            .order_by(ConsentRecord.sequence)
+            select(model)
+            .where(model.site_id == site.id, model.sequence > last_sequence)
+            .order_by(model.sequence)
             .limit(batch_size)
         ).all()
         yield from batch
         if len(batch) < batch_size:
             return
         last_sequence = batch[-1].sequence
-        for record in batch:  # keep memory flat on long chains
-            db.session.expunge(record)
+        for link in batch:  # keep memory flat on long chains
+            db.session.expunge(link)
 
 
-def sign_checkpoint(site_key: str, sequence: int, record_hash: str, purged_at: datetime) -> str:
-    """HMAC a checkpoint with the app's secret: database access alone cannot forge one."""
-    message = f"{site_key}\x00{sequence}\x00{record_hash}\x00{purged_at.isoformat()}".encode()
+def sign_checkpoint(
+    site_key: str, sequence: int, link_hash: str, purged_at: datetime, label: str = "checkpoint"
+) -> str:
+    """HMAC a checkpoint with the app's secret and the chain's own ``label``: database
+    access alone cannot forge one."""
+    message = f"{label}\x00{site_key}\x00{sequence}\x00{link_hash}\x00{purged_at.isoformat()}"
     key = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(key, b"checkpoint\x00" + message, hashlib.sha256).hexdigest()
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
-def latest_checkpoint(site: Site) -> ChainCheckpoint | None:
-    """The retention checkpoint the chain now starts from, if any purge happened."""
+def latest_checkpoint(site: Site, model=ChainCheckpoint):
+    """The retention checkpoint a chain (``ChainCheckpoint``, ``AccessLogCheckpoint``)
+    now starts from, if any purge happened."""
     return db.session.scalars(
-        select(ChainCheckpoint)
-        .where(ChainCheckpoint.site_id == site.id)
-        .order_by(ChainCheckpoint.sequence.desc())
-        .limit(1)
+        select(model).where(model.site_id == site.id).order_by(model.sequence.desc()).limit(1)
     ).first()
 
 
@@ -208,7 +210,7 @@ def verify_chain(site: Site) -> ChainReport:
         latest_checkpoint(site),
         sign=sign_checkpoint,
         bad_signature="the retention checkpoint's signature is invalid: it was not made by purge",
-        links_after=lambda sequence: _records_in_order(site, after=sequence),
+        links_after=lambda sequence: links_in_order(ConsentRecord, site, after=sequence),
         hash_of=lambda record: hash_record(record, site.key),
         hash_attribute="record_hash",
         head=db.session.get(ChainHead, site.id),

@@ -288,7 +288,7 @@ def _purge_visitors(site: Site, lifetime_ago: datetime, dry_run: bool) -> int:
 def _purge_access_log(site: Site, cutoff: datetime, dry_run: bool, now: datetime) -> int:
     """Cut the oldest stretch of the site's access log at a signed checkpoint."""
     head = accesslog.lock_head(site)
-    checkpoint = accesslog.latest_checkpoint(site)
+    checkpoint = chain.latest_checkpoint(site, AccessLogCheckpoint)
     start = checkpoint.sequence if checkpoint else 0
     newer = db.session.scalar(
         select(func.min(AccessLogEntry.sequence)).where(
@@ -313,7 +313,9 @@ def _purge_access_log(site: Site, cutoff: datetime, dry_run: bool, now: datetime
             entry_hash=last.entry_hash,
             entries_removed=count,
             purged_at=now,
-            signature=accesslog.sign_checkpoint(site.key, through, last.entry_hash, now),
+            signature=chain.sign_checkpoint(
+                site.key, through, last.entry_hash, now, label=accesslog.CHECKPOINT_LABEL
+            ),
         )
     )
     db.session.flush()
