@@ -52,11 +52,13 @@ def _compiled(statement, dialect, keys: tuple[str, ...]) -> tuple[str, tuple, tu
 
 
 @contextmanager
-def sent_together(connection: Connection) -> Iterator[Callable[..., Sent]]:
+def sent_together(connection: Connection, *, commit: bool = False) -> Iterator[Callable[..., Sent]]:
     """``send(statement, rows, returning=False)`` for each statement, all sent at once.
 
     Rows are dicts with the same keys; a statement with ``RETURNING`` is sent with
     ``returning=True`` and its ``Sent.rows()`` read after the block, in the rows' order.
+    ``commit``: the connection's transaction ends with these statements, its COMMIT in
+    the same round trip on PostgreSQL (the Core's own commit then finds nothing to do).
     """
     driver = connection.connection.driver_connection
     dialect = connection.dialect
@@ -92,6 +94,8 @@ def sent_together(connection: Connection) -> Iterator[Callable[..., Sent]]:
     try:
         with driver.pipeline() if is_psycopg else nullcontext():
             yield send
+            if commit and is_psycopg:  # queued like the rest (commit() would sync apart)
+                driver.cursor().execute("COMMIT")
     except error_type as error:
         is_lost = dialect.is_disconnect(error, driver, None)
         if is_lost:

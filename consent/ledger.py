@@ -373,7 +373,9 @@ def _write_batch(queue: int | str, take: Callable[[], Sequence[Submission]]) -> 
                 batch = take()
             outcomes = [_not_appended(s, versions, queue) for s in batch]
             current = [s for s, outcome in zip(batch, outcomes, strict=True) if outcome is None]
-            appended = iter(append_submissions(connection, current, heads) if current else ())
+            appended = iter(
+                append_submissions(connection, current, heads, commit=True) if current else ()
+            )
             outcomes = [outcome or next(appended) for outcome in outcomes]
     except DBAPIError as error:
         if len(batch) <= 1 or error.connection_invalidated:
@@ -454,7 +456,11 @@ def _record_once(
 
 
 def append_submissions(
-    connection: Connection, batch: Sequence[Submission], heads: dict[int, tuple[int, str]]
+    connection: Connection,
+    batch: Sequence[Submission],
+    heads: dict[int, tuple[int, str]],
+    *,
+    commit: bool = False,
 ) -> list:
     """Append a batch of submissions, each to its site's chain in order; per member,
     what became of it.
@@ -463,7 +469,8 @@ def append_submissions(
     (site id: sequence, hash) as read under the lock; the database moves each head as
     the records go in (migration 0014). A member's outcome is ``Appended``
     (a replay too) or its own ``InvalidRequest`` (its key was used for a different
-    submission): no member's failure fails another.
+    submission): no member's failure fails another. ``commit``: the transaction is the
+    batch's own, committed with its last writes (one round trip less under the lock).
     """
     outcomes: list = [None] * len(batch)
     replays = _replays(connection, batch, outcomes)
@@ -529,12 +536,12 @@ def append_submissions(
         earlier = outcomes[first]
         outcomes[index] = replace(earlier, is_replay=True)
     _delete_replaced_states(connection, changes)
-    with sent_together(connection) as send:  # one round trip for all
+    _write_outbox(connection, appended)
+    with sent_together(connection, commit=commit) as send:  # one round trip for all
         send(_NEW_VISITORS, _visitor_rows(new, subject_ids, now))
         send(_state_upsert(connection.dialect.name), [r for r in changes.values() if r])
         send(_NEW_ANSWERS, _answer_rows(appended, now))
         send(_SEEN, _seen_rows(writing_batch, records))
-    _write_outbox(connection, appended)
     return outcomes
 
 

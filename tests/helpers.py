@@ -97,12 +97,12 @@ def hold_first_batch(monkeypatch, seconds: float = 0.5) -> list[int]:
     append = ledger.append_submissions
     first = threading.Event()
 
-    def slowed(connection, batch, heads):
+    def slowed(connection, batch, heads, **options):
         if not first.is_set():
             first.set()
             time.sleep(seconds)
         sizes.append(len(batch))
-        return append(connection, batch, heads)
+        return append(connection, batch, heads, **options)
 
     monkeypatch.setattr(ledger, "append_submissions", slowed)
     return sizes
