@@ -27,11 +27,12 @@ except ConfigError as error:
     raise SystemExit(f"Error: {error.message}") from None
 
 bind = os.environ.get("CONSENT_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("CONSENT_WORKERS", multiprocessing.cpu_count() * 2 + 1))
-# Threads: submissions to one site that are in flight together are appended in one
-# transaction (group commit, consent/group_commit.py), so a worker needs several requests
-# in flight for batches to form; bench/README.md has the workers x threads measured.
-threads = int(os.environ.get("CONSENT_THREADS", "4"))
+# Submissions in flight together in one worker are appended in one transaction (group
+# commit, consent/group_commit.py): fewer workers with more threads form larger batches,
+# and fewer workers contend for a chain's lock. One more worker than cores keeps every
+# core busy; bench/README.md has the workers x threads measured.
+workers = int(os.environ.get("CONSENT_WORKERS", multiprocessing.cpu_count() + 1))
+threads = int(os.environ.get("CONSENT_THREADS", "6"))
 worker_class = "gthread" if threads > 1 else "sync"
 # Recycle workers now and then so that no slow leak can grow without bound.
 max_requests = int(os.environ.get("CONSENT_MAX_REQUESTS", "20000"))
