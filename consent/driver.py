@@ -14,6 +14,7 @@ SQLite, in process, runs them one by one. A driver error comes out as the Core's
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+
+log = logging.getLogger(__name__)
 
 
 class Sent:
@@ -91,15 +94,27 @@ def sent_together(connection: Connection, *, commit: bool = False) -> Iterator[C
         return Sent(rows=[])
 
     error_type = dialect.loaded_dbapi.Error
+    # libpq before 14 has no pipeline mode: the statements then go one by one.
+    is_pipelined = is_psycopg and psycopg.Pipeline.is_supported()
+    committed = driver.cursor() if commit and is_psycopg else None
     try:
-        with driver.pipeline() if is_psycopg else nullcontext():
+        with driver.pipeline() if is_pipelined else nullcontext():
             yield send
-            if commit and is_psycopg:  # queued like the rest (commit() would sync apart)
-                driver.cursor().execute("COMMIT")
+            if committed is not None:  # queued like the rest (commit() would sync apart)
+                committed.execute("COMMIT")
     except error_type as error:
+        if committed is not None and committed.statusmessage == "COMMIT":
+            # Written for good: a later error must not have the batch written again.
+            log.warning("error after the batch committed: %s", error.__class__.__name__)
+            return
         is_lost = dialect.is_disconnect(error, driver, None)
         if is_lost:
             connection.invalidate()
         raise DBAPIError.instance(
             None, None, error, error_type, connection_invalidated=is_lost, dialect=dialect
         ) from error
+    if committed is not None and committed.statusmessage != "COMMIT":
+        # An aborted transaction answers COMMIT with ROLLBACK, and no error.
+        raise DBAPIError.instance(
+            "COMMIT", None, error_type("the batch was rolled back"), error_type, dialect=dialect
+        )

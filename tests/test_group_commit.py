@@ -218,3 +218,21 @@ def test_a_process_killed_mid_batch_leaves_whole_batches_only(
         visitors = db.session.scalars(select(Visitor.visitor_id)).all()
     assert len(visitors) == count
     tally[f"group commit[{dialect}]: servers killed mid-batch"] += 1
+
+
+def test_a_batch_commit_that_meets_an_aborted_transaction_is_not_taken_as_written(app, dialect):
+    """PostgreSQL answers a COMMIT in an aborted transaction with ROLLBACK and no error:
+    the driver's queued COMMIT reads the answer, so nobody is told their record was kept."""
+    if dialect != "postgresql":
+        pytest.skip("SQLite's batches commit through the Core")
+    from sqlalchemy.exc import DBAPIError
+
+    from consent.driver import sent_together
+
+    with app.app_context(), db.engine.connect() as connection, connection.begin():
+        cursor = connection.connection.driver_connection.cursor()
+        with pytest.raises(Exception, match="division by zero"):
+            cursor.execute("SELECT 1 / 0")  # the transaction is aborted, unnoticed
+        with pytest.raises(DBAPIError, match="rolled back"):
+            with sent_together(connection, commit=True):
+                pass

@@ -23,7 +23,7 @@ depends_on = None
 SQLITE = """CREATE TRIGGER consent_records_move_head AFTER INSERT ON consent_records
             BEGIN UPDATE chain_heads SET sequence = NEW.sequence, record_hash = NEW.record_hash
                   WHERE site_id = NEW.site_id AND sequence < NEW.sequence; END"""
-#: PostgreSQL's runs once per statement, over the rows it inserted (a batch's records).
+#: PostgreSQL's runs once per statement, over the rows that statement inserted.
 POSTGRESQL = [
     """CREATE FUNCTION consent_chain_head_follows() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN
