@@ -29,7 +29,7 @@ from flask import current_app
 from sqlalchemy import bindparam, delete, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from consent import chain, metrics, regions, webhooks
 from consent.chain import lock_chain
@@ -40,9 +40,7 @@ from consent.group_commit import GroupCommit, write_each_alone
 from consent.idempotency import (
     checked_request_digest,
     different_submission,
-    find_earlier_answer,
     idempotency_key_digest,
-    remember_answer,
 )
 from consent.models import (
     ChainHead,
@@ -263,6 +261,12 @@ def record_decision(site: Site, subject: Subject, decisions: list[dict[str, Any]
     up to date; the session's loaded chain head, states and visitors are refreshed.
     """
     prepared = prepare_submission(facts_of(site), decisions, subject=subject, **facts)
+    return _append_in_session(site, prepared).record
+
+
+def _append_in_session(site: Site, prepared: Submission) -> Appended:
+    """Append one submission in the session's transaction, under the site's chain lock
+    (taken here if the caller has not): a replay of its key too."""
     session = db.session
     head = lock_chain(site)  # noted as locked: later appends in this transaction reuse it
     [outcome] = append_submissions(
@@ -270,11 +274,12 @@ def record_decision(site: Site, subject: Subject, decisions: list[dict[str, Any]
     )
     if isinstance(outcome, Exception):
         raise outcome
-    for instance in list(session.identity_map.values()):
-        if isinstance(instance, ChainHead | CurrentState | Visitor):
-            session.expire(instance)
-    metrics.note_pending_records(session, [outcome.record.event])
-    return outcome.record
+    if not outcome.is_replay:
+        for instance in list(session.identity_map.values()):
+            if isinstance(instance, ChainHead | CurrentState | Visitor):
+                session.expire(instance)
+        metrics.note_pending_records(session, [outcome.record.event])
+    return outcome
 
 
 def record_submission(
@@ -408,48 +413,26 @@ def record_for_person(
 ) -> Recorded:
     """Record decisions for a person the site knows by user id or email, once per key.
 
-    ``subject_of`` finds or creates the person; it runs under the site's chain lock.
+    ``subject_of`` finds or creates the person; it runs under the site's chain lock,
+    as does the look for an earlier answer to the key: of two concurrent retries, the
+    second waits for the first's commit and replays its answer.
     """
     lock_chain(site)
     subject = subject_of()
     # The digest names the person by pseudonym: no email or user id is kept with it.
     decisions = {key: value for key, value in args.items() if key not in ("user_id", "email")}
-
-    def record() -> tuple[None, ConsentRecord]:
-        facts = submitted_facts(args, region=region, mode=mode)
-        return None, record_decision(site, subject, args["decisions"], **facts)
-
-    return _record_once(site, idempotency_key, [subject.pseudonym, decisions], record, answer)
-
-
-def _record_once(
-    site: Site,
-    idempotency_key: str | None,
-    request: Any,
-    record: Callable[[], tuple[Visitor | None, ConsentRecord]],
-    answer: Answer,
-) -> Recorded:
-    """Replay the answer to an earlier request with this key, or record and remember.
-
-    Two concurrent retries with one key can both get as far as recording; the stored
-    answer's unique key lets only the first commit, and the second, rolled back whole,
-    replays the first one's answer.
-    """
-    request_digest, earlier = find_earlier_answer(site, idempotency_key, request)
-    if earlier is not None:
-        return Recorded(earlier, True)
-    response = answer(*record())
-    try:
-        remember_answer(site, idempotency_key, request_digest, response)
-    except IntegrityError:
-        # PostgreSQL made this insert wait for the concurrent retry that committed first:
-        # nothing of this attempt stays, the first answer is the answer.
-        db.session.rollback()
-        _, earlier = find_earlier_answer(site, idempotency_key, request)
-        if earlier is None:
-            raise
-        return Recorded(earlier, True)
-    return Recorded(response, False)
+    request_digest = checked_request_digest(idempotency_key, [subject.pseudonym, decisions])
+    prepared = prepare_submission(
+        facts_of(site),
+        args["decisions"],
+        subject=subject,
+        **submitted_facts(args, region=region, mode=mode),
+    )
+    if idempotency_key is not None:
+        prepared.idempotency = (idempotency_key_digest(idempotency_key), request_digest)
+    prepared.answer = lambda appended: answer(None, appended.record)
+    outcome = _append_in_session(site, prepared)
+    return Recorded(outcome.answer or prepared.answer(outcome), outcome.is_replay)
 
 
 # --- the statements ------------------------------------------------------------------

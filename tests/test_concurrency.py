@@ -6,11 +6,13 @@ as workers behind a load balancer do. The chain must never fork, on either datab
 
 from __future__ import annotations
 
+import json
 import random
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from app_process import app_environment, app_servers, post_json
-from helpers import ACCEPT_ALL, check, submit
+from helpers import ACCEPT_ALL, bearer, check, submit
 from integrity import assert_history_consistent
 from sqlalchemy import select
 
@@ -137,26 +139,27 @@ def test_two_app_processes_writing_to_one_site_never_fork_the_chain(
     tally[f"concurrency[{dialect}]: records written through {PROCESSES} processes"] += len(accepted)
 
 
+@pytest.mark.parametrize("route", ["visitor", "person"])
 def test_one_idempotency_key_sent_to_two_processes_records_once(
-    app, make_site, record_count, database_url, dialect, tmp_path, tally
+    app, make_site, make_key, record_count, database_url, dialect, tmp_path, tally, route
 ):
     site = make_site()
+    headers = {"Idempotency-Key": "the-one-click-a17c"}
+    path, body = f"/v1/sites/{site}/records", {"decisions": ACCEPT_ALL}
+    if route == "person":  # the server API, for a person not known before
+        headers.update(bearer(make_key(site, "write")))
+        path, body = "/v1/server/records", {"user_id": "crm-7", **body}
     environment = app_environment(database_url, app.config)
     with app_servers(PROCESSES, environment, tmp_path) as urls:
 
         def retry(number: int):
-            return post_json(
-                f"{urls[number % PROCESSES]}/v1/sites/{site}/records",
-                {"decisions": ACCEPT_ALL},
-                {"Idempotency-Key": "the-one-click-a17c"},
-            )
+            return post_json(f"{urls[number % PROCESSES]}{path}", body, headers)
 
         with ThreadPoolExecutor(max_workers=THREADS) as pool:
             answers = list(pool.map(retry, range(THREADS)))
 
     assert [status for status, _ in answers] == [201] * THREADS, answers
     assert record_count() == 1
-    assert len({body["record"]["hash"] for _, body in answers}) == 1
-    assert len({body["visitor_id"] for _, body in answers}) == 1
+    assert len({json.dumps(body, sort_keys=True) for _, body in answers}) == 1
     assert assert_history_consistent(app, site) == 1
     tally[f"concurrency[{dialect}]: same-key retries across processes"] += THREADS
