@@ -207,6 +207,8 @@ class Visitor(db.Model):
     """
 
     __tablename__ = "visitors"
+    #: SQLite: the rows in the key's own B-tree, one page per lookup (migration 0015).
+    __table_args__ = {"sqlite_with_rowid": False}
 
     visitor_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
@@ -301,6 +303,7 @@ class CurrentState(db.Model):
     """
 
     __tablename__ = "current_states"
+    __table_args__ = {"sqlite_with_rowid": False}  # as ``visitors``
 
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), primary_key=True)
     purpose_id: Mapped[int] = mapped_column(
