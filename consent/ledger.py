@@ -487,7 +487,7 @@ def append_submissions(
         records.append(record)
     now = now_utc()
     new = [s for s in writing_batch if s.subject_id is None]
-    with sent_together(connection) as send:  # one round trip for both
+    with sent_together(connection) as send:  # one round trip, a statement each
         new_subjects = send(
             _NEW_SUBJECTS,
             [{"site_id": s.site_id, "pseudonym": s.pseudonym, "created_at": now} for s in new],
@@ -499,8 +499,9 @@ def append_submissions(
             returning=True,
         )
     subject_ids = dict(new_subjects.rows())
-    for record, (record_id,) in zip(records, new_records.rows(), strict=True):
-        record.id = record_id
+    record_ids = {(site_id, sequence): id_ for site_id, sequence, id_ in new_records.rows()}
+    for record in records:
+        record.id = record_ids[(record.site_id, record.sequence)]
     appended, changes = [], {}
     for index, submission, record in zip(writing, writing_batch, records, strict=True):
         subject_id = submission.subject_id or subject_ids[submission.pseudonym]
@@ -555,10 +556,12 @@ _STATES = (
     )
     .where(Subject.id.in_(bindparam("subjects", expanding=True)))
 )
-# Sent on the driver (``consent.driver``): a row each, one round trip for several.
+# Sent on the driver (``consent.driver``): an insert a statement, one round trip for several.
 _NEW_SUBJECTS = Subject.__table__.insert().returning(Subject.pseudonym, Subject.id)
 _NEW_VISITORS = Visitor.__table__.insert()
-_NEW_RECORDS = ConsentRecord.__table__.insert().returning(ConsentRecord.id)
+_NEW_RECORDS = ConsentRecord.__table__.insert().returning(
+    ConsentRecord.site_id, ConsentRecord.sequence, ConsentRecord.id
+)
 _NEW_ANSWERS = IdempotentRequest.__table__.insert()
 _SEEN = (
     update(Visitor)

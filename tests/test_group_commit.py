@@ -20,7 +20,7 @@ from helpers import ACCEPT_ALL, REJECT_ALL, hold_first_batch, submit, submit_at_
 from integrity import assert_history_consistent
 from sqlalchemy import select, text
 
-from consent import ledger
+from consent import driver, ledger
 from consent.db import db
 from consent.models import Visitor
 
@@ -51,7 +51,12 @@ def test_concurrent_first_visits_share_a_transaction_and_each_is_recorded_once(
     )
 
 
-def test_each_member_of_a_batch_is_answered_with_its_own_record(app, client, make_site, batches):
+@pytest.mark.parametrize("rows_per_insert", [driver.ROWS_PER_INSERT, 3])
+def test_each_member_of_a_batch_is_answered_with_its_own_record(
+    app, client, make_site, batches, monkeypatch, rows_per_insert
+):
+    """Also when a batch's rows take several inserts (their ids come back in no set order)."""
+    monkeypatch.setattr(driver, "ROWS_PER_INSERT", rows_per_insert)
     site = make_site()
     bodies = [{"json": {"decisions": ACCEPT_ALL if n % 2 else REJECT_ALL}} for n in range(8)]
     answers = submit_at_once(app, site, bodies)
