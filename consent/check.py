@@ -9,11 +9,13 @@ visitor's own state read through the session. All of them decide with
 from __future__ import annotations
 
 import functools
+import json
 from collections import namedtuple
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Text, bindparam, cast, select
 from sqlalchemy.engine import Engine
 
 from consent import regions
@@ -94,13 +96,14 @@ def _visitor_check_statement():
     )
     return (
         select(
-            Site.allowed_origins,
+            # The JSON settings as text, decoded once per process (``_setting``).
+            cast(Site.allowed_origins, Text).label("allowed_origins"),
             Site.lifetime_days,
-            Site.region_rules,
+            cast(Site.region_rules, Text).label("region_rules"),
             Purpose.id.label("purpose_id"),
             Purpose.is_required,
-            Purpose.services,
-            Purpose.consent_mode,
+            cast(Purpose.services, Text).label("services"),
+            cast(Purpose.consent_mode, Text).label("consent_mode"),
             Purpose.is_opt_out_default,
             Purpose.is_notice_only,
             Subject.id.label("subject_id"),
@@ -185,6 +188,13 @@ def _check_rows_on_driver(engine: Engine, params: dict) -> list:
     ]
 
 
+@functools.lru_cache(maxsize=1024)
+def _setting(text: str | None) -> Any:
+    """A site's or purpose's JSON setting as the check reads it: decoded once per process
+    (it is the same text check after check), so shared and never to be changed."""
+    return None if text is None else json.loads(text)
+
+
 def check_visitor(
     site_key: str,
     visitor_id: str | None,
@@ -221,7 +231,7 @@ def check_visitor(
     if not rows:
         return None
     first = rows[0]
-    service_keys = {entry["key"] for entry in first.services or []}
+    service_keys = {entry["key"] for entry in _setting(first.services) or []}
     states = {row.service: row for row in rows if row.service is not None}
     is_known = first.purpose_id is not None and (service is None or service in service_keys)
     verdict = decide(
@@ -235,14 +245,14 @@ def check_visitor(
         now=now or now_utc(),
         is_default_allowed=is_known
         and regions.allows_by_default(
-            regions.mode_for(first.region_rules, region),
+            regions.mode_for(_setting(first.region_rules), region),
             is_opt_out_default=bool(first.is_opt_out_default),
             is_notice_only=bool(first.is_notice_only),
-            is_advertising=regions.is_advertising(purpose_key, first.consent_mode),
+            is_advertising=regions.is_advertising(purpose_key, _setting(first.consent_mode)),
             is_gpc=is_gpc,
         ),
     )
-    return VisitorCheck(list(first.allowed_origins or []), verdict)
+    return VisitorCheck(list(_setting(first.allowed_origins) or []), verdict)
 
 
 def describe_state(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from flask import Response, jsonify, request
@@ -14,12 +15,11 @@ from webargs.flaskparser import FlaskParser
 from consent import metrics, regions
 from consent.check import VisitorCheck
 from consent.ledger import Answer
-from consent.schemas import CheckSchema, RecordResultSchema
+from consent.schemas import RecordResultSchema
 from consent.site_facts import SiteFacts
 from consent.tokens import make_visitor_token
 
 #: Schemas are costly to build and safe to share: one instance serves every request.
-CHECK_ANSWER = CheckSchema()
 RECORD_RESULT = RecordResultSchema()
 
 #: Brotli or gzip, for the answers that are worth it (``@compress.compressed()``) only:
@@ -79,7 +79,10 @@ def check_answer(
     this, so the two can never differ in what they say or which origins may read it.
     """
     metrics.count_check(found.verdict.reason)
-    body = CHECK_ANSWER.dump(found.verdict.body(args["purpose"], args.get("service")))
+    body = {  # as ``CheckSchema`` dumps it (which costs a tenth of a check)
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in found.verdict.body(args["purpose"], args.get("service")).items()
+    }
     return body, [
         ("Cache-Control", "no-store"),
         *cors_headers(found.allowed_origins, origin, host_url),
