@@ -47,9 +47,17 @@ ROWS_PER_INSERT = 64
 
 
 @functools.cache
+def _numbered(dialect_class):
+    """The dialect, writing parameters as ``$1, $2``: psycopg's raw cursor takes them as
+    they are, where converting ``%(name)s`` is cached only for short statements (a
+    batch's insert would be parsed again on every execute)."""
+    return dialect_class(paramstyle="numeric_dollar")
+
+
+@functools.cache
 def _compiled(statement, dialect, keys: tuple[str, ...], count: int = 1) -> tuple:
     """The statement's SQL for a dialect, for ``count`` rows of these keys (an INSERT's
-    VALUES repeated), its parameters in order, each one's row and key, and converters."""
+    VALUES repeated), with positional parameters: each one's row and key, and converter."""
     if statement.is_insert:
         columns = statement.table.c
         statement = statement.values(
@@ -61,7 +69,8 @@ def _compiled(statement, dialect, keys: tuple[str, ...], count: int = 1) -> tupl
         sources = {f"{key}_{row}": (row, key) for row in range(count) for key in keys}
     else:  # an UPDATE's values are its own bind parameters, one row a statement
         sources = {key: (0, key) for key in keys}
-    compiled = statement.compile(dialect=dialect)
+    is_psycopg = dialect.driver == "psycopg"
+    compiled = statement.compile(dialect=_numbered(type(dialect)) if is_psycopg else dialect)
     names = tuple(compiled.positiontup if compiled.positional else compiled.binds)
     missing = set(names) - set(sources)
     if missing:
@@ -69,7 +78,7 @@ def _compiled(statement, dialect, keys: tuple[str, ...], count: int = 1) -> tupl
     processors = tuple(
         compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
     )
-    return str(compiled), names, tuple(sources[name] for name in names), processors
+    return str(compiled), tuple(sources[name] for name in names), processors
 
 
 @contextmanager
@@ -91,15 +100,13 @@ def sent_together(connection: Connection, *, commit: bool = False) -> Iterator[C
         cursors = []
         for start in range(0, len(rows), size):  # psycopg: each sent now, answered later
             chunk = rows[start : start + size]
-            sql, names, sources, processors = _compiled(statement, dialect, keys, len(chunk))
+            sql, sources, processors = _compiled(statement, dialect, keys, len(chunk))
             values = [
                 convert(chunk[row][key]) if convert else chunk[row][key]
                 for (row, key), convert in zip(sources, processors, strict=True)
             ]
-            cursor = driver.cursor()
-            cursor.execute(
-                sql, values if dialect.positional else dict(zip(names, values, strict=True))
-            )
+            cursor = psycopg.RawCursor(driver) if is_psycopg else driver.cursor()
+            cursor.execute(sql, values)  # positional: ``$n`` on psycopg, ``?`` on SQLite
             cursors.append(cursor)
         return Sent(cursors) if returning else Sent(rows=[])
 
