@@ -86,7 +86,7 @@ def sent_together(connection: Connection, *, commit: bool = False) -> Iterator[C
     """``send(statement, rows, returning=False)`` for each statement, all sent at once.
 
     Rows are dicts with the same keys; a statement with ``RETURNING`` is sent with
-    ``returning=True`` and its ``Sent.rows()`` read after the block, in the rows' order.
+    ``returning=True`` and its ``Sent.rows()`` read after the block, in no set order.
     ``commit``: the connection's transaction ends with these statements, its COMMIT in
     the same round trip on PostgreSQL (the Core's own commit then finds nothing to do).
     """

@@ -432,7 +432,8 @@ def record_for_person(
         prepared.idempotency = (idempotency_key_digest(idempotency_key), request_digest)
     prepared.answer = lambda appended: answer(None, appended.record)
     outcome = _append_in_session(site, prepared)
-    return Recorded(outcome.answer or prepared.answer(outcome), outcome.is_replay)
+    answer_given = outcome.answer if outcome.answer is not None else prepared.answer(outcome)
+    return Recorded(answer_given, outcome.is_replay)
 
 
 # --- the statements ------------------------------------------------------------------

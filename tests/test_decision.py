@@ -14,6 +14,7 @@ import pytest
 from helpers import ACCEPT_ALL, PERSON_EMAIL, PERSON_USER_ID, REJECT_ALL, bearer, submit
 
 import consent.chain
+import consent.decision
 
 #: As the test app: the limiter on, out of reach.
 HIGH_LIMITS = {"RATELIMIT_RECORD": "100000/minute", "RATELIMIT_CHECK": "100000/minute"}
@@ -311,3 +312,24 @@ def test_every_caller_answers_alike(
     token, purpose = arrange(client, runner, site, key, monkeypatch)
     surfaces = Surfaces(app_with, site, key)
     assert caller(surfaces, {"X-Consent-Token": token}, purpose) == _expected(state, caller)
+
+
+@pytest.mark.parametrize("reason", list(consent.decision.Reason))
+@pytest.mark.parametrize("service", [None, "ga4"])
+def test_the_check_answers_as_its_schema_documents_it(app, reason, service):
+    """The check's body is built by hand for speed; it is what ``CheckSchema`` dumps."""
+    from datetime import UTC, datetime
+
+    from consent.api.common import check_answer
+    from consent.check import VisitorCheck
+    from consent.schemas import CheckSchema
+
+    decided = datetime(2026, 12, 3, 12, 30, 5, 123456, tzinfo=UTC)
+    for when in [(None, None), (decided, decided + timedelta(days=LIFETIME_DAYS))]:
+        verdict = consent.decision.Verdict(reason.value.startswith("g"), reason, *when)
+        args = {"purpose": "analytics", **({"service": service} if service else {})}
+        with app.test_request_context():
+            body, _ = check_answer(VisitorCheck([], verdict), args, None, "http://localhost/")
+            assert app.json.dumps(body) == app.json.dumps(
+                CheckSchema().dump(verdict.body("analytics", service))
+            )

@@ -22,7 +22,7 @@ from sqlalchemy import select, text
 
 from consent import driver, ledger
 from consent.db import db
-from consent.models import Visitor
+from consent.models import ConsentRecord, Visitor
 
 THREADS = 12
 PROCESSES = 2
@@ -62,13 +62,19 @@ def test_each_member_of_a_batch_is_answered_with_its_own_record(
     answers = submit_at_once(app, site, bodies)
 
     assert max(batches) > 1, batches
+    with app.app_context():
+        rows = db.session.execute(select(ConsentRecord.record_hash, ConsentRecord.id))
+        stored_ids = {record_hash: record_id for record_hash, record_id in rows}
     for body, answer in zip(bodies, answers, strict=True):
-        assert answer.get_json()["record"]["decisions"] == sorted(
+        record = answer.get_json()["record"]
+        assert record["decisions"] == sorted(
             body["json"]["decisions"], key=lambda decision: decision["purpose"]
         )
+        assert record["id"] == stored_ids[record["hash"]]
         token = answer.get_json()["visitor_token"]
         me = client.get(f"/v1/sites/{site}/me", headers={"X-Consent-Token": token}).get_json()
         assert [record["hash"] for record in me["history"]] == [answer.get_json()["record"]["hash"]]
+    assert_history_consistent(app, site)  # each current state names its own record
 
 
 def test_a_key_used_for_another_submission_fails_alone_in_its_batch(

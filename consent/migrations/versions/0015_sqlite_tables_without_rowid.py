@@ -7,6 +7,9 @@ and a large history, not all in memory, pays each as a read from disk. As WITHOU
 tables the rows live in the key's own B-tree: one page per lookup, and one B-tree less
 to write per appended record. PostgreSQL has no rowid: nothing changes there.
 
+On SQLite the two tables are copied in one write transaction: writers wait for it
+(about 9 seconds per 10 million records), and the file needs room for the copy.
+
 Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-03 11:15:00
