@@ -55,9 +55,10 @@ def _numbered(dialect_class):
 
 
 @functools.cache
-def _compiled(statement, dialect, keys: tuple[str, ...], count: int = 1) -> tuple:
+def _compiled(statement, dialect, keys: tuple[str, ...], count: int, numbered: bool) -> tuple:
     """The statement's SQL for a dialect, for ``count`` rows of these keys (an INSERT's
-    VALUES repeated), with positional parameters: each one's row and key, and converter."""
+    VALUES repeated), with positional parameters (``numbered``: ``$n``, for psycopg's raw
+    cursor): each one's row and key, and converter."""
     if statement.is_insert:
         columns = statement.table.c
         statement = statement.values(
@@ -69,8 +70,7 @@ def _compiled(statement, dialect, keys: tuple[str, ...], count: int = 1) -> tupl
         sources = {f"{key}_{row}": (row, key) for row in range(count) for key in keys}
     else:  # an UPDATE's values are its own bind parameters, one row a statement
         sources = {key: (0, key) for key in keys}
-    is_psycopg = dialect.driver == "psycopg"
-    compiled = statement.compile(dialect=_numbered(type(dialect)) if is_psycopg else dialect)
+    compiled = statement.compile(dialect=_numbered(type(dialect)) if numbered else dialect)
     names = tuple(compiled.positiontup if compiled.positional else compiled.binds)
     missing = set(names) - set(sources)
     if missing:
@@ -100,7 +100,7 @@ def sent_together(connection: Connection, *, commit: bool = False) -> Iterator[C
         cursors = []
         for start in range(0, len(rows), size):  # psycopg: each sent now, answered later
             chunk = rows[start : start + size]
-            sql, sources, processors = _compiled(statement, dialect, keys, len(chunk))
+            sql, sources, processors = _compiled(statement, dialect, keys, len(chunk), is_psycopg)
             values = [
                 convert(chunk[row][key]) if convert else chunk[row][key]
                 for (row, key), convert in zip(sources, processors, strict=True)
