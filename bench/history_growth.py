@@ -29,6 +29,8 @@ from consent.tokens import make_visitor_token
 CHECKS = 3000
 WARM_UP = 200
 ROUNDS = 6
+#: Each visitor's checks timed: its first, then its next.
+PASSES = ("first", "next")
 
 
 def _checker(url: str, records: int):
@@ -76,7 +78,7 @@ def time_side_by_side(small_url: str, small: int, large_url: str, large: int):
     runs = [_checker(small_url, small), _checker(large_url, large)]
     passes = []
     size = CHECKS // ROUNDS
-    for _ in ("first", "next"):
+    for _ in PASSES:
         timings: list[list[float]] = [[], []]
         pages = 0
         for round_number in range(ROUNDS):
@@ -107,7 +109,7 @@ def main() -> None:
                 loaded_in = time.perf_counter() - started
                 passes = time_side_by_side(small_url, smallest, url, size)
                 for check, ((p50_small, p99_small), (p50, p99), pages) in zip(
-                    ("first", "next"), passes, strict=True
+                    PASSES, passes, strict=True
                 ):
                     rows.append(
                         [
