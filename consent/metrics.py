@@ -64,34 +64,34 @@ RATE_LIMITED = Counter("consent_rate_limited", "Requests refused with 429, by ro
 PENDING_RECORDS = "consent.metrics.pending_records"
 
 
+#: Labelled children by metric and label values: ``labels()`` costs more than the count.
+_CHILDREN: dict[tuple, Any] = {}
+
+
+def _labelled(metric, *values: str):
+    """``metric.labels(*values)``, looked up once per process."""
+    child = _CHILDREN.get((metric, values))
+    if child is None:
+        child = _CHILDREN.setdefault((metric, values), metric.labels(*values))
+    return child
+
+
 def count_check(reason: str) -> None:
     """Count one check answer and its reason."""
-    CHECKS.labels(reason).inc()
+    _labelled(CHECKS, reason).inc()
 
 
 def count_refused_origin() -> None:
     REFUSED_ORIGINS.inc()
 
 
-#: Labelled children by label values: ``labels()`` costs more than the count itself.
-_REQUEST_COUNTERS: dict[tuple[str, str, str], Any] = {}
-_LATENCIES: dict[str, Any] = {}
-
-
 def count_request(route: str, method: str, status: int, seconds: float) -> None:
     """Count one answered request; time it if it is a check or a record."""
-    key = (route, method, str(status))
-    counter = _REQUEST_COUNTERS.get(key)
-    if counter is None:
-        counter = _REQUEST_COUNTERS.setdefault(key, REQUESTS.labels(*key))
-    counter.inc()
+    _labelled(REQUESTS, route, method, str(status)).inc()
     if route in TIMED_ROUTES:
-        latency = _LATENCIES.get(route)
-        if latency is None:
-            latency = _LATENCIES.setdefault(route, LATENCY.labels(route))
-        latency.observe(seconds)
+        _labelled(LATENCY, route).observe(seconds)
     if status == 429:
-        RATE_LIMITED.labels(route).inc()
+        _labelled(RATE_LIMITED, route).inc()
 
 
 def _note_record(mapper, connection, record) -> None:
@@ -108,7 +108,7 @@ def note_pending_records(session: Session, events: list[str]) -> None:
 def count_records(events: list[str]) -> None:
     """Count history records whose transaction has committed, by event."""
     for record_event in events:
-        RECORDS_APPENDED.labels(record_event).inc()
+        _labelled(RECORDS_APPENDED, record_event).inc()
 
 
 def _count_committed_records(session: Session) -> None:

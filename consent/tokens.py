@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 from flask import current_app
 from flask_smorest import abort
@@ -21,15 +22,32 @@ def _visitor_serializer() -> URLSafeSerializer:
     return visitor_serializer(current_app.config["SECRET_KEY"])
 
 
-def open_visitor_token(serializer: URLSafeSerializer, token: str) -> dict | None:
-    """The token's ``{"site", "visitor"}`` if we signed it, else None."""
+class VisitorToken(NamedTuple):
+    """What a visitor token we signed says: its site's key and the visitor id."""
+
+    site: str | None
+    visitor: str
+
+
+def open_visitor_token(serializer: URLSafeSerializer, token: str) -> VisitorToken | None:
+    """The token's site and visitor if we signed it, else None."""
     try:
-        payload = serializer.loads(token)
+        return _verified(serializer, token)
     except BadSignature:
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _verified(serializer: URLSafeSerializer, token: str) -> VisitorToken:
+    """A token checked once per process: a page asks the check for each purpose, with the
+    same token, page after page. Only tokens that verify are kept (an exception is not
+    cached), so forged ones cannot fill the cache; the serializer is part of the key, so
+    a new secret checks every token again."""
+    payload = serializer.loads(token)
     if not isinstance(payload, dict) or not isinstance(payload.get("visitor"), str):
-        return None
-    return payload
+        raise BadSignature("not a visitor token")
+    site = payload.get("site")
+    return VisitorToken(site if isinstance(site, str) else None, payload["visitor"])
 
 
 def make_visitor_token(site_key: str, visitor_id: str) -> str:
@@ -46,10 +64,10 @@ def read_visitor_token(token: str, site_key: str, field: str = "visitor_token") 
     if payload is None:
         message = "The visitor token is invalid."
         abort(401, message=message, errors={field: [message]})
-    if payload.get("site") != site_key:
+    if payload.site != site_key:
         message = "The visitor token belongs to another site."
         abort(403, message=message, errors={field: [message]})
-    return payload["visitor"]
+    return payload.visitor
 
 
 UNSUBSCRIBE_SALT = "consent.unsubscribe-link"

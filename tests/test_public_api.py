@@ -202,6 +202,20 @@ def test_other_sites_token_is_refused(client, make_site, record_count):
     assert record_count() == 1
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast path", "flask"])
+def test_a_token_already_checked_is_refused_once_the_secret_changes(
+    client, app_with, make_site, fast
+):
+    site = make_site()
+    token = submit(client, site, ACCEPT_ALL).get_json()["visitor_token"]
+    # This process has checked the token (and keeps that it did)...
+    assert check(client, site, "analytics", token=token).get_json()["allowed"] is True
+    # ...which an app with another secret, in the same process, does not take.
+    rotated = app_with(SECRET_KEY="another-secret-" + "r" * 32, FAST_CHECK=fast).test_client()
+    assert check(rotated, site, "analytics", token=token).status_code == 401
+    assert check(client, site, "analytics", token=token).status_code == 200
+
+
 def test_retried_submission_with_idempotency_key_records_once(client, make_site, record_count):
     site = make_site()
     headers = {"Idempotency-Key": "6b1a1f9e-retry-0001"}

@@ -139,9 +139,9 @@ class FastPath:
         if not token:
             return True, None
         payload = open_visitor_token(self.serializer, token)
-        if payload is None or payload.get("site") != site_key:
+        if payload is None or payload.site != site_key:
             return False, None
-        return True, payload["visitor"]
+        return True, payload.visitor
 
     def json_answer(self, status: str, answer, headers: list, environ: dict):
         """(status, headers, body) of a JSON answer, compact as Flask's, with its headers
