@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, select
+from sqlalchemy import Text, bindparam, case, cast, select
 from sqlalchemy.engine import Engine
 
 from consent import regions
@@ -106,8 +106,15 @@ def _visitor_check_statement():
             cast(Purpose.consent_mode, Text).label("consent_mode"),
             Purpose.is_opt_out_default,
             Purpose.is_notice_only,
-            Subject.id.label("subject_id"),
-            Subject.erased_at,
+            # Read only when no state answers: an erased subject has none (migration 0016).
+            case(
+                (
+                    CurrentState.subject_id.is_(None),
+                    select(Subject.erased_at)
+                    .where(Subject.id == Visitor.subject_id)
+                    .scalar_subquery(),
+                )
+            ).label("erased_at"),
             CurrentState.service,
             CurrentState.is_granted,
             CurrentState.is_withdrawal,
@@ -124,10 +131,9 @@ def _visitor_check_statement():
             Visitor,
             (Visitor.visitor_id == bindparam("visitor_id")) & (Visitor.site_id == Site.id),
         )
-        .outerjoin(Subject, Subject.id == Visitor.subject_id)
         .outerjoin(
             CurrentState,
-            (CurrentState.subject_id == Subject.id)
+            (CurrentState.subject_id == Visitor.subject_id)
             & (CurrentState.purpose_id == Purpose.id)
             & ((CurrentState.service == "") | (CurrentState.service == bindparam("service"))),
         )
@@ -209,9 +215,9 @@ def check_visitor(
     """The public check in one SQL statement, whatever the size of the history.
 
     Returns None for an unknown site. Reads the site (its region rules too), the
-    purpose, the visitor's subject, its current state (purpose and service rows) and
-    the latest material policy date together. ``engine``, if given, is an
-    ``autocommit_engine``.
+    purpose, the visitor's current state (purpose and service rows; the subject's erasure
+    only where there is none) and the latest material policy date together. ``engine``,
+    if given, is an ``autocommit_engine``.
     """
     params = {
         "site_key": site_key,

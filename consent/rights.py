@@ -325,8 +325,9 @@ def erase_subject(
             if db.session.get(ErasedIdentifier, (site.id, value_digest)) is None:
                 db.session.add(ErasedIdentifier(site_id=site.id, digest=value_digest))
         set_identifier(subject, kind, None)
-    subject.erased_at = now_utc()
+    # The states go first: the database refuses to mark erased a subject that has some.
     db.session.execute(delete(CurrentState).where(CurrentState.subject_id == subject.id))
+    subject.erased_at = now_utc()
     db.session.flush()
     return append_record(site, subject, event="erasure", source="api")
 

@@ -56,8 +56,8 @@ def test_sqlite_keeps_the_checks_tables_in_key_order_across_upgrades(
     def tables():
         rows = db.session.execute(
             text(
-                "SELECT name, sql FROM sqlite_master"
-                " WHERE tbl_name IN ('visitors', 'current_states')"
+                "SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index')"
+                " AND tbl_name IN ('visitors', 'current_states')"
             )
         ).all()
         counts = [

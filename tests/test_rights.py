@@ -8,6 +8,7 @@ import io
 import json
 
 import pytest
+import sqlalchemy.exc
 from helpers import ACCEPT_ALL, bearer, check, submit
 from sqlalchemy import select, text
 
@@ -202,6 +203,39 @@ def test_erasure_removes_identifiers_and_keeps_the_chain(
         ).one()
     assert row[:4] == (None, None, None, None)
     assert runner.invoke(args=["verify", demo_site]).exit_code == 0
+
+
+ERASED = "(SELECT id FROM subjects WHERE erased_at IS NOT NULL)"
+ONE_STATE = "(SELECT subject_id, purpose_id, service FROM current_states LIMIT 1)"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO current_states (subject_id, purpose_id, service, is_granted,"
+        " is_withdrawal, decided_at, expires_at, source)"
+        f" SELECT {ERASED}, purpose_id, service, is_granted, is_withdrawal, decided_at,"
+        " expires_at, source FROM current_states",
+        f"UPDATE current_states SET subject_id = {ERASED}"
+        f" WHERE (subject_id, purpose_id, service) = {ONE_STATE}",
+        "UPDATE subjects SET erased_at = CURRENT_TIMESTAMP WHERE erased_at IS NULL",
+    ],
+    ids=["state added", "state moved", "subject erased in place"],
+)
+def test_the_database_holds_no_state_for_an_erased_subject(
+    app, client, demo_site, rights_key, person, statement
+):
+    """The check reads a subject's erasure only where no state answers (migration 0016)."""
+    client.post("/v1/server/subjects/erase", json={"user_id": "ada-1"}, headers=bearer(rights_key))
+    submit(client, demo_site, ACCEPT_ALL)  # someone else, with states
+    count = "SELECT COUNT(*) FROM current_states"
+    with app.app_context():
+        before = db.session.scalar(text(count))
+        with pytest.raises(sqlalchemy.exc.DatabaseError, match="erased"):
+            with db.engine.begin() as connection:
+                connection.execute(text(statement))
+        assert db.session.scalar(text(count)) == before > 0
+    assert check(client, demo_site, "analytics", token=person).get_json()["reason"] == "erased"
 
 
 def test_erased_visitor_starts_afresh_on_the_next_choice(client, demo_site, rights_key, person):

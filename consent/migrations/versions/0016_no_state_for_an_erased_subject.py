@@ -1,0 +1,108 @@
+"""An erased subject holds no current state: the database refuses it both ways.
+
+Erasure drops a subject's current states, and a later submission from its browser
+starts a new subject; the check relies on it, reading a subject's erasure only when no
+state answers (so a check reads one page less). The database now enforces it: a current
+state cannot be written for an erased subject, and a subject cannot be marked erased
+while it still holds one.
+
+On SQLite, a rebuild of ``current_states`` or ``subjects`` (a batch migration that
+copies the table) drops these triggers: such a migration must create them again.
+
+Revision ID: 0016
+Revises: 0015
+Create Date: 2026-12-03 17:10:00
+
+"""
+
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision = "0016"
+down_revision = "0015"
+branch_labels = None
+depends_on = None
+
+STATE_REFUSED = "a current state for an erased subject"
+ERASURE_REFUSED = "a subject erased while it holds current states: delete them first"
+
+SQLITE = [
+    f"""CREATE TRIGGER current_states_of_live_subjects BEFORE INSERT ON current_states
+        WHEN (SELECT erased_at FROM subjects WHERE id = NEW.subject_id) IS NOT NULL
+        BEGIN SELECT RAISE(ABORT, '{STATE_REFUSED}'); END""",
+    f"""CREATE TRIGGER current_states_moved_to_live_subjects
+        BEFORE UPDATE OF subject_id ON current_states
+        WHEN (SELECT erased_at FROM subjects WHERE id = NEW.subject_id) IS NOT NULL
+        BEGIN SELECT RAISE(ABORT, '{STATE_REFUSED}'); END""",
+    f"""CREATE TRIGGER subjects_erased_without_states BEFORE UPDATE OF erased_at ON subjects
+        WHEN NEW.erased_at IS NOT NULL
+             AND EXISTS (SELECT 1 FROM current_states WHERE subject_id = NEW.id)
+        BEGIN SELECT RAISE(ABORT, '{ERASURE_REFUSED}'); END""",
+]
+#: PostgreSQL checks an insert once per statement (a batch appends many states in one),
+#: over the rows it wrote; the rare updates row by row.
+POSTGRESQL = [
+    f"""CREATE FUNCTION consent_states_of_live_subjects() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+          IF EXISTS (SELECT 1 FROM written JOIN subjects ON subjects.id = written.subject_id
+                     WHERE subjects.erased_at IS NOT NULL) THEN
+            RAISE EXCEPTION '{STATE_REFUSED}' USING ERRCODE = 'integrity_constraint_violation';
+          END IF;
+          RETURN NULL;
+        END $$""",
+    """CREATE TRIGGER current_states_of_live_subjects AFTER INSERT ON current_states
+       REFERENCING NEW TABLE AS written
+       FOR EACH STATEMENT EXECUTE FUNCTION consent_states_of_live_subjects()""",
+    # A transition table takes no column list: a moved state is checked row by row.
+    f"""CREATE FUNCTION consent_state_moved_to_live_subject() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+          IF EXISTS (SELECT 1 FROM subjects WHERE id = NEW.subject_id
+                     AND erased_at IS NOT NULL) THEN
+            RAISE EXCEPTION '{STATE_REFUSED}' USING ERRCODE = 'integrity_constraint_violation';
+          END IF;
+          RETURN NEW;
+        END $$""",
+    """CREATE TRIGGER current_states_moved_to_live_subjects
+       BEFORE UPDATE OF subject_id ON current_states
+       FOR EACH ROW EXECUTE FUNCTION consent_state_moved_to_live_subject()""",
+    f"""CREATE FUNCTION consent_subjects_erased_without_states() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+          IF EXISTS (SELECT 1 FROM current_states WHERE subject_id = NEW.id) THEN
+            RAISE EXCEPTION '{ERASURE_REFUSED}' USING ERRCODE = 'integrity_constraint_violation';
+          END IF;
+          RETURN NEW;
+        END $$""",
+    """CREATE TRIGGER subjects_erased_without_states BEFORE UPDATE OF erased_at ON subjects
+       FOR EACH ROW WHEN (NEW.erased_at IS NOT NULL)
+       EXECUTE FUNCTION consent_subjects_erased_without_states()""",
+]
+
+
+def upgrade() -> None:
+    # None should exist; if one does, erasure left it behind, and it goes as erasure would.
+    op.execute(
+        "DELETE FROM current_states WHERE subject_id IN"
+        " (SELECT id FROM subjects WHERE erased_at IS NOT NULL)"
+    )
+    for statement in POSTGRESQL if op.get_bind().dialect.name == "postgresql" else SQLITE:
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER subjects_erased_without_states ON subjects")
+        op.execute("DROP TRIGGER current_states_moved_to_live_subjects ON current_states")
+        op.execute("DROP TRIGGER current_states_of_live_subjects ON current_states")
+        op.execute("DROP FUNCTION consent_subjects_erased_without_states()")
+        op.execute("DROP FUNCTION consent_state_moved_to_live_subject()")
+        op.execute("DROP FUNCTION consent_states_of_live_subjects()")
+    else:
+        for trigger in (
+            "subjects_erased_without_states",
+            "current_states_moved_to_live_subjects",
+            "current_states_of_live_subjects",
+        ):
+            op.execute(f"DROP TRIGGER {trigger}")
