@@ -325,7 +325,8 @@ def erase_subject(
             if db.session.get(ErasedIdentifier, (site.id, value_digest)) is None:
                 db.session.add(ErasedIdentifier(site_id=site.id, digest=value_digest))
         set_identifier(subject, kind, None)
-    # The states go first: the database refuses to mark erased a subject that has some.
+    # No check finds a decision of an erased subject (and the database, migration 0016,
+    # refuses one written for it, and drops them too as erased_at is set).
     db.session.execute(delete(CurrentState).where(CurrentState.subject_id == subject.id))
     subject.erased_at = now_utc()
     db.session.flush()

@@ -209,6 +209,13 @@ ERASED = "(SELECT id FROM subjects WHERE erased_at IS NOT NULL)"
 ONE_STATE = "(SELECT subject_id, purpose_id, service FROM current_states LIMIT 1)"
 
 
+def _state_count(app, subject: str = "subject_id") -> int:
+    with app.app_context(), db.engine.connect() as connection:
+        return connection.scalar(
+            text(f"SELECT COUNT(*) FROM current_states WHERE subject_id = {subject}")
+        )
+
+
 @pytest.mark.parametrize(
     "statement",
     [
@@ -218,24 +225,45 @@ ONE_STATE = "(SELECT subject_id, purpose_id, service FROM current_states LIMIT 1
         " expires_at, source FROM current_states",
         f"UPDATE current_states SET subject_id = {ERASED}"
         f" WHERE (subject_id, purpose_id, service) = {ONE_STATE}",
-        "UPDATE subjects SET erased_at = CURRENT_TIMESTAMP WHERE erased_at IS NULL",
     ],
-    ids=["state added", "state moved", "subject erased in place"],
+    ids=["added", "moved"],
 )
-def test_the_database_holds_no_state_for_an_erased_subject(
+def test_the_database_refuses_a_state_for_an_erased_subject(
     app, client, demo_site, rights_key, person, statement
 ):
     """The check reads a subject's erasure only where no state answers (migration 0016)."""
-    client.post("/v1/server/subjects/erase", json={"user_id": "ada-1"}, headers=bearer(rights_key))
+    erased = client.post(
+        "/v1/server/subjects/erase", json={"user_id": "ada-1"}, headers=bearer(rights_key)
+    )
+    assert erased.status_code == 200
     submit(client, demo_site, ACCEPT_ALL)  # someone else, with states
-    count = "SELECT COUNT(*) FROM current_states"
-    with app.app_context():
-        before = db.session.scalar(text(count))
-        with pytest.raises(sqlalchemy.exc.DatabaseError, match="erased"):
-            with db.engine.begin() as connection:
-                connection.execute(text(statement))
-        assert db.session.scalar(text(count)) == before > 0
+    before = _state_count(app)
+    with pytest.raises(sqlalchemy.exc.IntegrityError, match="a current state for an erased"):
+        with app.app_context(), db.engine.begin() as connection:
+            connection.execute(text(statement))
+    assert _state_count(app) == before > 0
+    assert _state_count(app, ERASED) == 0
     assert check(client, demo_site, "analytics", token=person).get_json()["reason"] == "erased"
+
+
+def test_a_subject_marked_erased_by_any_writer_loses_its_states(app, client, demo_site):
+    """Whoever sets ``erased_at`` (here plain SQL; an instance of the previous release,
+    which deleted the states after it, in a rolling upgrade), the states go with it."""
+    token = submit(client, demo_site, ACCEPT_ALL).get_json()["visitor_token"]
+    other = submit(client, demo_site, ACCEPT_ALL).get_json()["visitor_token"]
+    mine = "(SELECT MIN(subject_id) FROM current_states)"
+    assert _state_count(app, mine) > 0
+    with app.app_context(), db.engine.begin() as connection:
+        erased = connection.scalar(text(f"SELECT {mine}"))
+        connection.execute(
+            text("UPDATE subjects SET erased_at = :now WHERE id = :id"),
+            {"now": "2026-12-03 12:00:00.000000", "id": erased},
+        )
+    assert _state_count(app, str(erased)) == 0
+    reasons = {
+        check(client, demo_site, "analytics", token=t).get_json()["reason"] for t in (token, other)
+    }
+    assert reasons == {"erased", "granted"}
 
 
 def test_erased_visitor_starts_afresh_on_the_next_choice(client, demo_site, rights_key, person):

@@ -1,13 +1,16 @@
-"""An erased subject holds no current state: the database refuses it both ways.
+"""An erased subject holds no current state, whoever writes: the database keeps it so.
 
 Erasure drops a subject's current states, and a later submission from its browser
 starts a new subject; the check relies on it, reading a subject's erasure only when no
-state answers (so a check reads one page less). The database now enforces it: a current
-state cannot be written for an erased subject, and a subject cannot be marked erased
-while it still holds one.
+state answers (so a check reads one page less). The database now holds it: a current
+state written or moved to an erased subject is refused, and marking a subject erased
+deletes its current states (in the same statement, so an instance still running the
+previous release, which deletes them after, erases as before during a rolling upgrade).
+Writers of states and erasure take the site's chain lock, so the two never interleave.
 
-On SQLite, a rebuild of ``current_states`` or ``subjects`` (a batch migration that
-copies the table) drops these triggers: such a migration must create them again.
+On SQLite a table rebuild ends with a rename, which fails while a trigger names the
+table: a migration that rebuilds ``current_states`` or ``subjects`` drops these three
+triggers first and creates them again after.
 
 Revision ID: 0016
 Revises: 0015
@@ -24,7 +27,6 @@ branch_labels = None
 depends_on = None
 
 STATE_REFUSED = "a current state for an erased subject"
-ERASURE_REFUSED = "a subject erased while it holds current states: delete them first"
 
 SQLITE = [
     f"""CREATE TRIGGER current_states_of_live_subjects BEFORE INSERT ON current_states
@@ -34,10 +36,9 @@ SQLITE = [
         BEFORE UPDATE OF subject_id ON current_states
         WHEN (SELECT erased_at FROM subjects WHERE id = NEW.subject_id) IS NOT NULL
         BEGIN SELECT RAISE(ABORT, '{STATE_REFUSED}'); END""",
-    f"""CREATE TRIGGER subjects_erased_without_states BEFORE UPDATE OF erased_at ON subjects
-        WHEN NEW.erased_at IS NOT NULL
-             AND EXISTS (SELECT 1 FROM current_states WHERE subject_id = NEW.id)
-        BEGIN SELECT RAISE(ABORT, '{ERASURE_REFUSED}'); END""",
+    """CREATE TRIGGER subjects_erased_drop_states AFTER UPDATE OF erased_at ON subjects
+       WHEN NEW.erased_at IS NOT NULL
+       BEGIN DELETE FROM current_states WHERE subject_id = NEW.id; END""",
 ]
 #: PostgreSQL checks an insert once per statement (a batch appends many states in one),
 #: over the rows it wrote; the rare updates row by row.
@@ -67,17 +68,15 @@ POSTGRESQL = [
     """CREATE TRIGGER current_states_moved_to_live_subjects
        BEFORE UPDATE OF subject_id ON current_states
        FOR EACH ROW EXECUTE FUNCTION consent_state_moved_to_live_subject()""",
-    f"""CREATE FUNCTION consent_subjects_erased_without_states() RETURNS trigger
-        LANGUAGE plpgsql AS $$
-        BEGIN
-          IF EXISTS (SELECT 1 FROM current_states WHERE subject_id = NEW.id) THEN
-            RAISE EXCEPTION '{ERASURE_REFUSED}' USING ERRCODE = 'integrity_constraint_violation';
-          END IF;
-          RETURN NEW;
-        END $$""",
-    """CREATE TRIGGER subjects_erased_without_states BEFORE UPDATE OF erased_at ON subjects
+    """CREATE FUNCTION consent_erased_subject_drops_states() RETURNS trigger
+       LANGUAGE plpgsql AS $$
+       BEGIN
+         DELETE FROM current_states WHERE subject_id = NEW.id;
+         RETURN NULL;
+       END $$""",
+    """CREATE TRIGGER subjects_erased_drop_states AFTER UPDATE OF erased_at ON subjects
        FOR EACH ROW WHEN (NEW.erased_at IS NOT NULL)
-       EXECUTE FUNCTION consent_subjects_erased_without_states()""",
+       EXECUTE FUNCTION consent_erased_subject_drops_states()""",
 ]
 
 
@@ -93,15 +92,15 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP TRIGGER subjects_erased_without_states ON subjects")
+        op.execute("DROP TRIGGER subjects_erased_drop_states ON subjects")
         op.execute("DROP TRIGGER current_states_moved_to_live_subjects ON current_states")
         op.execute("DROP TRIGGER current_states_of_live_subjects ON current_states")
-        op.execute("DROP FUNCTION consent_subjects_erased_without_states()")
+        op.execute("DROP FUNCTION consent_erased_subject_drops_states()")
         op.execute("DROP FUNCTION consent_state_moved_to_live_subject()")
         op.execute("DROP FUNCTION consent_states_of_live_subjects()")
     else:
         for trigger in (
-            "subjects_erased_without_states",
+            "subjects_erased_drop_states",
             "current_states_moved_to_live_subjects",
             "current_states_of_live_subjects",
         ):
