@@ -1,6 +1,6 @@
 """Check endpoint throughput under gunicorn, against a bare Flask route, same settings.
 
-    python bench/check_throughput.py [--seconds 10] [--rounds 3] [--workers 4]
+    python bench/check_throughput.py [--seconds 10] [--rounds 3] [--workers 4] [--threads 1]
                                      [--databases sqlite,postgresql]
 
 Starts the shipped gunicorn config on 127.0.0.1, loads it with wrk (Debian package
@@ -39,19 +39,26 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per route")
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1, help="gthread workers if above 1")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--databases", default="sqlite,postgresql")
     options = parser.parse_args()
 
     rows = []
     with contextlib.ExitStack() as servers:
-        bare = servers.enter_context(gunicorn("bare_app:app", workers=options.workers))
+        bare = servers.enter_context(
+            gunicorn("bare_app:app", workers=options.workers, threads=options.threads)
+        )
         targets = {"bare Flask route": (bare.url + "/", {})}
         for kind in options.databases.split(","):
             url = servers.enter_context(database(kind))
-            floor = servers.enter_context(gunicorn("bare_app:app", url, workers=options.workers))
+            floor = servers.enter_context(
+                gunicorn("bare_app:app", url, workers=options.workers, threads=options.threads)
+            )
             service = servers.enter_context(
-                gunicorn("consent:create_app()", url, workers=options.workers)
+                gunicorn(
+                    "consent:create_app()", url, workers=options.workers, threads=options.threads
+                )
             )
             check = f"{service.url}/v1/sites/demo/check?purpose=analytics"
             targets[f"bare route + SELECT 1 ({kind})"] = (floor.url + "/select-1", {})
@@ -72,8 +79,9 @@ def main() -> None:
             ]
         )
     print(
-        f"\n{options.workers} gunicorn sync workers, wrk {options.connections} connections, "
-        f"{options.seconds} s each, median of {options.rounds} alternating rounds, 127.0.0.1\n"
+        f"\n{options.workers} gunicorn workers x {options.threads} thread(s), "
+        f"wrk {options.connections} connections, {options.seconds} s each, "
+        f"median of {options.rounds} alternating rounds, 127.0.0.1\n"
     )
     print_table(["endpoint", "req/s", "p50 ms", "p99 ms", "vs bare", "vs DB floor", "errors"], rows)
 
