@@ -31,11 +31,12 @@ except ConfigError as error:
 bind = os.environ.get("CONSENT_BIND", "127.0.0.1:8000")
 # Submissions in flight together in one worker are appended in one transaction (group
 # commit, consent/group_commit.py): fewer workers with more threads form larger batches,
-# and fewer workers contend for a chain's lock: one worker per core, each with enough
-# threads to keep its core busy while others wait on the database (bench/README.md has
-# the workers x threads measured: 2 x 8 recorded 1.3-1.6x what 3 x 6 did on 2 cores).
-workers = int(os.environ.get("CONSENT_WORKERS", multiprocessing.cpu_count()))
-threads = int(os.environ.get("CONSENT_THREADS", "8"))
+# and fewer workers contend for a chain's lock. One more worker than cores keeps every
+# core busy and serves more checks: on 2 cores, 2 x 8 recorded 1.3-1.6x what 3 x 6 did
+# under records alone, but answered 15-25% fewer checks, and no more of either under
+# checks and records at once (bench/README.md has the workers x threads measured).
+workers = int(os.environ.get("CONSENT_WORKERS", multiprocessing.cpu_count() + 1))
+threads = int(os.environ.get("CONSENT_THREADS", "6"))
 worker_class = "gthread" if threads > 1 else "sync"
 # Recycle workers now and then so that no slow leak can grow without bound.
 max_requests = int(os.environ.get("CONSENT_MAX_REQUESTS", "20000"))
