@@ -33,8 +33,8 @@ bind = os.environ.get("CONSENT_BIND", "127.0.0.1:8000")
 # commit, consent/group_commit.py): fewer workers with more threads form larger batches,
 # and fewer workers contend for a chain's lock. One more worker than cores keeps every
 # core busy and serves more checks: on 2 cores, 2 x 8 recorded 1.3-1.6x what 3 x 6 did
-# under records alone, but answered 15-25% fewer checks, and no more of either under
-# checks and records at once (bench/README.md has the workers x threads measured).
+# under records alone, but answered 15-25% fewer checks, and fewer of both under checks
+# and records at once (bench/mixed_load.py; bench/README.md has the figures).
 workers = int(os.environ.get("CONSENT_WORKERS", multiprocessing.cpu_count() + 1))
 threads = int(os.environ.get("CONSENT_THREADS", "6"))
 worker_class = "gthread" if threads > 1 else "sync"
