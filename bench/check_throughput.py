@@ -92,9 +92,9 @@ def alternate(targets: dict[str, tuple[str, dict]], options) -> dict[str, LoadRe
     for url, headers in targets.values():
         wrk(url, seconds=2, headers=headers)  # warm up
     runs = {name: [] for name in targets}
+    load = {"seconds": options.seconds, "connections": options.connections}
     for _ in range(options.rounds):
         for name, (url, headers) in targets.items():
-            load = {"seconds": options.seconds, "connections": options.connections}
             runs[name].append(wrk(url, headers=headers, **load))
     return {
         name: LoadResult(

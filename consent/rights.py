@@ -10,7 +10,7 @@ import csv
 import io
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from consent import archive, identifiers, webhooks
 from consent.accesslog import log_access
@@ -20,7 +20,6 @@ from consent.db import db, now_utc
 from consent.errors import Conflict, InvalidRequest
 from consent.models import (
     ConsentRecord,
-    CurrentState,
     ErasedIdentifier,
     PolicyVersion,
     Site,
@@ -325,9 +324,8 @@ def erase_subject(
             if db.session.get(ErasedIdentifier, (site.id, value_digest)) is None:
                 db.session.add(ErasedIdentifier(site_id=site.id, digest=value_digest))
         set_identifier(subject, kind, None)
-    # No check finds a decision of an erased subject (and the database, migration 0016,
-    # refuses one written for it, and drops them too as erased_at is set).
-    db.session.execute(delete(CurrentState).where(CurrentState.subject_id == subject.id))
+    # As erased_at is set the database drops the subject's current states, and refuses
+    # any written for it later (migration 0016): no check finds a decision of it.
     subject.erased_at = now_utc()
     db.session.flush()
     return append_record(site, subject, event="erasure", source="api")
