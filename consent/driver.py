@@ -10,18 +10,21 @@ type's bind processor). The statements sent in one
 ``sent_together`` block go to PostgreSQL in one round trip (psycopg's pipeline mode);
 SQLite, in process, runs them one by one. A driver error comes out as the Core's
 (``DBAPIError`` and its subclasses), its connection invalidated if it was lost.
+``ReservedIds`` gives new rows their ids before they are sent, so that rows pointing at
+them need not wait for a ``RETURNING``: a batch's writes are then one round trip.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import psycopg
-from sqlalchemy import bindparam
+from sqlalchemy import Table, bindparam, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -135,3 +138,58 @@ def sent_together(connection: Connection, *, commit: bool = False) -> Iterator[C
         raise DBAPIError.instance(
             "COMMIT", None, error_type("the batch was rolled back"), error_type, dialect=dialect
         )
+
+
+class ReservedIds:
+    """Primary keys for a batch's new rows, known before the rows are sent, so that the
+    rows that point at them (a visitor at its subject, a state at its record) go in the
+    same round trip rather than waiting for ``RETURNING``, with the chain lock held.
+
+    PostgreSQL: taken from each table's sequence a block at a time and kept by the
+    process, so ids follow no order across processes (nothing is ordered by them; the
+    chain has its own ``sequence``). SQLite: the writer has locked the database, so the
+    next after the largest, as SQLite itself would choose.
+    """
+
+    #: Ids taken from a sequence at once (one statement, now and then).
+    BLOCK = 64
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[str, list[int]] = {}
+
+    def take(self, connection: Connection, counts: Mapping[Table, int]) -> dict[Table, list[int]]:
+        """``count`` new ids for each table (its ``id`` column), in the connection's
+        transaction (on SQLite, one that has locked the database)."""
+        wanted = tuple(table for table, count in counts.items() if count)
+        if connection.dialect.name != "postgresql":
+            tops = connection.execute(_largest_ids(wanted)).one() if wanted else ()
+            after = {table: top or 0 for table, top in zip(wanted, tops, strict=True)}
+            return {
+                table: list(range(after.get(table, 0) + 1, after.get(table, 0) + 1 + count))
+                for table, count in counts.items()
+            }
+        with self._lock:
+            short = tuple(t for t in wanted if len(self._kept.setdefault(t.name, [])) < counts[t])
+            if short:
+                block = {"block": max(self.BLOCK, *counts.values())}
+                rows = connection.execute(_next_ids(short), block).all()
+                for table, ids in zip(short, zip(*rows, strict=True), strict=True):
+                    self._kept[table.name] += ids
+            taken = {}
+            for table, count in counts.items():
+                kept = self._kept.setdefault(table.name, [])
+                taken[table], kept[:] = kept[:count], kept[count:]
+            return taken
+
+
+@functools.cache
+def _largest_ids(tables: tuple[Table, ...]):
+    return text("SELECT " + ", ".join(f"(SELECT max(id) FROM {t.name})" for t in tables))
+
+
+@functools.cache
+def _next_ids(tables: tuple[Table, ...]):
+    """``block`` rows of the next ids of each table's sequence, a column a table."""
+    columns = ", ".join(f"nextval(pg_get_serial_sequence('{t.name}', 'id'))" for t in tables)
+    return text(f"SELECT {columns} FROM generate_series(1, :block)")

@@ -17,6 +17,7 @@ write lock (SQLite) serialises the batches of every process, so the chain never 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -38,6 +39,13 @@ class _Member(Generic[Item]):
     outcome: Any = None
 
 
+#: How long a chain found locked elsewhere keeps to its own queue, whose leader waits for
+#: the lock, rather than trying it again with every site's batch (another transaction,
+#: spent, each time another process holds it): a few batches' time, so that a chain
+#: contended now and then soon goes back to sharing a transaction with the others.
+CONTENDED_SECONDS = 0.05
+
+
 class GroupCommit:
     """Per process: queues of submissions per chain, each written by one leader at a time."""
 
@@ -45,10 +53,19 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._waiting: dict[Hashable, list[_Member]] = {}
         self._busy: set[Hashable] = set()
+        self._contended: dict[Hashable, float] = {}
 
     def is_busy(self, chain: Hashable) -> bool:
-        """Whether a batch for ``chain`` is being written (a submission now joins the next)."""
-        return chain in self._busy
+        """Whether a batch for ``chain`` is being written (a submission now joins the next),
+        or ``chain`` was found locked elsewhere within the last ``CONTENDED_SECONDS``."""
+        if chain in self._busy:
+            return True
+        since = self._contended.get(chain)
+        return since is not None and time.monotonic() - since < CONTENDED_SECONDS
+
+    def note_contended(self, chain: Hashable) -> None:
+        """``chain`` was found locked elsewhere (another process writes to it too)."""
+        self._contended[chain] = time.monotonic()
 
     def submit(self, chain: Hashable, item: Item, write_batch: WriteBatch) -> Any:
         """Have ``item`` written with whatever else is waiting for ``chain``; its outcome.

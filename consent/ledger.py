@@ -3,10 +3,12 @@
 A submission is read and validated first (``prepare_submission``: the site's purposes
 and policy, its subject, its idempotency key), outside any lock. Appending it
 (``append_submissions``, under the site's chain lock), for however many submissions,
-runs one Core statement per kind: the idempotency keys and the current
-states they depend on, read under the lock; new subjects and visitors; the records,
-hashed in chain order; current states (upserted); the answers kept for retries; the
-webhook outbox; the chain head. The lock is held only for that.
+runs one statement per kind: the idempotency keys and the current states they depend
+on, read under the lock; the webhook outbox; then, each row with an id reserved ahead
+(``consent.driver.ReservedIds``) and all in one round trip with the COMMIT, new
+subjects, the records hashed in chain order, new visitors, current states (upserted)
+and the answers kept for retries; the database moves the chain head. The lock is held
+only for that.
 
 ``record_submission`` (a visitor's, from the banner or the site's backend) appends
 with whatever else is waiting for the site's chain, in one transaction of its own
@@ -34,7 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from consent import chain, metrics, regions, webhooks
 from consent.chain import lock_chain
 from consent.db import db, now_utc, writing_connection
-from consent.driver import sent_together
+from consent.driver import ReservedIds, sent_together
 from consent.errors import InvalidRequest
 from consent.group_commit import GroupCommit, write_each_alone
 from consent.idempotency import (
@@ -58,8 +60,10 @@ from consent.visitors import live_subject, new_opaque_id
 
 #: ``app.extensions`` key of the process's group commit.
 GROUP_COMMIT = "consent.group_commit"
-#: The columns a record is inserted with (its id comes back).
-RECORD_COLUMNS = [column.key for column in ConsentRecord.__table__.columns if column.key != "id"]
+#: ``app.extensions`` key of the process's ids reserved for new subjects and records.
+RESERVED_IDS = "consent.reserved_ids"
+#: The columns a record is inserted with (its id among them, reserved).
+RECORD_COLUMNS = [column.key for column in ConsentRecord.__table__.columns]
 
 #: Turns what was recorded into the answer a client gets (and its retries get again).
 Answer = Callable[[Visitor | None, ConsentRecord], dict[str, Any]]
@@ -353,6 +357,7 @@ def append_submission(prepared: Submission) -> Recorded:
     try:
         appended = group.submit(queue, prepared, functools.partial(_write_batch, queue))
     except ChainBusy:
+        group.note_contended(own_queue)
         appended = group.submit(own_queue, prepared, functools.partial(_write_batch, own_queue))
     if appended.answer is None:
         appended.answer = prepared.answer(appended)  # outside the lock: only this member's
@@ -399,6 +404,7 @@ def _write_batch(queue: int | str, take: Callable[[], Sequence[Submission]]) -> 
 def init_recording(app) -> None:
     """Give the app its process's group commit."""
     app.extensions[GROUP_COMMIT] = GroupCommit()
+    app.extensions[RESERVED_IDS] = ReservedIds()
 
 
 def record_for_person(
@@ -488,21 +494,12 @@ def append_submissions(
         records.append(record)
     now = now_utc()
     new = [s for s in writing_batch if s.subject_id is None]
-    with sent_together(connection) as send:  # one round trip, a statement each
-        new_subjects = send(
-            _NEW_SUBJECTS,
-            [{"site_id": s.site_id, "pseudonym": s.pseudonym, "created_at": now} for s in new],
-            returning=True,
-        )
-        new_records = send(
-            _NEW_RECORDS,
-            [{name: getattr(r, name) for name in RECORD_COLUMNS} for r in records],
-            returning=True,
-        )
-    subject_ids = dict(new_subjects.rows())
-    record_ids = {(site_id, sequence): id_ for site_id, sequence, id_ in new_records.rows()}
-    for record in records:
-        record.id = record_ids[(record.site_id, record.sequence)]
+    ids = current_app.extensions[RESERVED_IDS].take(
+        connection, {_SUBJECTS: len(new), _RECORDS: len(records)}
+    )
+    subject_ids = dict(zip([s.pseudonym for s in new], ids[_SUBJECTS], strict=True))
+    for record, record_id in zip(records, ids[_RECORDS], strict=True):
+        record.id = record_id
     appended, changes = [], {}
     for index, submission, record in zip(writing, writing_batch, records, strict=True):
         subject_id = submission.subject_id or subject_ids[submission.pseudonym]
@@ -522,7 +519,10 @@ def append_submissions(
         outcomes[index] = replace(earlier, is_replay=True)
     _delete_replaced_states(connection, changes)
     _write_outbox(connection, appended)
-    with sent_together(connection, commit=commit) as send:  # one round trip for all
+    # Every row with its id: one round trip for all (PostgreSQL), the COMMIT with it.
+    with sent_together(connection, commit=commit) as send:
+        send(_NEW_SUBJECTS, _subject_rows(new, subject_ids, now))
+        send(_NEW_RECORDS, [{name: getattr(r, name) for name in RECORD_COLUMNS} for r in records])
         send(_NEW_VISITORS, _visitor_rows(new, subject_ids, now))
         send(_state_upsert(connection.dialect.name), [r for r in changes.values() if r])
         send(_NEW_ANSWERS, _answer_rows(appended, now))
@@ -558,11 +558,11 @@ _STATES = (
     .where(Subject.id.in_(bindparam("subjects", expanding=True)))
 )
 # Sent on the driver (``consent.driver``): an insert a statement, one round trip for several.
-_NEW_SUBJECTS = Subject.__table__.insert().returning(Subject.pseudonym, Subject.id)
+_SUBJECTS = Subject.__table__
+_RECORDS = ConsentRecord.__table__
+_NEW_SUBJECTS = _SUBJECTS.insert()
+_NEW_RECORDS = _RECORDS.insert()
 _NEW_VISITORS = Visitor.__table__.insert()
-_NEW_RECORDS = ConsentRecord.__table__.insert().returning(
-    ConsentRecord.site_id, ConsentRecord.sequence, ConsentRecord.id
-)
 _NEW_ANSWERS = IdempotentRequest.__table__.insert()
 _SEEN = (
     update(Visitor)
@@ -648,6 +648,15 @@ def _states_read(connection, batch) -> dict[tuple[int, int, str], dict]:
             submission.pseudonym = new_opaque_id()
             submission.visitor_id = new_opaque_id() if submission.visitor_id else None
     return states
+
+
+def _subject_rows(new, subject_ids: dict[str, int], now) -> list[dict]:
+    """The subjects of first-time visitors (and of people first recorded), ids reserved."""
+    return [
+        {"id": subject_ids[s.pseudonym], "site_id": s.site_id, "pseudonym": s.pseudonym}
+        | {"created_at": now}
+        for s in new
+    ]
 
 
 def _visitor_rows(new, subject_ids: dict[str, int], now) -> list[dict]:
