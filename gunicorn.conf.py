@@ -32,9 +32,10 @@ bind = os.environ.get("CONSENT_BIND", "127.0.0.1:8000")
 # Submissions in flight together in one worker are appended in one transaction (group
 # commit, consent/group_commit.py): fewer workers with more threads form larger batches,
 # and fewer workers contend for a chain's lock. One more worker than cores keeps every
-# core busy and serves more checks: on 2 cores, 2 x 8 recorded 1.3-1.6x what 3 x 6 did
-# under records alone, but answered 15-25% fewer checks, and fewer of both under checks
-# and records at once (bench/mixed_load.py; bench/README.md has the figures).
+# core busy and serves more checks: on 2 cores, 2 x 8 recorded 1.1-1.3x what 3 x 6 did
+# under records alone (PostgreSQL), but answered a fifth to a third fewer checks, and
+# fewer of both under checks and records at once (bench/mixed_load.py; bench/README.md
+# has the figures).
 workers = int(os.environ.get("CONSENT_WORKERS", multiprocessing.cpu_count() + 1))
 threads = int(os.environ.get("CONSENT_THREADS", "6"))
 worker_class = "gthread" if threads > 1 else "sync"
