@@ -31,19 +31,6 @@ from sqlalchemy.exc import DBAPIError
 log = logging.getLogger(__name__)
 
 
-class Sent:
-    """What one statement returns, readable once its ``sent_together`` block has ended:
-    the ``RETURNING`` rows, in no set order (return a key with them)."""
-
-    def __init__(self, cursors=(), rows: list | None = None) -> None:
-        self._cursors, self._rows = cursors, rows
-
-    def rows(self) -> list:
-        if self._rows is None:
-            self._rows = [row for cursor in self._cursors for row in cursor.fetchall()]
-        return self._rows
-
-
 #: Rows per INSERT statement: one statement (one parse, one run of the table's statement
 #: triggers) for a whole batch, within the drivers' limits on parameters.
 ROWS_PER_INSERT = 64
@@ -85,11 +72,10 @@ def _compiled(statement, dialect, keys: tuple[str, ...], count: int, numbered: b
 
 
 @contextmanager
-def sent_together(connection: Connection, *, commit: bool = False) -> Iterator[Callable[..., Sent]]:
-    """``send(statement, rows, returning=False)`` for each statement, all sent at once.
+def sent_together(connection: Connection, *, commit: bool = False) -> Iterator[Callable[..., None]]:
+    """``send(statement, rows)`` for each statement, all sent at once.
 
-    Rows are dicts with the same keys; a statement with ``RETURNING`` is sent with
-    ``returning=True`` and its ``Sent.rows()`` read after the block, in no set order.
+    Rows are dicts with the same keys (their ids among them: ``ReservedIds``).
     ``commit``: the connection's transaction ends with these statements, its COMMIT in
     the same round trip on PostgreSQL (the Core's own commit then finds nothing to do).
     """
@@ -97,10 +83,9 @@ def sent_together(connection: Connection, *, commit: bool = False) -> Iterator[C
     dialect = connection.dialect
     is_psycopg = isinstance(driver, psycopg.Connection)
 
-    def send(statement, rows: Sequence[dict[str, Any]], *, returning: bool = False) -> Sent:
+    def send(statement, rows: Sequence[dict[str, Any]]) -> None:
         keys = tuple(rows[0]) if rows else ()
         size = ROWS_PER_INSERT if statement.is_insert else 1
-        cursors = []
         for start in range(0, len(rows), size):  # psycopg: each sent now, answered later
             chunk = rows[start : start + size]
             sql, sources, processors = _compiled(statement, dialect, keys, len(chunk), is_psycopg)
@@ -110,8 +95,6 @@ def sent_together(connection: Connection, *, commit: bool = False) -> Iterator[C
             ]
             cursor = psycopg.RawCursor(driver) if is_psycopg else driver.cursor()
             cursor.execute(sql, values)  # positional: ``$n`` on psycopg, ``?`` on SQLite
-            cursors.append(cursor)
-        return Sent(cursors) if returning else Sent(rows=[])
 
     error_type = dialect.loaded_dbapi.Error
     # libpq before 14 has no pipeline mode: the statements then go one by one.

@@ -653,8 +653,12 @@ def _states_read(connection, batch) -> dict[tuple[int, int, str], dict]:
 def _subject_rows(new, subject_ids: dict[str, int], now) -> list[dict]:
     """The subjects of first-time visitors (and of people first recorded), ids reserved."""
     return [
-        {"id": subject_ids[s.pseudonym], "site_id": s.site_id, "pseudonym": s.pseudonym}
-        | {"created_at": now}
+        {
+            "id": subject_ids[s.pseudonym],
+            "site_id": s.site_id,
+            "pseudonym": s.pseudonym,
+            "created_at": now,
+        }
         for s in new
     ]
 
