@@ -247,3 +247,45 @@ def test_a_batch_commit_that_meets_an_aborted_transaction_is_not_taken_as_writte
         with pytest.raises(DBAPIError, match="rolled back"):
             with sent_together(connection, commit=True):
                 pass
+
+
+def test_a_chain_found_locked_elsewhere_keeps_to_its_own_queue_for_a_while(
+    app, make_site, monkeypatch, dialect
+):
+    """PostgreSQL: once a site's chain was found locked by another transaction, the
+    site's next submissions wait for its lock in its own queue (for
+    ``CONTENDED_SECONDS``) rather than spend a transaction of every site's batch on it."""
+    if dialect != "postgresql":
+        pytest.skip("SQLite's write lock is the whole database's")
+    from consent import group_commit
+
+    site = make_site()
+    submit(app.test_client(), site, ACCEPT_ALL)  # warm pools
+    queues = []
+    write_batch = ledger._write_batch
+
+    def noted(queue, take):
+        queues.append(queue)
+        return write_batch(queue, take)
+
+    monkeypatch.setattr(ledger, "_write_batch", noted)
+    monkeypatch.setattr(group_commit, "CONTENDED_SECONDS", 60.0)
+    with ThreadPoolExecutor(1) as pool, app.app_context(), db.engine.connect() as locker:
+        locker.execute(
+            text(
+                "SELECT 1 FROM chain_heads JOIN sites ON sites.id = chain_heads.site_id "
+                "WHERE sites.key = :key FOR UPDATE OF chain_heads"
+            ),
+            {"key": site},
+        )
+        waiting = pool.submit(submit, app.test_client(), site, ACCEPT_ALL)
+        time.sleep(0.2)  # its batch has met the lock
+        locker.rollback()
+        assert waiting.result(timeout=10).status_code == 201
+    site_id = queues[-1]
+    assert queues == [ledger.EVERY_SITE, site_id]  # found locked, then waited for it
+    assert submit(app.test_client(), site, REJECT_ALL).status_code == 201
+    monkeypatch.setattr(group_commit, "CONTENDED_SECONDS", 0.0)
+    assert submit(app.test_client(), site, REJECT_ALL).status_code == 201
+
+    assert queues[2:] == [site_id, ledger.EVERY_SITE]
