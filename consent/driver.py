@@ -1,4 +1,5 @@
-"""Writes sent on the driver: the record batch's inserts, without the Core per statement.
+"""Statements sent on the driver: the record batch's writes and its chain-head lock,
+without the Core per statement.
 
 The Core's work per execution (compiled-cache lookup, execution context, result set)
 costs several times what the driver itself takes for a one-row insert (71 against
@@ -47,8 +48,8 @@ def _numbered(dialect_class):
 @functools.cache
 def _compiled(statement, dialect, keys: tuple[str, ...], count: int, numbered: bool) -> tuple:
     """The statement's SQL for a dialect, for ``count`` rows of these keys (an INSERT's
-    VALUES repeated), with positional parameters (``numbered``: ``$n``, for psycopg's raw
-    cursor): each one's row and key, and converter."""
+    VALUES repeated; an UPDATE or a query: one), with positional parameters
+    (``numbered``: ``$n``, for psycopg's raw cursor): each one's row and key, and converter."""
     if statement.is_insert:
         columns = statement.table.c
         statement = statement.values(
@@ -58,7 +59,7 @@ def _compiled(statement, dialect, keys: tuple[str, ...], count: int, numbered: b
             ]
         )
         sources = {f"{key}_{row}": (row, key) for row in range(count) for key in keys}
-    else:  # an UPDATE's values are its own bind parameters, one row a statement
+    else:  # an UPDATE's or a query's values are its own bind parameters, one row
         sources = {key: (0, key) for key in keys}
     compiled = statement.compile(dialect=_numbered(type(dialect)) if numbered else dialect)
     names = tuple(compiled.positiontup if compiled.positional else compiled.binds)
@@ -110,17 +111,49 @@ def sent_together(connection: Connection, *, commit: bool = False) -> Iterator[C
             # Written for good: a later error must not have the batch written again.
             log.warning("error after the batch committed: %s", error.__class__.__name__)
             return
-        is_lost = dialect.is_disconnect(error, driver, None)
-        if is_lost:
-            connection.invalidate()
-        raise DBAPIError.instance(
-            None, None, error, error_type, connection_invalidated=is_lost, dialect=dialect
-        ) from error
+        raise _core_error(connection, error) from error
     if committed is not None and committed.statusmessage != "COMMIT":
         # An aborted transaction answers COMMIT with ROLLBACK, and no error.
         raise DBAPIError.instance(
             "COMMIT", None, error_type("the batch was rolled back"), error_type, dialect=dialect
         )
+
+
+def fetched(connection: Connection, statement, params: Mapping[str, Any]) -> list[tuple]:
+    """The rows of a query run on the driver, as ``sent_together`` sends writes: its SQL
+    compiled once per dialect, ``params`` by bind parameter name (a list for ``IN``
+    takes one parameter per item, e.g. ``site_0``, ``site_1``: no expanding parameters)."""
+    driver = connection.connection.driver_connection
+    is_psycopg = isinstance(driver, psycopg.Connection)
+    sql, sources, processors = _compiled(
+        statement, connection.dialect, tuple(params), 1, is_psycopg
+    )
+    values = [
+        convert(params[key]) if convert else params[key]
+        for (_, key), convert in zip(sources, processors, strict=True)
+    ]
+    try:
+        cursor = psycopg.RawCursor(driver) if is_psycopg else driver.cursor()
+        cursor.execute(sql, values)
+        return cursor.fetchall()
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise _core_error(connection, error) from error
+
+
+def _core_error(connection: Connection, error: Exception) -> DBAPIError:
+    """A driver error as the Core raises it, its connection invalidated if it was lost."""
+    dialect = connection.dialect
+    is_lost = dialect.is_disconnect(error, connection.connection.driver_connection, None)
+    if is_lost:
+        connection.invalidate()
+    return DBAPIError.instance(
+        None,
+        None,
+        error,
+        dialect.loaded_dbapi.Error,
+        connection_invalidated=is_lost,
+        dialect=dialect,
+    )
 
 
 class ReservedIds:
@@ -146,7 +179,7 @@ class ReservedIds:
         transaction (on SQLite, one that has locked the database)."""
         wanted = tuple(table for table, count in counts.items() if count)
         if connection.dialect.name != "postgresql":
-            tops = connection.execute(_largest_ids(wanted)).one() if wanted else ()
+            tops = fetched(connection, _largest_ids(wanted), {})[0] if wanted else ()
             after = {table: top or 0 for table, top in zip(wanted, tops, strict=True)}
             return {
                 table: list(range(after.get(table, 0) + 1, after.get(table, 0) + 1 + count))

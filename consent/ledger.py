@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import bindparam, delete, select, tuple_, update
+from sqlalchemy import Integer, bindparam, delete, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -36,7 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from consent import chain, metrics, regions, webhooks
 from consent.chain import lock_chain
 from consent.db import db, now_utc, writing_connection
-from consent.driver import ReservedIds, sent_together
+from consent.driver import ReservedIds, fetched, sent_together
 from consent.errors import InvalidRequest
 from consent.group_commit import GroupCommit, write_each_alone
 from consent.idempotency import (
@@ -377,9 +377,11 @@ def _write_batch(queue: int | str, take: Callable[[], Sequence[Submission]]) -> 
         with writing_connection() as connection:  # SQLite: the database is locked now
             if queue == EVERY_SITE:  # never waits for a chain lock held elsewhere
                 batch = take()
-                heads, versions = _locked_heads(connection, {s.site_id for s in batch}, _FREE_HEADS)
+                heads, versions = _locked_heads(
+                    connection, {s.site_id for s in batch}, skip_locked=True
+                )
             else:
-                heads, versions = _locked_heads(connection, [queue], _HEADS)
+                heads, versions = _locked_heads(connection, [queue])
                 batch = take()
             outcomes = [_not_appended(s, versions, queue) for s in batch]
             current = [s for s, outcome in zip(batch, outcomes, strict=True) if outcome is None]
@@ -530,16 +532,21 @@ def append_submissions(
     return outcomes
 
 
+@functools.lru_cache(maxsize=64)
+def _heads(count: int, skip_locked: bool):
+    """The chain heads of ``count`` sites (``site_0`` ...), locked; ``skip_locked``: only
+    those no other transaction holds (SQLite: every head, its database locked already)."""
+    sites = [bindparam(f"site_{index}", type_=Integer) for index in range(count)]
+    return (
+        select(ChainHead.site_id, ChainHead.sequence, ChainHead.record_hash, Site.config_version)
+        .join(Site, Site.id == ChainHead.site_id)
+        .where(ChainHead.site_id.in_(sites))
+        .order_by(ChainHead.site_id)
+        .with_for_update(of=ChainHead, skip_locked=skip_locked)
+    )
+
+
 # Each statement is built once: building one costs about what running it costs.
-_HEADS = (
-    select(ChainHead.site_id, ChainHead.sequence, ChainHead.record_hash, Site.config_version)
-    .join(Site, Site.id == ChainHead.site_id)
-    .where(ChainHead.site_id.in_(bindparam("site_ids", expanding=True)))
-    .order_by(ChainHead.site_id)
-    .with_for_update(of=ChainHead)
-)
-#: The heads not locked by another transaction, locked now (SQLite: every head).
-_FREE_HEADS = _HEADS.with_for_update(of=ChainHead, skip_locked=True)
 _ANSWERED = select(
     IdempotentRequest.site_id,
     IdempotentRequest.key,
@@ -575,12 +582,14 @@ _NEW_DELIVERIES = WebhookDelivery.__table__.insert().returning(WebhookDelivery.i
 
 
 def _locked_heads(
-    connection, site_ids, statement
+    connection, site_ids, *, skip_locked: bool = False
 ) -> tuple[dict[int, tuple[int, str]], dict[int, int]]:
     """The chain heads (site id: sequence, hash) of these sites, locked until the
     transaction ends (SQLite: its write transaction has locked the database already),
-    and each site's ``config_version``."""
-    rows = connection.execute(statement, {"site_ids": sorted(site_ids)}).all()
+    and each site's ``config_version``. Sent on the driver: it is a batch's first
+    statement under load, in every batch."""
+    ids = {f"site_{index}": site_id for index, site_id in enumerate(sorted(site_ids))}
+    rows = fetched(connection, _heads(len(ids), skip_locked), ids)
     return {row[0]: (row[1], row[2]) for row in rows}, {row[0]: row[3] for row in rows}
 
 

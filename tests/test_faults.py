@@ -224,13 +224,17 @@ def test_a_check_on_a_connection_dropped_while_idle_answers_from_a_new_one(
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+# A returning visitor's request reads its subject first; a first-time visitor's first
+# statement is its batch's chain-head lock, sent on the driver (``consent.driver``).
+@pytest.mark.parametrize("visitor", ["returning", "first-time"])
 def test_a_record_on_a_connection_dropped_while_idle_answers_503_and_its_retry_records_once(
-    outage, make_site, record_count, dialect, tally
+    outage, make_site, record_count, dialect, tally, visitor
 ):
     site = make_site()
     token = submit(outage.client, site, ACCEPT_ALL).get_json()["visitor_token"]
     drop_idle_connections(outage, site, token)
     headers = {"Idempotency-Key": "dropped-while-idle-91c3"}
+    token = token if visitor == "returning" else None
 
     assert_database_error(
         submit(outage.client, site, ACCEPT_ALL, token=token, headers=headers), 503, "reached"
