@@ -121,13 +121,13 @@ def sent_together(connection: Connection, *, commit: bool = False) -> Iterator[C
 
 def fetched(connection: Connection, statement, params: Mapping[str, Any]) -> list[tuple]:
     """The rows of a query run on the driver, as ``sent_together`` sends writes: its SQL
-    compiled once per dialect, ``params`` by bind parameter name (a list for ``IN``
-    takes one parameter per item, e.g. ``site_0``, ``site_1``: no expanding parameters)."""
+    compiled once per dialect, ``params`` by bind parameter name, each column converted
+    as the Core converts it. An ``IN`` takes a parameter per item (``each``), not an
+    expanding one: the statement is built once per count."""
     driver = connection.connection.driver_connection
+    dialect = connection.dialect
     is_psycopg = isinstance(driver, psycopg.Connection)
-    sql, sources, processors = _compiled(
-        statement, connection.dialect, tuple(params), 1, is_psycopg
-    )
+    sql, sources, processors = _compiled(statement, dialect, tuple(params), 1, is_psycopg)
     values = [
         convert(params[key]) if convert else params[key]
         for (_, key), convert in zip(sources, processors, strict=True)
@@ -135,9 +135,37 @@ def fetched(connection: Connection, statement, params: Mapping[str, Any]) -> lis
     try:
         cursor = psycopg.RawCursor(driver) if is_psycopg else driver.cursor()
         cursor.execute(sql, values)
-        return cursor.fetchall()
-    except connection.dialect.loaded_dbapi.Error as error:
+        rows = cursor.fetchall()
+    except dialect.loaded_dbapi.Error as error:
         raise _core_error(connection, error) from error
+    converters = _result_processors(statement, dialect)
+    if not any(converters):
+        return rows
+    return [
+        tuple(
+            convert(value) if convert else value
+            for convert, value in zip(converters, row, strict=True)
+        )
+        for row in rows
+    ]
+
+
+def each(name: str, count: int, type_) -> list:
+    """``count`` bind parameters ``name_0``, ``name_1`` ... for an ``IN`` sent by ``fetched``."""
+    return [bindparam(f"{name}_{index}", type_=type_) for index in range(count)]
+
+
+def values_of_each(name: str, values: Sequence[Any]) -> dict[str, Any]:
+    """The parameters of ``each(name, len(values), ...)``, by name."""
+    return {f"{name}_{index}": value for index, value in enumerate(values)}
+
+
+@functools.cache
+def _result_processors(statement, dialect) -> tuple:
+    return tuple(
+        column.type.dialect_impl(dialect).result_processor(dialect, None)
+        for column in getattr(statement, "selected_columns", ())
+    )
 
 
 def _core_error(connection: Connection, error: Exception) -> DBAPIError:

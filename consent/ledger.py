@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import Integer, bindparam, delete, select, tuple_, update
+from sqlalchemy import Integer, String, bindparam, delete, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -36,7 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from consent import chain, metrics, regions, webhooks
 from consent.chain import lock_chain
 from consent.db import db, now_utc, writing_connection
-from consent.driver import ReservedIds, fetched, sent_together
+from consent.driver import ReservedIds, each, fetched, sent_together, values_of_each
 from consent.errors import InvalidRequest
 from consent.group_commit import GroupCommit, write_each_alone
 from consent.idempotency import (
@@ -532,38 +532,50 @@ def append_submissions(
     return outcomes
 
 
-@functools.lru_cache(maxsize=64)
+@functools.cache  # one statement per count, compiled once (``consent.driver``)
 def _heads(count: int, skip_locked: bool):
     """The chain heads of ``count`` sites (``site_0`` ...), locked; ``skip_locked``: only
     those no other transaction holds (SQLite: every head, its database locked already)."""
-    sites = [bindparam(f"site_{index}", type_=Integer) for index in range(count)]
     return (
         select(ChainHead.site_id, ChainHead.sequence, ChainHead.record_hash, Site.config_version)
         .join(Site, Site.id == ChainHead.site_id)
-        .where(ChainHead.site_id.in_(sites))
+        .where(ChainHead.site_id.in_(each("site", count, Integer)))
         .order_by(ChainHead.site_id)
         .with_for_update(of=ChainHead, skip_locked=skip_locked)
     )
 
 
-# Each statement is built once: building one costs about what running it costs.
-_ANSWERED = select(
-    IdempotentRequest.site_id,
-    IdempotentRequest.key,
-    IdempotentRequest.request_digest,
-    IdempotentRequest.response,
-).where(
-    tuple_(IdempotentRequest.site_id, IdempotentRequest.key).in_(bindparam("keys", expanding=True))
-)
-_STATES = (
-    select(Subject.id.label("of_subject"), Subject.erased_at, CurrentState.__table__)
-    .outerjoin(
-        CurrentState.__table__,
-        (CurrentState.subject_id == Subject.id)
-        & CurrentState.purpose_id.in_(bindparam("purposes", expanding=True)),
+@functools.cache  # one statement per count, compiled once (``consent.driver``)
+def _answered(count: int):
+    """The answers kept for ``count`` idempotency keys (``site_0``, ``key_0`` ...)."""
+    keys = [
+        tuple_(site, key)
+        for site, key in zip(each("site", count, Integer), each("key", count, String), strict=True)
+    ]
+    return select(
+        IdempotentRequest.site_id,
+        IdempotentRequest.key,
+        IdempotentRequest.request_digest,
+        IdempotentRequest.response,
+    ).where(tuple_(IdempotentRequest.site_id, IdempotentRequest.key).in_(keys))
+
+
+@functools.cache  # one statement per count, compiled once (``consent.driver``)
+def _states(purposes: int, subjects: int):
+    """The states of ``subjects`` subjects (``subject_0`` ...) for ``purposes`` purposes
+    (``purpose_0`` ...), and whether each subject was erased (a row with no state)."""
+    return (
+        select(Subject.id.label("of_subject"), Subject.erased_at, CurrentState.__table__)
+        .outerjoin(
+            CurrentState.__table__,
+            (CurrentState.subject_id == Subject.id)
+            & CurrentState.purpose_id.in_(each("purpose", purposes, Integer)),
+        )
+        .where(Subject.id.in_(each("subject", subjects, Integer)))
     )
-    .where(Subject.id.in_(bindparam("subjects", expanding=True)))
-)
+
+
+# Each statement is built once: building one costs about what running it costs.
 # Sent on the driver (``consent.driver``): an insert a statement, one round trip for several.
 _SUBJECTS = Subject.__table__
 _RECORDS = ConsentRecord.__table__
@@ -600,9 +612,17 @@ def _replays(connection, batch, outcomes: list) -> dict[int, int]:
     keyed = {(s.site_id, s.idempotency[0]) for s in batch if s.idempotency}
     if not keyed:
         return {}
+    keyed = sorted(keyed)
     stored = {
-        (row.site_id, row.key): row
-        for row in connection.execute(_ANSWERED, {"keys": sorted(keyed)})
+        (site_id, key): (request_digest, response)
+        for site_id, key, request_digest, response in fetched(
+            connection,
+            _answered(len(keyed)),
+            {
+                **values_of_each("site", [site_id for site_id, _ in keyed]),
+                **values_of_each("key", [key for _, key in keyed]),
+            },
+        )
     }
     first_with_key: dict[tuple[int, str], int] = {}
     repeats = {}
@@ -612,7 +632,7 @@ def _replays(connection, batch, outcomes: list) -> dict[int, int]:
         key, request_digest = submission.idempotency
         key = (submission.site_id, key)
         if key in stored:
-            earlier_digest, answer = stored[key].request_digest, stored[key].response
+            earlier_digest, answer = stored[key]
         elif key in first_with_key:
             earlier_digest = batch[first_with_key[key]].idempotency[1]
             answer = None
@@ -640,11 +660,16 @@ def _states_read(connection, batch) -> dict[tuple[int, int, str], dict]:
         return {}
     purposes = {s.purpose_ids[d["purpose"]] for s in batch if s.subject_id for d in s.decisions}
     table = CurrentState.__table__
-    rows = connection.execute(
-        _STATES, {"purposes": list(purposes), "subjects": list(returning)}
-    ).mappings()
+    statement = _states(len(purposes), len(returning))
+    names = statement.selected_columns.keys()
+    values = {
+        **values_of_each("purpose", sorted(purposes)),
+        **values_of_each("subject", sorted(returning)),
+    }
     states, erased = {}, set()
-    for row in rows:
+    for row in (
+        dict(zip(names, row, strict=True)) for row in fetched(connection, statement, values)
+    ):
         if row["erased_at"] is not None:
             erased.add(row["of_subject"])
         elif row["subject_id"] is not None:
