@@ -2,9 +2,12 @@
 
     python bench/record_throughput.py [--seconds 10] [--rounds 3] [--sites 20] [--instances 2]
                                       [--workers W] [--threads T] [--databases sqlite,postgresql]
+                                      [--idempotency-keys]
 
 Each request is a first-time visitor's banner choice for three purposes: a new
-subject and visitor, one chained record, three current-state rows, one transaction.
+subject and visitor, one chained record, three current-state rows, one transaction;
+with ``--idempotency-keys``, an ``Idempotency-Key`` of its own too, as the widget sends
+(its earlier answer looked for under the chain lock, its answer kept with the record).
 Under the same gunicorn config (the shipped gunicorn.conf.py, with ``--workers`` and
 ``--threads`` if given) and the same load, two floors from ``bench/bare_app.py``: the
 request's body inserted as one row and committed ("INSERT"), and the same after
@@ -86,7 +89,11 @@ def load(options, app_spec: str, url: str, path: str, sites: list[str]):
         # A request that waits long is still answered (and recorded): a timeout would
         # count it as an error although it landed.
         run = functools.partial(
-            wrk, connections=options.connections, script=SCRIPT, script_args=sites, timeout=30
+            wrk,
+            connections=options.connections,
+            script=SCRIPT,
+            script_args=(["--idempotency-keys"] if options.idempotency_keys else []) + sites,
+            timeout=30,
         )
         with ThreadPoolExecutor(len(urls)) as pool:
             # Warm up (imports, first connections, compiled statements), then measure.
@@ -105,6 +112,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per route")
     parser.add_argument("--sites", type=int, default=20)
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument(
+        "--idempotency-keys",
+        action="store_true",
+        help="each request with an Idempotency-Key of its own, as the widget sends",
+    )
     parser.add_argument(
         "--instances",
         type=int,
@@ -131,7 +143,8 @@ def main() -> None:
     print(
         f"\n{options.instances} instance(s) x gunicorn.conf.py "
         f"(workers {options.workers or 'as shipped'}, threads {options.threads or 'as shipped'}), "
-        f"wrk {options.connections} connections per instance, {options.seconds} s, 127.0.0.1\n"
+        f"wrk {options.connections} connections per instance, {options.seconds} s, 127.0.0.1"
+        f"{', an Idempotency-Key per request' if options.idempotency_keys else ''}\n"
     )
     print_table(
         [
