@@ -124,21 +124,42 @@ def fetched(connection: Connection, statement, params: Mapping[str, Any]) -> lis
     compiled once per dialect, ``params`` by bind parameter name, each column converted
     as the Core converts it. An ``IN`` takes a parameter per item (``each``), not an
     expanding one: the statement is built once per count."""
+    [rows] = fetched_together(connection, [(statement, params)])
+    return rows
+
+
+def fetched_together(
+    connection: Connection, queries: Sequence[tuple[Any, Mapping[str, Any]]]
+) -> list[list[tuple]]:
+    """The rows of each query, as ``fetched``; on PostgreSQL all sent in one round trip,
+    run by the server one after the other (a query after a lock runs once it is held)."""
     driver = connection.connection.driver_connection
     dialect = connection.dialect
     is_psycopg = isinstance(driver, psycopg.Connection)
-    sql, sources, processors = _compiled(statement, dialect, tuple(params), 1, is_psycopg)
-    values = [
-        convert(params[key]) if convert else params[key]
-        for (_, key), convert in zip(sources, processors, strict=True)
-    ]
+    cursors = []
     try:
-        cursor = psycopg.RawCursor(driver) if is_psycopg else driver.cursor()
-        cursor.execute(sql, values)
-        rows = cursor.fetchall()
+        with driver.pipeline() if is_psycopg and len(queries) > 1 else nullcontext():
+            for statement, params in queries:
+                sql, sources, processors = _compiled(
+                    statement, dialect, tuple(params), 1, is_psycopg
+                )
+                values = [
+                    convert(params[key]) if convert else params[key]
+                    for (_, key), convert in zip(sources, processors, strict=True)
+                ]
+                cursor = psycopg.RawCursor(driver) if is_psycopg else driver.cursor()
+                cursor.execute(sql, values)
+                cursors.append(cursor if is_psycopg else cursor.fetchall())
+        fetched_rows = [cursor.fetchall() if is_psycopg else cursor for cursor in cursors]
     except dialect.loaded_dbapi.Error as error:
         raise _core_error(connection, error) from error
-    converters = _result_processors(statement, dialect)
+    return [
+        _converted(rows, _result_processors(statement, dialect))
+        for rows, (statement, _) in zip(fetched_rows, queries, strict=True)
+    ]
+
+
+def _converted(rows: list[tuple], converters: tuple) -> list[tuple]:
     if not any(converters):
         return rows
     return [

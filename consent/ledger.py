@@ -36,7 +36,14 @@ from sqlalchemy.exc import DBAPIError
 from consent import chain, metrics, regions, webhooks
 from consent.chain import lock_chain
 from consent.db import db, now_utc, writing_connection
-from consent.driver import ReservedIds, each, fetched, sent_together, values_of_each
+from consent.driver import (
+    ReservedIds,
+    each,
+    fetched,
+    fetched_together,
+    sent_together,
+    values_of_each,
+)
 from consent.errors import InvalidRequest
 from consent.group_commit import GroupCommit, write_each_alone
 from consent.idempotency import (
@@ -377,16 +384,20 @@ def _write_batch(queue: int | str, take: Callable[[], Sequence[Submission]]) -> 
         with writing_connection() as connection:  # SQLite: the database is locked now
             if queue == EVERY_SITE:  # never waits for a chain lock held elsewhere
                 batch = take()
-                heads, versions = _locked_heads(
-                    connection, {s.site_id for s in batch}, skip_locked=True
+                # The keys' earlier answers read once the locks are held, in one round trip.
+                heads, versions, answered = _locked_heads(
+                    connection, {s.site_id for s in batch}, skip_locked=True, keys_of=batch
                 )
             else:
-                heads, versions = _locked_heads(connection, [queue])
+                heads, versions, _ = _locked_heads(connection, [queue])
                 batch = take()
+                answered = None
             outcomes = [_not_appended(s, versions, queue) for s in batch]
             current = [s for s, outcome in zip(batch, outcomes, strict=True) if outcome is None]
             appended = iter(
-                append_submissions(connection, current, heads, commit=True) if current else ()
+                append_submissions(connection, current, heads, commit=True, answered=answered)
+                if current
+                else ()
             )
             outcomes = [outcome or next(appended) for outcome in outcomes]
     except DBAPIError as error:
@@ -453,6 +464,7 @@ def append_submissions(
     heads: dict[int, tuple[int, str]],
     *,
     commit: bool = False,
+    answered: dict | None = None,
 ) -> list:
     """Append a batch of submissions, each to its site's chain in order; per member,
     what became of it.
@@ -463,9 +475,14 @@ def append_submissions(
     (a replay too) or its own ``InvalidRequest`` (its key was used for a different
     submission): no member's failure fails another. ``commit``: the transaction is the
     batch's own, committed with its last writes (one round trip less under the lock).
+    ``answered``: the answers kept for the batch's idempotency keys, if the caller read
+    them under the lock already (``_locked_heads``).
     """
     outcomes: list = [None] * len(batch)
-    replays = _replays(connection, batch, outcomes)
+    if answered is None:
+        read = fetched_together(connection, _answers_read(batch))
+        answered = read[0] if read else None
+    replays = _replays(batch, outcomes, answered)
     writing = [index for index, outcome in enumerate(outcomes) if outcome is None]
     writing_batch = [batch[index] for index in writing]
     states = _states_read(connection, writing_batch)
@@ -594,35 +611,44 @@ _NEW_DELIVERIES = WebhookDelivery.__table__.insert().returning(WebhookDelivery.i
 
 
 def _locked_heads(
-    connection, site_ids, *, skip_locked: bool = False
-) -> tuple[dict[int, tuple[int, str]], dict[int, int]]:
+    connection, site_ids, *, skip_locked: bool = False, keys_of: Sequence[Submission] = ()
+) -> tuple[dict[int, tuple[int, str]], dict[int, int], dict | None]:
     """The chain heads (site id: sequence, hash) of these sites, locked until the
     transaction ends (SQLite: its write transaction has locked the database already),
-    and each site's ``config_version``. Sent on the driver: it is a batch's first
-    statement under load, in every batch."""
+    each site's ``config_version``, and the answers kept for the idempotency keys of
+    ``keys_of`` (read after the locks, in the same round trip; None without ``keys_of``).
+    Sent on the driver: it is a batch's first statement, in every batch."""
     ids = {f"site_{index}": site_id for index, site_id in enumerate(sorted(site_ids))}
-    rows = fetched(connection, _heads(len(ids), skip_locked), ids)
-    return {row[0]: (row[1], row[2]) for row in rows}, {row[0]: row[3] for row in rows}
+    rows, *answers = fetched_together(
+        connection, [(_heads(len(ids), skip_locked), ids), *_answers_read(keys_of)]
+    )
+    heads = {row[0]: (row[1], row[2]) for row in rows}
+    return heads, {row[0]: row[3] for row in rows}, answers[0] if answers else None
 
 
-def _replays(connection, batch, outcomes: list) -> dict[int, int]:
-    """Fill in the outcome of each member whose key was answered already (under the lock,
-    so no other writer can be adding one); return the members that repeat an earlier
-    member of this batch, each with the index of the one it repeats."""
-    keyed = {(s.site_id, s.idempotency[0]) for s in batch if s.idempotency}
+def _answers_read(batch: Sequence[Submission]) -> list[tuple]:
+    """The query of the answers kept for the batch's idempotency keys, if it has any."""
+    keyed = sorted({(s.site_id, s.idempotency[0]) for s in batch if s.idempotency})
     if not keyed:
-        return {}
-    keyed = sorted(keyed)
-    stored = {
-        (site_id, key): (request_digest, response)
-        for site_id, key, request_digest, response in fetched(
-            connection,
+        return []
+    return [
+        (
             _answered(len(keyed)),
             {
                 **values_of_each("site", [site_id for site_id, _ in keyed]),
                 **values_of_each("key", [key for _, key in keyed]),
             },
         )
+    ]
+
+
+def _replays(batch, outcomes: list, answered: list[tuple] | None) -> dict[int, int]:
+    """Fill in the outcome of each member whose key was answered already (``answered``,
+    read under the lock, so no other writer can be adding one); return the members that
+    repeat an earlier member of this batch, each with the index of the one it repeats."""
+    stored = {
+        (site_id, key): (request_digest, response)
+        for site_id, key, request_digest, response in answered or ()
     }
     first_with_key: dict[tuple[int, str], int] = {}
     repeats = {}
