@@ -1,5 +1,5 @@
-"""Statements sent on the driver: the record batch's writes and its chain-head lock,
-without the Core per statement.
+"""Statements sent on the driver: a record batch's reads under its chain lock (the lock
+itself, earlier answers, current states) and its writes, without the Core per statement.
 
 The Core's work per execution (compiled-cache lookup, execution context, result set)
 costs several times what the driver itself takes for a one-row insert (71 against

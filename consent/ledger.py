@@ -464,7 +464,7 @@ def append_submissions(
     heads: dict[int, tuple[int, str]],
     *,
     commit: bool = False,
-    answered: dict | None = None,
+    answered: list[tuple] | None = None,
 ) -> list:
     """Append a batch of submissions, each to its site's chain in order; per member,
     what became of it.
@@ -612,7 +612,7 @@ _NEW_DELIVERIES = WebhookDelivery.__table__.insert().returning(WebhookDelivery.i
 
 def _locked_heads(
     connection, site_ids, *, skip_locked: bool = False, keys_of: Sequence[Submission] = ()
-) -> tuple[dict[int, tuple[int, str]], dict[int, int], dict | None]:
+) -> tuple[dict[int, tuple[int, str]], dict[int, int], list[tuple] | None]:
     """The chain heads (site id: sequence, hash) of these sites, locked until the
     transaction ends (SQLite: its write transaction has locked the database already),
     each site's ``config_version``, and the answers kept for the idempotency keys of
