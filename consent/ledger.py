@@ -481,7 +481,7 @@ def append_submissions(
     outcomes: list = [None] * len(batch)
     if answered is None:
         read = fetched_together(connection, _answers_read(batch))
-        answered = read[0] if read else None
+        answered = read[0] if read else []
     replays = _replays(batch, outcomes, answered)
     writing = [index for index, outcome in enumerate(outcomes) if outcome is None]
     writing_batch = [batch[index] for index in writing]
@@ -612,18 +612,18 @@ _NEW_DELIVERIES = WebhookDelivery.__table__.insert().returning(WebhookDelivery.i
 
 def _locked_heads(
     connection, site_ids, *, skip_locked: bool = False, keys_of: Sequence[Submission] = ()
-) -> tuple[dict[int, tuple[int, str]], dict[int, int], list[tuple] | None]:
+) -> tuple[dict[int, tuple[int, str]], dict[int, int], list[tuple]]:
     """The chain heads (site id: sequence, hash) of these sites, locked until the
     transaction ends (SQLite: its write transaction has locked the database already),
     each site's ``config_version``, and the answers kept for the idempotency keys of
-    ``keys_of`` (read after the locks, in the same round trip; None without ``keys_of``).
+    ``keys_of`` (read after the locks, in the same round trip; none if they have no key).
     Sent on the driver: it is a batch's first statement, in every batch."""
-    ids = {f"site_{index}": site_id for index, site_id in enumerate(sorted(site_ids))}
+    ids = values_of_each("site", sorted(site_ids))
     rows, *answers = fetched_together(
         connection, [(_heads(len(ids), skip_locked), ids), *_answers_read(keys_of)]
     )
     heads = {row[0]: (row[1], row[2]) for row in rows}
-    return heads, {row[0]: row[3] for row in rows}, answers[0] if answers else None
+    return heads, {row[0]: row[3] for row in rows}, answers[0] if answers else []
 
 
 def _answers_read(batch: Sequence[Submission]) -> list[tuple]:
@@ -642,13 +642,13 @@ def _answers_read(batch: Sequence[Submission]) -> list[tuple]:
     ]
 
 
-def _replays(batch, outcomes: list, answered: list[tuple] | None) -> dict[int, int]:
+def _replays(batch, outcomes: list, answered: list[tuple]) -> dict[int, int]:
     """Fill in the outcome of each member whose key was answered already (``answered``,
     read under the lock, so no other writer can be adding one); return the members that
     repeat an earlier member of this batch, each with the index of the one it repeats."""
     stored = {
         (site_id, key): (request_digest, response)
-        for site_id, key, request_digest, response in answered or ()
+        for site_id, key, request_digest, response in answered
     }
     first_with_key: dict[tuple[int, str], int] = {}
     repeats = {}
