@@ -4,6 +4,8 @@ Configuration comes from the environment (``CONSENT_DATABASE_URL``, ``CONSENT_SE
 ``CONSENT_DATA_KEY``), exactly as a gunicorn worker gets it.
 
 - ``serve``: a threaded HTTP server on a free port; prints the port, then serves.
+- ``hold-writers-turn``: takes SQLite's writers' turn (``consent.db.writers_turn``),
+  prints ``held`` and keeps it until killed.
 - ``write SITE KEY THREADS``: threads that submit, re-submit, record for users and erase
   them, without end, each through the whole request (commit included); prints one line
   per accepted write, so a test can kill the process in the middle of the stream.
@@ -154,10 +156,22 @@ def write(site_key: str, api_key: str, threads: int) -> None:
     threading.Event().wait()
 
 
+def hold_writers_turn() -> None:
+    from sqlalchemy import create_engine
+
+    from consent.db import writers_turn
+
+    with writers_turn(create_engine(os.environ["CONSENT_DATABASE_URL"])):
+        print("held", flush=True)
+        threading.Event().wait()
+
+
 if __name__ == "__main__":
     mode, *arguments = sys.argv[1:]
     if mode == "serve":
         serve()
+    elif mode == "hold-writers-turn":
+        hold_writers_turn()
     elif mode == "write":
         write(arguments[0], arguments[1], int(arguments[2]))
     else:

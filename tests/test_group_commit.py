@@ -231,6 +231,32 @@ def test_a_process_killed_mid_batch_leaves_whole_batches_only(
     tally[f"group commit[{dialect}]: servers killed mid-batch"] += 1
 
 
+def test_sqlite_batches_wait_for_another_processs_writing_turn_until_it_ends(
+    app, make_site, record_count, database_url, dialect, tmp_path
+):
+    """SQLite: writers queue on a lock the kernel hands over (``writers_turn``), not in
+    SQLite's sleeping busy handler; a holder killed mid-turn lets the next one go."""
+    if dialect != "sqlite":
+        pytest.skip("PostgreSQL's writers queue on each chain head's row lock")
+    site = make_site()
+    environment = app_environment(database_url, app.config)
+    holder = start("hold-writers-turn", env=environment, log_path=tmp_path / "holder.log")
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(submit, app.test_client(), site, ACCEPT_ALL)
+            time.sleep(0.5)
+            assert not answer.done()  # the database itself is not locked: only the turn
+            assert record_count() == 0
+            holder.send_signal(signal.SIGKILL)
+            assert answer.result(timeout=30).status_code == 201
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert record_count() == 1
+
+
 def test_a_batch_commit_that_meets_an_aborted_transaction_is_not_taken_as_written(app, dialect):
     """PostgreSQL answers a COMMIT in an aborted transaction with ROLLBACK and no error:
     the driver's queued COMMIT reads the answer, so nobody is told their record was kept."""
