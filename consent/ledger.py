@@ -72,8 +72,10 @@ RESERVED_IDS = "consent.reserved_ids"
 #: The columns a record is inserted with (its id among them, reserved).
 RECORD_COLUMNS = [column.key for column in ConsentRecord.__table__.columns]
 
-#: Turns what was recorded into the answer a client gets (and its retries get again).
-Answer = Callable[[Visitor | None, ConsentRecord], dict[str, Any]]
+#: Turns what is recorded for a visitor (its id; None: a person the site knows) into
+#: the answer a client gets (and its retries get again): called before the chain lock,
+#: it signs what it can then; what it gives turns the record into the answer.
+Answer = Callable[[str | None], Callable[[ConsentRecord], dict[str, Any]]]
 
 
 class Recorded(NamedTuple):
@@ -175,8 +177,9 @@ class Submission:
     idempotency: tuple[str, str] | None = None
     #: The site's active webhook endpoints (the outbox gets a row per event they take).
     endpoints: list = field(default_factory=list)
-    #: The answer kept for retries, made from what was appended (with an idempotency key).
-    answer: Callable[[Appended], dict] | None = None
+    #: The answer, made from the record appended (under the lock if it has a key: kept
+    #: for retries).
+    answer: Callable[[ConsentRecord], dict] | None = None
     #: The site's ``config_version`` it was checked against, when that is yet to be
     #: confirmed: under the chain lock, a site changed since refuses it (``StaleFacts``).
     checked_version: int | None = None
@@ -344,9 +347,7 @@ def prepare_visitor_submission(
     prepared.visitor_id = visitor_id if subject is not None else new_opaque_id()
     if idempotency_key is not None:
         prepared.idempotency = (idempotency_key_digest(idempotency_key), request_digest)
-    prepared.answer = lambda appended: answer(
-        Visitor(visitor_id=appended.visitor_id), appended.record
-    )
+    prepared.answer = answer(prepared.visitor_id)  # the visitor's token signed now
     return prepared
 
 
@@ -367,7 +368,7 @@ def append_submission(prepared: Submission) -> Recorded:
         group.note_contended(own_queue)
         appended = group.submit(own_queue, prepared, functools.partial(_write_batch, own_queue))
     if appended.answer is None:
-        appended.answer = prepared.answer(appended)  # outside the lock: only this member's
+        appended.answer = prepared.answer(appended.record)  # outside the lock: no key
     return Recorded(appended.answer, appended.is_replay)
 
 
@@ -449,9 +450,9 @@ def record_for_person(
     )
     if idempotency_key is not None:
         prepared.idempotency = (idempotency_key_digest(idempotency_key), request_digest)
-    prepared.answer = lambda appended: answer(None, appended.record)
+    prepared.answer = answer(None)
     outcome = _append_in_session(site, prepared)
-    answer_given = outcome.answer if outcome.answer is not None else prepared.answer(outcome)
+    answer_given = outcome.answer if outcome.answer is not None else prepared.answer(outcome.record)
     return Recorded(answer_given, outcome.is_replay)
 
 
@@ -530,7 +531,7 @@ def append_submissions(
             _decide_states(states, changes, subject_id, submission, record),
         )
         if submission.answer is not None and submission.idempotency is not None:
-            outcome.answer = submission.answer(outcome)  # kept with the record
+            outcome.answer = submission.answer(record)  # kept with the record
         outcomes[index] = outcome
         appended.append((submission, outcome))
     for index, first in replays.items():
