@@ -252,3 +252,66 @@ RETURNING_VISITOR_ROUND_TRIPS = {"postgresql": 5, "sqlite": 11}
 #: (BEGIN before, COMMIT with the inserts).
 BATCH_STATEMENTS = {"postgresql": 5, "sqlite": 6}
 BATCH_ROUND_TRIPS = 3
+
+
+#: Tables that grow with visitors and records: no statement the record or check paths
+#: run may read one whole.
+GROWING_TABLES = (
+    "consent_records",
+    "subjects",
+    "visitors",
+    "current_states",
+    "idempotent_requests",
+    "identifiers",
+)
+
+
+def test_recording_and_checking_search_growing_tables_by_index(
+    app, client, demo_site, monkeypatch, dialect
+):
+    """SQLite picks its plans without statistics, from the statement's shape alone: a
+    row-value ``IN`` of two rows or more scanned every idempotency key kept, in every
+    batch. Each statement of a batch of keyed first visits, a retry, a returning visitor
+    whose purpose-wide choices replace two services' states, and a check is planned again
+    here; none may scan a growing table. PostgreSQL plans both shapes alike."""
+    if dialect != "sqlite":
+        pytest.skip("PostgreSQL plans a row-value IN as the ORs of its rows")
+    services = [
+        {"purpose": "analytics", "granted": True, "services": {"matomo": False}},
+        {"purpose": "marketing", "granted": True, "services": {"adnetwork": False}},
+    ]
+    keyed = [
+        {
+            "json": {"decisions": services},
+            "headers": {"Idempotency-Key": f"first-visit-key-{n:04d}"},
+        }
+        for n in range(3)
+    ]
+    batches = hold_first_batch(monkeypatch)
+    with counting(app) as traffic:
+        answers = submit_at_once(app, demo_site, keyed)
+        assert [a.status_code for a in answers] == [201] * 3, [a.get_json() for a in answers]
+        assert max(batches) >= 2, batches  # a batch read several keys' answers at once
+        token = answers[0].get_json()["visitor_token"]
+        retry = submit(client, demo_site, services, headers=keyed[0]["headers"])
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        assert submit(client, demo_site, ACCEPT_ALL, token=token).status_code == 201
+        assert check(client, demo_site, "analytics", token=token).get_json()["allowed"]
+    with app.app_context():
+        connection = db.engine.raw_connection()
+        try:
+            scans = {
+                statement: plan
+                for statement in traffic.statements
+                if not statement.lstrip().upper().startswith(("INSERT", "PRAGMA"))
+                for plan in [connection.execute(f"EXPLAIN QUERY PLAN {statement}").fetchall()]
+                if any(
+                    re.match(rf"SCAN {table}\b", detail)
+                    for *_, detail in plan
+                    for table in GROWING_TABLES
+                )
+            }
+        finally:
+            connection.close()
+    assert any("DELETE FROM current_states" in statement for statement in traffic.statements)
+    assert not scans, scans
