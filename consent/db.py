@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import fcntl
+import functools
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -21,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Named constraints so that Alembic migrations are the same on every database.
 NAMING_CONVENTION = {
@@ -71,6 +75,8 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(UTC)
 
 
+#: How long a statement waits for another connection's write lock before it fails.
+SQLITE_BUSY_MILLISECONDS = 10_000
 #: Per connection: the memory map is shared page cache, the cache size private memory.
 SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 SQLITE_CACHE_KIB = 16 * 1024
@@ -83,7 +89,7 @@ def _configure_sqlite(dbapi_connection, connection_record):
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MILLISECONDS}")
     cursor.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit the client was told about survives a power cut (NORMAL may lose it).
     cursor.execute("PRAGMA synchronous=FULL")
@@ -161,34 +167,57 @@ def writing_connection() -> Iterator[Connection]:
 
 @contextmanager
 def writers_turn(engine: Engine) -> Iterator[None]:
-    """On a SQLite file, wait for the previous ``writing_connection`` to end, in every
-    process: they queue in the kernel on a lock file beside the database
-    (``<database>-writers``), and the next is woken when the lock is let go.
+    """Wait for the other ``writing_connection``s to a SQLite file to end, in any process.
 
     SQLite's own busy handler sleeps and retries, ever longer (1 ms, then up to 100),
     so a writer that keeps missing the lock waits whole seconds while others keep
     getting it: measured, group commit's batches waited up to 1.9 s at the 99th
-    percentile without the turn and 0.1-0.2 s with it. The lock goes when its holder's
-    transaction ends or its process dies. Never the database file itself: closing any
-    descriptor of it would drop SQLite's own locks (its documented POSIX-lock pitfall).
+    percentile. Here they take turns on a lock file beside the database
+    (``<database>-writers``), tried every half millisecond (``fcntl`` has no timed wait)
+    for up to ``TURN_SECONDS``; a writer that did not get its turn by then, or cannot
+    open the file (a read-only folder), goes on without it: SQLite's lock still keeps
+    writers apart, and its busy timeout still answers for a database held too long. A
+    turn ends when its holder's transaction does or its process dies. Never the database
+    file itself: closing any descriptor of it would drop SQLite's own locks.
     """
     path = engine.url.database if engine.dialect.name == "sqlite" else None
     if not path or path == ":memory:" or path.startswith("file:"):
         yield
         return
-    if getattr(_turns, "is_held", False):  # it would wait for itself, for ever
+    if getattr(_turns, "is_held", False):  # it would wait for itself
         raise RuntimeError("a writing_connection inside another, in one thread")
-    # Read-only is enough to lock: a command run as another user may take its turn too.
-    descriptor = os.open(f"{path}-writers", os.O_RDONLY | os.O_CREAT, 0o644)
+    try:  # read-only is enough to lock; the database's own permissions, if it has any
+        mode = os.stat(path).st_mode & 0o666 if os.path.exists(path) else 0o644
+        descriptor = os.open(f"{path}-writers", os.O_RDONLY | os.O_CREAT, mode)
+    except OSError as error:
+        _warn_once(f"SQLite writers go without turns: {error}")
+        yield
+        return
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)  # one per descriptor: threads queue too
+        deadline = time.monotonic() + TURN_SECONDS
+        while True:
+            try:  # one lock per descriptor: threads of one process take turns too
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    log.warning("a SQLite writer went on without its turn after %ss", TURN_SECONDS)
+                    break
+                time.sleep(0.0005)
         _turns.is_held = True
         yield
     finally:
         _turns.is_held = False
-        os.close(descriptor)  # lets the lock go
+        os.close(descriptor)  # ends the turn
 
 
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning(message)
+
+
+#: How long a writer waits for its turn (``writers_turn``): half SQLite's busy timeout.
+TURN_SECONDS = SQLITE_BUSY_MILLISECONDS / 2000
 _turns = threading.local()
 
 

@@ -177,8 +177,10 @@ class Submission:
     idempotency: tuple[str, str] | None = None
     #: The site's active webhook endpoints (the outbox gets a row per event they take).
     endpoints: list = field(default_factory=list)
+    #: How its answer is made, for the visitor it ends up with (``Answer``).
+    answer_for: Answer | None = None
     #: The answer, made from the record appended (under the lock if it has a key: kept
-    #: for retries).
+    #: for retries), by ``answer_for(visitor_id)``.
     answer: Callable[[ConsentRecord], dict] | None = None
     #: The site's ``config_version`` it was checked against, when that is yet to be
     #: confirmed: under the chain lock, a site changed since refuses it (``StaleFacts``).
@@ -347,6 +349,7 @@ def prepare_visitor_submission(
     prepared.visitor_id = visitor_id if subject is not None else new_opaque_id()
     if idempotency_key is not None:
         prepared.idempotency = (idempotency_key_digest(idempotency_key), request_digest)
+    prepared.answer_for = answer
     prepared.answer = answer(prepared.visitor_id)  # the visitor's token signed now
     return prepared
 
@@ -481,8 +484,9 @@ def append_submissions(
     """
     outcomes: list = [None] * len(batch)
     if answered is None:
-        read = fetched_together(connection, _answers_read(batch))
-        answered = read[0] if read else []
+        answered = [
+            row for rows in fetched_together(connection, _answers_read(batch)) for row in rows
+        ]
     replays = _replays(batch, outcomes, answered)
     writing = [index for index, outcome in enumerate(outcomes) if outcome is None]
     writing_batch = [batch[index] for index in writing]
@@ -633,23 +637,33 @@ def _locked_heads(
         connection, [(_heads(len(ids), skip_locked), ids), *_answers_read(keys_of)]
     )
     heads = {row[0]: (row[1], row[2]) for row in rows}
-    return heads, {row[0]: row[3] for row in rows}, answers[0] if answers else []
+    return heads, {row[0]: row[3] for row in rows}, [row for rows in answers for row in rows]
 
 
 def _answers_read(batch: Sequence[Submission]) -> list[tuple]:
-    """The query of the answers kept for the batch's idempotency keys, if it has any."""
+    """The queries of the answers kept for the batch's idempotency keys (none without),
+    ``KEYS_PER_QUERY`` keys each."""
     keyed = sorted({(s.site_id, s.idempotency[0]) for s in batch if s.idempotency})
-    if not keyed:
-        return []
     return [
         (
-            _answered(len(keyed)),
+            _answered(len(chunk)),
             {
-                **values_of_each("site", [site_id for site_id, _ in keyed]),
-                **values_of_each("key", [key for _, key in keyed]),
+                **values_of_each("site", [site_id for site_id, _ in chunk]),
+                **values_of_each("key", [key for _, key in chunk]),
             },
         )
+        for chunk in chunks(keyed, KEYS_PER_QUERY)
     ]
+
+
+#: Keys a query or a delete names (one equality each): SQLite refuses an expression
+#: deeper than 1,000 (``SQLITE_MAX_EXPR_DEPTH``), and each ``OR`` is a level.
+KEYS_PER_QUERY = 100
+
+
+def chunks(items: Sequence, size: int) -> list[Sequence]:
+    """``items`` in consecutive slices of at most ``size``."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def _replays(batch, outcomes: list, answered: list[tuple]) -> dict[int, int]:
@@ -716,7 +730,9 @@ def _states_read(connection, batch) -> dict[tuple[int, int, str], dict]:
         if submission.subject_id in erased:
             submission.subject_id, submission.email_encrypted = None, None
             submission.pseudonym = new_opaque_id()
-            submission.visitor_id = new_opaque_id() if submission.visitor_id else None
+            if submission.visitor_id:  # a new visitor: its token signed again (rare)
+                submission.visitor_id = new_opaque_id()
+                submission.answer = submission.answer_for(submission.visitor_id)
     return states
 
 
@@ -789,8 +805,8 @@ def _decide_states(
 def _delete_replaced_states(connection, changes: dict) -> None:
     """Delete the current states a decision for a whole purpose replaced."""
     gone = [key for key, row in changes.items() if row is None]
-    if gone:
-        table = CurrentState.__table__
+    table = CurrentState.__table__
+    for chunk in chunks(gone, KEYS_PER_QUERY):
         # One equality per key: a row-value IN would have SQLite scan every state.
         connection.execute(
             delete(table).where(
@@ -799,7 +815,7 @@ def _delete_replaced_states(connection, changes: dict) -> None:
                         (table.c.subject_id == subject_id)
                         & (table.c.purpose_id == purpose_id)
                         & (table.c.service == service)
-                        for subject_id, purpose_id, service in gone
+                        for subject_id, purpose_id, service in chunk
                     )
                 )
             )

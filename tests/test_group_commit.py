@@ -13,6 +13,7 @@ import http.client
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from app_process import app_environment, app_servers, post_json, start
@@ -106,6 +107,27 @@ def test_retries_of_one_key_in_one_batch_record_once(app, make_site, record_coun
     assert sum("Idempotent-Replayed" not in answer.headers for answer in answers) == 1
     assert len({answer.get_json()["record"]["hash"] for answer in answers}) == 1
     assert record_count() == 1
+
+
+def test_a_batch_with_more_keys_than_a_query_names_finds_every_earlier_answer(
+    app, make_site, record_count, batches, monkeypatch
+):
+    """The keys' answers are read ``KEYS_PER_QUERY`` at a time (SQLite's expression depth):
+    here 2, for batches of 5 keys, each key answered once and replayed once."""
+    monkeypatch.setattr(ledger, "KEYS_PER_QUERY", 2)
+    site = make_site()
+    bodies = [
+        {"json": {"decisions": ACCEPT_ALL}, "headers": {"Idempotency-Key": f"chunked-key-{n:04d}"}}
+        for n in range(5)
+    ]
+    first = submit_at_once(app, site, bodies)
+    again = submit_at_once(app, site, bodies)
+
+    assert max(batches) >= 3, batches  # one batch read its keys in two queries or more
+    assert [answer.status_code for answer in first + again] == [201] * 10
+    assert ["Idempotent-Replayed" in answer.headers for answer in again] == [True] * 5
+    assert [answer.get_json() for answer in again] == [answer.get_json() for answer in first]
+    assert record_count() == 5
 
 
 def test_a_batch_appends_each_sites_submissions_to_that_sites_chain(
@@ -231,7 +253,7 @@ def test_a_process_killed_mid_batch_leaves_whole_batches_only(
     tally[f"group commit[{dialect}]: servers killed mid-batch"] += 1
 
 
-def test_sqlite_batches_wait_for_another_processs_writing_turn_until_it_ends(
+def test_sqlite_batches_wait_for_another_process_writing_turn_until_it_ends(
     app, make_site, record_count, database_url, dialect, tmp_path
 ):
     """SQLite: writers queue on a lock the kernel hands over (``writers_turn``), not in
@@ -254,6 +276,19 @@ def test_sqlite_batches_wait_for_another_processs_writing_turn_until_it_ends(
         holder.kill()
         holder.wait()
         holder.stdout.close()
+    assert record_count() == 1
+
+
+def test_sqlite_writers_go_without_turns_where_the_lock_file_cannot_be_opened(
+    app, client, make_site, record_count, database_url, dialect
+):
+    """The turn only spares waits: a lock file that cannot be opened (here a folder in
+    its place; a read-only folder alike) leaves writers to SQLite's own lock."""
+    if dialect != "sqlite":
+        pytest.skip("PostgreSQL's writers queue on each chain head's row lock")
+    site = make_site()
+    Path(database_url.removeprefix("sqlite:///") + "-writers").mkdir()
+    assert submit(client, site, ACCEPT_ALL).status_code == 201
     assert record_count() == 1
 
 

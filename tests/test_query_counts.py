@@ -306,7 +306,7 @@ def test_recording_and_checking_search_growing_tables_by_index(
                 if not statement.lstrip().upper().startswith(("INSERT", "PRAGMA"))
                 for plan in [connection.execute(f"EXPLAIN QUERY PLAN {statement}").fetchall()]
                 if any(
-                    re.match(rf"SCAN {table}\b", detail)
+                    re.match(rf"SCAN (TABLE )?{table}\b", detail)
                     for *_, detail in plan
                     for table in GROWING_TABLES
                 )

@@ -278,6 +278,36 @@ def test_erased_visitor_starts_afresh_on_the_next_choice(client, demo_site, righ
     )
 
 
+@pytest.mark.parametrize("key", [None, "choice-while-erased-0001"])
+def test_a_choice_whose_subject_is_erased_while_it_waits_gets_its_new_visitors_token(
+    app, client, demo_site, rights_key, person, monkeypatch, key
+):
+    """The subject was read before the chain lock and erased before the batch held it:
+    the choice starts a new subject, and its answer (and a retry's) names the new visitor."""
+    from consent import ledger
+
+    write_batch = ledger._write_batch
+
+    def erased_first(queue, take):
+        monkeypatch.setattr(ledger, "_write_batch", write_batch)
+        erase = {"visitor_token": person}
+        erased = app.test_client().post(
+            "/v1/server/subjects/erase", json=erase, headers=bearer(rights_key)
+        )
+        assert erased.status_code == 200
+        return write_batch(queue, take)
+
+    monkeypatch.setattr(ledger, "_write_batch", erased_first)
+    headers = {"Idempotency-Key": key} if key else {}
+    fresh = submit(client, demo_site, ACCEPT_ALL, token=person, headers=headers).get_json()
+    assert fresh["visitor_token"] != person
+    answer = check(client, demo_site, "analytics", token=fresh["visitor_token"]).get_json()
+    assert (answer["allowed"], answer["reason"]) == (True, "granted")
+    if key:
+        retry = submit(client, demo_site, ACCEPT_ALL, token=person, headers=headers)
+        assert retry.get_json()["visitor_token"] == fresh["visitor_token"]
+
+
 def test_erasing_twice_appends_nothing(client, rights_key, person, record_count):
     client.post("/v1/server/subjects/erase", json={"user_id": "ada-1"}, headers=bearer(rights_key))
     after = record_count()
