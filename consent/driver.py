@@ -25,7 +25,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import psycopg
-from sqlalchemy import Table, bindparam, text
+from sqlalchemy import Table, and_, bindparam, or_, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -87,8 +87,7 @@ def sent_together(connection: Connection, *, commit: bool = False) -> Iterator[C
     def send(statement, rows: Sequence[dict[str, Any]]) -> None:
         keys = tuple(rows[0]) if rows else ()
         size = ROWS_PER_INSERT if statement.is_insert else 1
-        for start in range(0, len(rows), size):  # psycopg: each sent now, answered later
-            chunk = rows[start : start + size]
+        for chunk in chunks(rows, size):  # psycopg: each sent now, answered later
             sql, sources, processors = _compiled(statement, dialect, keys, len(chunk), is_psycopg)
             values = [
                 convert(chunk[row][key]) if convert else chunk[row][key]
@@ -179,6 +178,26 @@ def each(name: str, count: int, type_) -> list:
 def values_of_each(name: str, values: Sequence[Any]) -> dict[str, Any]:
     """The parameters of ``each(name, len(values), ...)``, by name."""
     return {f"{name}_{index}": value for index, value in enumerate(values)}
+
+
+def any_row(columns: Sequence, rows: Sequence[Sequence]):
+    """``(columns) IN (rows)`` written as one equality per row, ORed: SQLite plans a
+    row-value ``IN`` of two rows or more as a scan of the whole table, each
+    ``a = ? AND b = ?`` as a search of an index (PostgreSQL plans both alike). At most
+    ``ROWS_PER_CONDITION`` rows: SQLite refuses an expression deeper than 1,000
+    (``SQLITE_MAX_EXPR_DEPTH``), and each ``OR`` is a level."""
+    return or_(
+        *(and_(*(c == value for c, value in zip(columns, row, strict=True))) for row in rows)
+    )
+
+
+#: Rows ``any_row`` is given at most (the caller reads or deletes in ``chunks``).
+ROWS_PER_CONDITION = 100
+
+
+def chunks(items: Sequence, size: int) -> list[Sequence]:
+    """``items`` in consecutive slices of at most ``size``."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 @functools.cache

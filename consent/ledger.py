@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import Integer, String, bindparam, delete, or_, select, update
+from sqlalchemy import Integer, String, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -37,7 +37,10 @@ from consent import chain, metrics, regions, webhooks
 from consent.chain import lock_chain
 from consent.db import db, now_utc, writing_connection
 from consent.driver import (
+    ROWS_PER_CONDITION,
     ReservedIds,
+    any_row,
+    chunks,
     each,
     fetched,
     fetched_together,
@@ -569,26 +572,15 @@ def _heads(count: int, skip_locked: bool):
 
 @functools.cache  # one statement per count, compiled once (``consent.driver``)
 def _answered(count: int):
-    """The answers kept for ``count`` idempotency keys (``site_0``, ``key_0`` ...).
-
-    One equality per key, not a row-value ``IN``: SQLite scans the whole table for that
-    (measured: every batch read every key kept), while each ``site_id = ? AND key = ?``
-    is a search of the unique index, on both databases."""
+    """The answers kept for ``count`` idempotency keys (``site_0``, ``key_0`` ...), each
+    a search of the unique index (``any_row``)."""
+    keys = zip(each("site", count, Integer), each("key", count, String), strict=True)
     return select(
         IdempotentRequest.site_id,
         IdempotentRequest.key,
         IdempotentRequest.request_digest,
         IdempotentRequest.response,
-    ).where(
-        or_(
-            *(
-                (IdempotentRequest.site_id == site) & (IdempotentRequest.key == key)
-                for site, key in zip(
-                    each("site", count, Integer), each("key", count, String), strict=True
-                )
-            )
-        )
-    )
+    ).where(any_row([IdempotentRequest.site_id, IdempotentRequest.key], list(keys)))
 
 
 @functools.cache  # one statement per count, compiled once (``consent.driver``)
@@ -642,7 +634,7 @@ def _locked_heads(
 
 def _answers_read(batch: Sequence[Submission]) -> list[tuple]:
     """The queries of the answers kept for the batch's idempotency keys (none without),
-    ``KEYS_PER_QUERY`` keys each."""
+    ``ROWS_PER_CONDITION`` keys each."""
     keyed = sorted({(s.site_id, s.idempotency[0]) for s in batch if s.idempotency})
     return [
         (
@@ -652,18 +644,8 @@ def _answers_read(batch: Sequence[Submission]) -> list[tuple]:
                 **values_of_each("key", [key for _, key in chunk]),
             },
         )
-        for chunk in chunks(keyed, KEYS_PER_QUERY)
+        for chunk in chunks(keyed, ROWS_PER_CONDITION)
     ]
-
-
-#: Keys a query or a delete names (one equality each): SQLite refuses an expression
-#: deeper than 1,000 (``SQLITE_MAX_EXPR_DEPTH``), and each ``OR`` is a level.
-KEYS_PER_QUERY = 100
-
-
-def chunks(items: Sequence, size: int) -> list[Sequence]:
-    """``items`` in consecutive slices of at most ``size``."""
-    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def _replays(batch, outcomes: list, answered: list[tuple]) -> dict[int, int]:
@@ -806,20 +788,9 @@ def _delete_replaced_states(connection, changes: dict) -> None:
     """Delete the current states a decision for a whole purpose replaced."""
     gone = [key for key, row in changes.items() if row is None]
     table = CurrentState.__table__
-    for chunk in chunks(gone, KEYS_PER_QUERY):
-        # One equality per key: a row-value IN would have SQLite scan every state.
-        connection.execute(
-            delete(table).where(
-                or_(
-                    *(
-                        (table.c.subject_id == subject_id)
-                        & (table.c.purpose_id == purpose_id)
-                        & (table.c.service == service)
-                        for subject_id, purpose_id, service in chunk
-                    )
-                )
-            )
-        )
+    for chunk in chunks(gone, ROWS_PER_CONDITION):
+        columns = [table.c.subject_id, table.c.purpose_id, table.c.service]
+        connection.execute(delete(table).where(any_row(columns, chunk)))
 
 
 @functools.cache

@@ -112,9 +112,9 @@ def test_retries_of_one_key_in_one_batch_record_once(app, make_site, record_coun
 def test_a_batch_with_more_keys_than_a_query_names_finds_every_earlier_answer(
     app, make_site, record_count, batches, monkeypatch
 ):
-    """The keys' answers are read ``KEYS_PER_QUERY`` at a time (SQLite's expression depth):
+    """The keys' answers are read ``ROWS_PER_CONDITION`` at a time (SQLite's expression depth):
     here 2, for batches of 5 keys, each key answered once and replayed once."""
-    monkeypatch.setattr(ledger, "KEYS_PER_QUERY", 2)
+    monkeypatch.setattr(ledger, "ROWS_PER_CONDITION", 2)
     site = make_site()
     bodies = [
         {"json": {"decisions": ACCEPT_ALL}, "headers": {"Idempotency-Key": f"chunked-key-{n:04d}"}}
