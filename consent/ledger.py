@@ -788,8 +788,8 @@ def _delete_replaced_states(connection, changes: dict) -> None:
     """Delete the current states a decision for a whole purpose replaced."""
     gone = [key for key, row in changes.items() if row is None]
     table = CurrentState.__table__
+    columns = [table.c.subject_id, table.c.purpose_id, table.c.service]
     for chunk in chunks(gone, ROWS_PER_CONDITION):
-        columns = [table.c.subject_id, table.c.purpose_id, table.c.service]
         connection.execute(delete(table).where(any_row(columns, chunk)))
 
 
